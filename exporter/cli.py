@@ -1,0 +1,116 @@
+"""`memlora-export`: a thin CLI over `ExportSpec` + `pipeline.run`. Results on stdout, logs/progress on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from .errors import MemloraError, SpecError
+from .spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
+
+PROG = "memlora-export"
+
+
+def parse_adapters(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        op, sep, path = item.partition("=")
+        if not sep or not op or not path:
+            raise SpecError(f"--adapter expects OP=DIR (e.g. extract=adapters/extract), got {item!r}")
+        if op in out:
+            raise SpecError(f"--adapter {op!r} given twice")
+        out[op] = path
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Export a small LM + its MemLoRA adapters to a phone-ready bundle.")
+    p.add_argument("--target", default="android", choices=["android", "host"], help="where the bundle will run")
+    p.add_argument("--base", default="smollm2-135m",
+                   help="embedded model name (smollm2-135m, gemma3-270m), a Hugging Face directory or a .gguf file")
+    p.add_argument("--adapter", action="append", default=[], metavar="OP=DIR",
+                   help="PEFT LoRA directory for a memory operation (repeat per op)")
+    p.add_argument("--adapters", dest="strategy", choices=["merged", "separate", "none"], default=None,
+                   help="merged | separate (shared foundation .ptd) | none; default: separate with adapters, else none")
+    p.add_argument("--format", default="executorch", choices=["executorch"])
+    p.add_argument("--quant", default="int4", choices=["int4", "int8", "fp32"])
+    p.add_argument("--group-size", type=int, default=32, help="int4 weight group size")
+    p.add_argument("--max-seq-len", type=int, default=1024, help="KV-cache length (prompt + generated tokens)")
+    p.add_argument("--out", default="memlora_bundle", help="bundle directory to create")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--skip-fidelity", action="store_true", help="skip the exported-vs-reference check")
+    p.add_argument("--fidelity-tokens", type=int, default=64)
+    p.add_argument("--strict-fidelity", action="store_true", help="fail (no bundle) when fidelity misses its target")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return p
+
+
+def spec_from_args(a: argparse.Namespace) -> ExportSpec:
+    return ExportSpec(
+        model=ModelSpec(base=a.base, max_seq_len=a.max_seq_len),
+        adapters=AdapterSpec(paths=parse_adapters(a.adapter), strategy=a.strategy),
+        quant=QuantSpec(scheme=a.quant, group_size=a.group_size),
+        output=OutputSpec(path=a.out, force=a.force),
+        fidelity=FidelitySpec(enabled=not a.skip_fidelity, tokens=a.fidelity_tokens, strict=a.strict_fidelity),
+        target=a.target,
+        format=a.format,
+    )
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = result["manifest"]
+    console = Console(file=sys.stdout, width=110)
+    files = Table(title=f"bundle {result['bundle']}  ({m['model']['name']}, {m['quantization']['scheme']}, "
+                        f"adapters {m['strategy']})", show_lines=False)
+    files.add_column("file")
+    files.add_column("MiB", justify="right")
+    total = 0
+    for name, e in sorted(m["files"].items()):
+        files.add_row(name, f"{e['bytes'] / 2**20:.2f}")
+        total += e["bytes"]
+    files.add_row("[b]total", f"[b]{total / 2**20:.2f}")
+    console.print(files)
+    ops = Table(title="operations")
+    for col in ("op", "program", "data", "token agreement", "max |Δlogit|", "target"):
+        ops.add_column(col)
+    for op, e in m["ops"].items():
+        f = e.get("fidelity")
+        ops.add_row(op, e["program"], ",".join(e["data_files"]) or "-",
+                    f"{f['token_agreement']:.1%}" if f else "skipped",
+                    f"{f['max_abs_logit_diff']:.3g}" if f else "-",
+                    ("met" if f["meets_target"] else "[red]MISSED") if f else "-")
+    console.print(ops)
+    console.print(f"export time {m['export']['seconds']['total']:.1f} s  "
+                  f"(torch {m['versions'].get('torch')}, executorch {m['versions'].get('executorch')})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(name)s: %(message)s")
+    for noisy in ("torch", "executorch", "torchao", "transformers", "root"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.ERROR)
+    try:
+        spec = spec_from_args(args)
+        from .pipeline import run
+
+        result = run(spec)
+    except MemloraError as e:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no bundle was written", file=sys.stderr)
+        return 130
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

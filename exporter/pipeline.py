@@ -1,0 +1,226 @@
+"""The export pipeline: load -> plan -> (attach adapter -> quantize -> lower) per program -> validate -> bundle.
+
+Each step is a small function; `run(spec)` chains them and returns the summary the CLI prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.metadata as md
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from runtimes import prompts
+from runtimes.manifest import SCHEMA_VERSION, dump, load_manifest
+
+from .bundle import BundleWriter, check_output
+from .errors import ExportError, ParityError
+from .spec import ExportSpec
+
+log = logging.getLogger("memlora.export")
+FOUNDATION = "foundation.ptd"
+STOP_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<eos>")
+QUANT_DESCRIPTION = {
+    "int4": {"linear": "int8 dynamic activation + int4 weight, per-group", "embedding": "int8 weight, per-channel"},
+    "int8": {"linear": "int8 dynamic activation + int8 weight, per-channel", "embedding": "int8 weight, per-channel"},
+    "fp32": {"linear": "fp32", "embedding": "fp32"},
+}
+
+
+@contextlib.contextmanager
+def step(name: str, timings: dict[str, float]) -> Iterator[None]:
+    log.info("%s ...", name)
+    t0 = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - t0, 2)
+    log.info("%s done in %.1f s", name, timings[name])
+
+
+@dataclass
+class Program:
+    """One program to lower: its file stem and the ops it serves, with the adapter it carries (if any)."""
+
+    stem: str
+    ops: list[str]
+    adapter: Any | None
+
+
+def plan(spec: ExportSpec, adapters: dict[str, Any]) -> list[Program]:
+    if spec.adapters.strategy == "none":
+        return [Program("base", spec.ops, None)]
+    return [Program(op, [op], adapters[op]) for op in spec.ops]
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("torch", "executorch", "torchao", "transformers", "peft"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def tool_version() -> str:
+    try:
+        return md.version("memlora")
+    except md.PackageNotFoundError:
+        return "0.1.0+src"
+
+
+def stop_token_ids(tokenizer: Any, config: Any) -> list[int]:
+    ids: set[int] = set()
+    eos = getattr(config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[n] for n in STOP_TOKEN_NAMES if n in vocab)
+    return sorted(int(i) for i in ids)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program], out: Path,
+                   timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+    import torch
+    from tqdm import tqdm
+
+    from .adapters import with_adapter
+    from .quant import quantize
+    from .targets import get_target
+
+    target = get_target(spec.format)
+    separate = spec.adapters.strategy == "separate"
+    example = (torch.zeros(1, 8, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    results: dict[str, dict[str, Any]] = {}
+    foundation_sha = None
+    for prog in tqdm(programs, desc="lower", unit="program", disable=None):
+        with step(f"lower {prog.stem}", timings):
+            dec = with_adapter(base_decoder, prog.adapter, spec.adapters.strategy)
+            counts = quantize(dec, spec.quant)
+            scratch = out / f".scratch-{prog.stem}"
+            scratch.mkdir()
+            res = target.lower(dec, example, foundation_file=FOUNDATION if separate else None, out_dir=scratch,
+                               program_name=prog.stem)
+            del dec
+            shutil.move(str(scratch / res["program"]), out / res["program"])
+            if separate:
+                sha = _sha(scratch / FOUNDATION)
+                if foundation_sha is None:
+                    foundation_sha = sha
+                    shutil.move(str(scratch / FOUNDATION), out / FOUNDATION)
+                elif sha != foundation_sha:
+                    raise ExportError(f"foundation weights of {prog.stem!r} differ from the first op's: the shared "
+                                      f"{FOUNDATION} would not serve every adapter")
+            shutil.rmtree(scratch)
+            res["quantized_modules"] = counts
+            results[prog.stem] = res
+    return results
+
+
+def run(spec: ExportSpec) -> dict[str, Any]:
+    from .arch import ArchConfig, build_decoder
+    from .load import check_adapter, load_adapter, load_base
+
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    out = spec.out_path
+    check_output(out, spec.output.force)
+    with step("load base", timings):
+        base = load_base(spec.model.base)
+        arch = ArchConfig.from_hf(base.config, spec.model.max_seq_len)
+        base_decoder = build_decoder(arch, base.model.state_dict())
+    with step("load adapters", timings):
+        adapters = {op: load_adapter(op, path) for op, path in spec.adapters.paths.items()}
+        for a in adapters.values():
+            check_adapter(a, base_decoder)
+    programs = plan(spec, adapters)
+    stops = stop_token_ids(base.tokenizer, base.config)
+    with BundleWriter(out, spec.output.force) as w:
+        assert w.dir is not None
+        base.tokenizer.backend_tokenizer.save(str(w.dir / "tokenizer.json"))
+        lowered = lower_programs(spec, base_decoder, programs, w.dir, timings)
+        del base_decoder
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "memlora", "version": tool_version()},
+            "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "model": {"name": base.name, "source": spec.model.base if base.source.startswith("embedded") else base.source,
+                      "architecture": arch.family, "vocab_size": arch.vocab_size, "max_seq_len": arch.max_seq_len,
+                      "n_layers": arch.n_layers, "dim": arch.dim},
+            "tokenizer": {"file": "tokenizer.json", "chat_template": base.tokenizer.chat_template,
+                          "bos_token": base.tokenizer.bos_token, "eos_token": base.tokenizer.eos_token},
+            "strategy": spec.adapters.strategy,
+            "quantization": {"scheme": spec.quant.scheme, "group_size": spec.quant.group_size,
+                             "lora": "fp32 (never quantized)", **QUANT_DESCRIPTION[spec.quant.scheme]},
+            "format": spec.format,
+            "target": spec.target,
+            "versions": versions(),
+            "spec": spec.to_dict(),
+            "ops": {},
+            "files": {},
+        }
+        for prog in programs:
+            res = lowered[prog.stem]
+            for op in prog.ops:
+                tpl = prompts.template_for(op)
+                manifest["ops"][op] = {
+                    "program": res["program"], "data_files": res["data_files"], "method": "forward",
+                    "prompt_template": tpl,
+                    "generation": prompts.DEFAULT_GENERATION.get(op, prompts.FALLBACK_GENERATION),
+                    "stop_token_ids": stops,
+                    "adapter": prog.adapter.describe() if prog.adapter else None,
+                    "lowering": {k: res[k] for k in ("delegated_ops", "quantized_modules")},
+                }
+        manifest["files"] = w.file_table()
+        (w.dir / "manifest.json").write_text(dump(manifest))
+        if spec.fidelity.enabled:
+            with step("fidelity", timings):
+                fidelity = check_fidelity(spec, base, adapters, w.dir)
+            for op, result in fidelity.items():
+                manifest["ops"][op]["fidelity"] = result
+            failed = [op for op, r in fidelity.items() if not r["meets_target"]]
+            if failed and spec.fidelity.strict:
+                raise ParityError("fidelity below target for " + ", ".join(
+                    f"{op} (agreement {fidelity[op]['token_agreement']:.1%}, max |dlogit| {fidelity[op]['max_abs_logit_diff']:.3g})"
+                    for op in failed))
+        timings["total"] = round(time.perf_counter() - t_start, 2)
+        manifest["export"] = {"seconds": timings}
+        w.commit(manifest)
+    return {"bundle": str(out), "manifest": manifest}
+
+
+def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle_dir: Path) -> dict[str, dict[str, Any]]:
+    from runtimes.executorch import ExecuTorchRuntime
+
+    from .validate import check_op, meets_target
+
+    runtime = ExecuTorchRuntime(load_manifest(bundle_dir, verify=False))
+    model = base.model
+    if adapters:
+        from peft import PeftModel
+
+        first, *rest = adapters.values()
+        model = PeftModel.from_pretrained(base.model, str(first.path), adapter_name=first.op)
+        for a in rest:
+            model.load_adapter(str(a.path), adapter_name=a.op)
+        model.eval()
+    results = {}
+    for op in spec.ops:
+        if adapters:
+            model.set_adapter(op)
+        tpl = prompts.template_for(op)
+        ids = runtime.encode(prompts.render(tpl, **prompts.SAMPLE_FIELDS[tpl]))
+        r = check_op(runtime, op, model, ids, spec.fidelity.tokens)
+        r["meets_target"] = meets_target(spec.quant.scheme, r)
+        results[op] = r
+    return results

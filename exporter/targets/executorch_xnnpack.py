@@ -1,0 +1,98 @@
+"""ExecuTorch + XNNPACK: export the KV-cache decoder with a dynamic sequence length and lower it.
+
+With `foundation_file` set (separate adapters), every weight except the LoRA path is tagged for an external
+`.ptd` file (ExecuTorch program-data separation), delegated XNNPACK weights included; the `.pte` keeps only the
+graph and the float LoRA weights.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ExportError
+from . import register_target
+
+
+def _is_foundation(node: torch.fx.Node) -> bool:
+    return "lora" not in node.name and "cache" not in node.name
+
+
+@register_target("executorch")
+class ExecuTorchXnnpack:
+    file_suffix = ".pte"
+
+    def lower(self, decoder, example, *, foundation_file: str | None, out_dir: Path, program_name: str) -> dict[str, Any]:
+        from torch.export import Dim, export
+
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+        from executorch.exir.passes import MemoryPlanningPass
+        from executorch.exir.passes.external_constants_pass import delegate_external_constants_pass_unlifted
+        from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+        stem = Path(foundation_file).stem if foundation_file else None
+        tag = (lambda n: stem if _is_foundation(n) else None) if stem else None
+        seq = Dim("seq", min=1, max=decoder.cfg.max_seq_len - 1)
+        dyn = ({1: seq}, None)
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                ep = export(decoder, example, dynamic_shapes=dyn, strict=False)
+                # Re-export the unlifted module strictly: the way through torch 2.13's run_decompositions trap, and
+                # the graph on which the external-constant tags are placed (they ride on get_attr nodes).
+                gm = ep.module()
+                if tag:
+                    delegate_external_constants_pass_unlifted(gm, tag)
+                ep = export(gm, example, dynamic_shapes=dyn, strict=True)
+                edge = to_edge_transform_and_lower(
+                    ep,
+                    partitioner=[XnnpackPartitioner()],
+                    compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+                )
+                et = edge.to_executorch(ExecutorchBackendConfig(
+                    extract_delegate_segments=True,
+                    do_quant_fusion_and_const_prop=True,
+                    memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                    sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+                    external_constants=tag or False,
+                ))
+        except Exception as e:
+            raise ExportError(f"ExecuTorch lowering of {program_name!r} failed: {type(e).__name__}: {e}") from e
+        program = out_dir / f"{program_name}.pte"
+        program.write_bytes(et.buffer)
+        data_files = []
+        if tag:
+            et.write_tensor_data_to_file(str(out_dir))
+            if not (out_dir / foundation_file).exists():
+                raise ExportError(f"ExecuTorch wrote no {foundation_file} for {program_name!r}")
+            data_files = [foundation_file]
+        graph = edge.exported_program().graph
+        return {
+            "program": program.name,
+            "data_files": data_files,
+            "seconds": time.perf_counter() - t0,
+            "delegated_ops": delegation_summary(graph),
+        }
+
+
+def delegation_summary(graph) -> dict[str, int]:
+    """Count of XNNPACK delegate calls vs operators left to the portable/optimized kernels."""
+    counts = {"xnnpack_delegates": 0, "cpu_ops": 0, "cpu_matmuls": 0}
+    for n in graph.nodes:
+        if n.op != "call_function":
+            continue
+        name = str(n.target)
+        if "executorch_call_delegate" in name:
+            counts["xnnpack_delegates"] += 1
+        elif "EdgeOpOverload" in name or "llama." in name:
+            counts["cpu_ops"] += 1
+            feeds_embedding = any("aten.embedding" in str(u.target) for u in n.users)
+            if any(op in name for op in ("aten.linear", "aten.mm.", "aten.addmm", "aten.bmm")) or (
+                "dequantize_affine" in name and not feeds_embedding
+            ):
+                counts["cpu_matmuls"] += 1  # a (quantized) linear that XNNPACK did not take
+    return counts

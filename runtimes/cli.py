@@ -1,0 +1,46 @@
+"""`memlora-run BUNDLE --op OP --prompt TEXT`: run one memory operation of a bundle, streaming the answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .manifest import BundleError
+
+PROG = "memlora-run"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog=PROG, description="Run one operation of a memlora bundle on this host.")
+    p.add_argument("bundle")
+    p.add_argument("--op", default="generate")
+    p.add_argument("--prompt", required=True, help="user message (rendered with the bundle's chat template)")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (the op's default)")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result and stats as JSON instead of streaming")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of bundle files")
+    a = p.parse_args(argv)
+    try:
+        from .executorch import ExecuTorchRuntime
+
+        rt = ExecuTorchRuntime.from_bundle(a.bundle, verify=not a.no_verify)
+        kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed)
+        if a.json:
+            g = rt.generate(a.op, prompt=a.prompt, **kw)
+            print(json.dumps({"op": g.op, "text": g.text, "stop_reason": g.stop_reason, "stats": g.stats.to_dict()}))
+            return 0
+        g = rt.generate(a.op, prompt=a.prompt, on_token=lambda s: print(s, end="", flush=True), **kw)
+    except (BundleError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    s = g.stats
+    print(f"\n[{g.stop_reason}] load {s.load_ms:.0f} ms | prompt {s.prompt_tokens} tok, prefill {s.prefill_tok_s:.1f} tok/s | "
+          f"{len(g.tokens)} new tok, decode {s.decode_tok_s:.1f} tok/s | ttft {s.ttft_ms:.0f} ms", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
