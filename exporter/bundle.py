@@ -23,8 +23,10 @@ def check_output(out: Path, force: bool) -> None:
     parent = out.resolve().parent
     if not parent.is_dir():
         raise OutputError(f"output parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory {parent} is not writable")
+    try:  # a real probe: os.access says yes to root even on a read-only filesystem
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
+    except OSError as e:
+        raise OutputError(f"output directory {parent} is not writable: {e.strerror}") from e
 
 
 class BundleWriter:

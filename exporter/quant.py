@@ -35,16 +35,22 @@ def rule_for(scheme: str, fqn: str) -> str | None:
     return None
 
 
+# Scale-only HQQ picks the weight scales that minimise reconstruction error; ExecuTorch's LLM export uses it too.
+HQQ = "hqq_scale_only"
+
+
 def _config(kind: str, group_size: int):
     from torchao.quantization.granularity import PerAxis, PerGroup
     from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
 
     if kind == "8da4w":
-        return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size))
+        return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size),
+                                                     intx_choose_qparams_algorithm=HQQ)
     if kind == "8da8w":
-        return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+        return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0),
+                                                     intx_choose_qparams_algorithm=HQQ)
     if kind == "emb8":
-        return IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+        return IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0), intx_choose_qparams_algorithm=HQQ)
     raise ValueError(kind)
 
 
