@@ -272,8 +272,10 @@ class Decoder(nn.Module):
                 h = layer(h, lcos, lsin, start_pos)
             else:
                 h = layer(h, cos, sin, start_pos)
-        h = self.norm(h[:, -1, :])
-        return self.lm_head(h)
+        # Keep the head's input 3-D like every other linear: XNNPACK then tags its weights for the foundation .ptd
+        # the same way (a 2-D input took another lowering path that left the head's int4 weights in each .pte).
+        h = self.norm(h[:, -1:, :])
+        return self.lm_head(h).squeeze(1)
 
     def reset_cache(self) -> None:
         for m in self.modules():

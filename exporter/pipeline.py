@@ -210,17 +210,22 @@ def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle
         from peft import PeftModel
 
         first, *rest = adapters.values()
-        model = PeftModel.from_pretrained(base.model, str(first.path), adapter_name=first.op)
+        # PEFT keeps adapters in ModuleDicts keyed by name: a bare "update" would shadow ModuleDict.update.
+        model = PeftModel.from_pretrained(base.model, str(first.path), adapter_name=f"memlora_{first.op}")
         for a in rest:
-            model.load_adapter(str(a.path), adapter_name=a.op)
+            model.load_adapter(str(a.path), adapter_name=f"memlora_{a.op}")
         model.eval()
     results = {}
     for op in spec.ops:
         if adapters:
-            model.set_adapter(op)
+            model.set_adapter(f"memlora_{op}")
         tpl = prompts.template_for(op)
         ids = runtime.encode(prompts.render(tpl, **prompts.SAMPLE_FIELDS[tpl]))
-        r = check_op(runtime, op, model, ids, spec.fidelity.tokens)
+        room = runtime.manifest.max_seq_len - len(ids)
+        if room < 2:
+            raise ExportError(f"fidelity prompt for {op!r} ({len(ids)} tokens) does not fit max_seq_len "
+                              f"{runtime.manifest.max_seq_len}; raise --max-seq-len or pass --skip-fidelity")
+        r = check_op(runtime, op, model, ids, min(spec.fidelity.tokens, room - 1))
         r["meets_target"] = meets_target(spec.quant.scheme, r)
         results[op] = r
     return results

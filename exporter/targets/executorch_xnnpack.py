@@ -21,6 +21,26 @@ def _is_foundation(node: torch.fx.Node) -> bool:
     return "lora" not in node.name and "cache" not in node.name
 
 
+class _TagLiftedConstants:
+    """Tag the lifted weight placeholders too. torchao's quantized weights are tensor subclasses that export
+    flattens into new placeholders (qdata / scale / zero point) without the tags placed on the unlifted graph;
+    XNNPACK reads the tag from the placeholder it serialises, so without this the int4 weights stayed in each .pte."""
+
+    def __init__(self, tag: str, ep):
+        self.tag = tag
+        self.user_inputs = set(ep.graph_signature.user_inputs)
+
+    def __call__(self, gm: torch.fx.GraphModule):
+        from torch.fx.passes.infra.pass_base import PassResult
+
+        for node in gm.graph.nodes:
+            # Every lifted weight / constant except user inputs, the KV cache and the LoRA path. Names of the lifted
+            # subclass parts (`_lifted_tensor_constantN`) are not in the export signature, hence the negative test.
+            if node.op == "placeholder" and node.name not in self.user_inputs and _is_foundation(node):
+                node.meta.setdefault("custom", {})["delegate_constant_tag"] = self.tag
+        return PassResult(gm, True)
+
+
 @register_target("executorch")
 class ExecuTorchXnnpack:
     file_suffix = ".pte"
@@ -50,6 +70,7 @@ class ExecuTorchXnnpack:
                 ep = export(gm, example, dynamic_shapes=dyn, strict=True)
                 edge = to_edge_transform_and_lower(
                     ep,
+                    transform_passes=[_TagLiftedConstants(stem, ep)] if stem else None,
                     partitioner=[XnnpackPartitioner()],
                     compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
                 )

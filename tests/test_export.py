@@ -1,0 +1,116 @@
+"""Exports of tiny random llama / gemma3 models through the real pipeline, run by the real ExecuTorch runtime."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporter.pipeline import run
+from exporter.spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
+from runtimes.executorch import ExecuTorchRuntime
+from runtimes.manifest import load_manifest
+
+
+def export(base, out, adapters=None, strategy=None, quant="fp32", tokens=16, seq=256):
+    spec = ExportSpec(model=ModelSpec(base=str(base), max_seq_len=seq),
+                      adapters=AdapterSpec(paths={k: str(v) for k, v in (adapters or {}).items()}, strategy=strategy),
+                      quant=QuantSpec(quant), output=OutputSpec(str(out)), fidelity=FidelitySpec(tokens=tokens))
+    return run(spec)["manifest"]
+
+
+def sizes(m):
+    return sum(e["bytes"] for e in m["files"].values())
+
+
+@pytest.fixture(scope="module")
+def separate_fp32(tmp_path_factory, tiny_llama, llama_adapters):
+    out = tmp_path_factory.mktemp("b") / "sep_fp32"
+    return out, export(tiny_llama, out, llama_adapters, "separate", "fp32")
+
+
+@pytest.fixture(scope="module")
+def merged_fp32(tmp_path_factory, tiny_llama, llama_adapters):
+    out = tmp_path_factory.mktemp("b") / "merged_fp32"
+    return out, export(tiny_llama, out, llama_adapters, "merged", "fp32")
+
+
+def test_separate_bundle_layout(separate_fp32):
+    out, m = separate_fp32
+    assert set(m["files"]) == {"extract.pte", "update.pte", "generate.pte", "foundation.ptd", "tokenizer.json"}
+    for op in ("extract", "update", "generate"):
+        e = m["ops"][op]
+        assert e["program"] == f"{op}.pte" and e["data_files"] == ["foundation.ptd"]
+        assert e["prompt_template"] == f"memlora.{op}.v1" and e["stop_token_ids"]
+        assert e["adapter"]["rank"] in (4, 8)
+    assert m["versions"]["executorch"] == "1.5.1" and m["strategy"] == "separate"
+    load_manifest(out)  # every checksum verifies
+    # Programs carry only the graph + LoRA weights; the foundation holds the base weights once.
+    foundation = m["files"]["foundation.ptd"]["bytes"]
+    assert all(m["files"][f"{op}.pte"]["bytes"] < foundation / 2 for op in ("extract", "update", "generate"))
+
+
+def test_fp32_fidelity_matches_peft_reference(separate_fp32, merged_fp32):
+    for _, m in (separate_fp32, merged_fp32):
+        for op, e in m["ops"].items():
+            assert e["fidelity"]["token_agreement"] == 1.0, op
+            assert e["fidelity"]["max_abs_logit_diff"] < 1e-4, op
+
+
+def test_separate_and_merged_agree_and_adapters_differ(separate_fp32, merged_fp32):
+    sep = ExecuTorchRuntime.from_bundle(separate_fp32[0])
+    mer = ExecuTorchRuntime.from_bundle(merged_fp32[0])
+    ids = sep.encode(prompt="Where does Caroline live?")
+    logits = {}
+    for op in ("extract", "update", "generate"):
+        a, b = sep.forward(op, ids, 0), mer.forward(op, ids, 0)
+        assert np.abs(a - b).max() < 1e-3
+        logits[op] = a
+    # Each op really carries its own adapter: the programs disagree with each other.
+    assert np.abs(logits["extract"] - logits["update"]).max() > 1e-2
+    assert np.abs(logits["extract"] - logits["generate"]).max() > 1e-2
+
+
+def test_storage_separate_vs_merged(tmp_path, tiny_llama, llama_adapters, separate_fp32):
+    # One merged program is the size of the base; three are ~3x. Separate is ~1x base + small LoRA programs.
+    _, sep = separate_fp32
+    merged = export(tiny_llama, tmp_path / "m", llama_adapters, "merged", "int4", tokens=4)
+    sep4 = export(tiny_llama, tmp_path / "s", llama_adapters, "separate", "int4", tokens=4)
+    per_op = [merged["files"][f"{op}.pte"]["bytes"] for op in ("extract", "update", "generate")]
+    weights_sep = sizes(sep4) - sep4["files"]["tokenizer.json"]["bytes"]
+    assert weights_sep < 0.5 * sum(per_op)
+    assert weights_sep < 1.5 * max(per_op)
+    # int4 linears are delegated to XNNPACK: no quantized matmul is left to the portable CPU kernels.
+    for m in (merged, sep4):
+        for e in m["ops"].values():
+            assert e["lowering"]["delegated_ops"]["cpu_matmuls"] == 0
+            assert e["lowering"]["quantized_modules"]["8da4w"] > 0
+            assert e["lowering"]["quantized_modules"]["emb8"] == 1
+
+
+def test_int8_is_delegated_not_folded(tmp_path, tiny_llama):
+    m = export(tiny_llama, tmp_path / "i8", quant="int8", tokens=8)
+    assert set(m["files"]) == {"base.pte", "tokenizer.json"}
+    lowering = m["ops"]["generate"]["lowering"]
+    assert lowering["quantized_modules"]["8da8w"] == 2 * 7 + 1  # 7 linears per layer + lm_head
+    assert lowering["delegated_ops"]["cpu_matmuls"] == 0
+    # int8 weights stay int8 on disk: about a quarter of fp32 for this model's linears + embedding.
+    fp32 = export(tiny_llama, tmp_path / "f32", quant="fp32", tokens=8)
+    assert m["files"]["base.pte"]["bytes"] < 0.4 * fp32["files"]["base.pte"]["bytes"]
+
+
+def test_gemma3_separate_exports_and_matches(tmp_path, tiny_gemma3):
+    from tests.conftest import make_adapter
+
+    a = make_adapter(tiny_gemma3, tmp_path / "ga", ("q_proj", "down_proj"))
+    m = export(tiny_gemma3, tmp_path / "g", {"generate": a}, "separate", "fp32", seq=256)
+    assert m["model"]["architecture"] == "gemma3"
+    f = m["ops"]["generate"]["fidelity"]
+    assert f["token_agreement"] == 1.0 and f["max_abs_logit_diff"] < 1e-4
+
+
+def test_gemma3_rejects_context_beyond_sliding_window(tmp_path, tiny_gemma3):
+    from exporter.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="sliding_window=256"):
+        export(tiny_gemma3, tmp_path / "g", seq=512)
+    assert not (tmp_path / "g").exists()
