@@ -95,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(name)s: %(message)s")
     for noisy in ("torch", "executorch", "torchao", "transformers", "root"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.ERROR)
+    if not args.debug:  # library deprecation chatter is not for users of the CLI
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         spec = spec_from_args(args)
         from .pipeline import run
