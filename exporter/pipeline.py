@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import importlib.metadata as md
 import logging
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from runtimes import prompts
-from runtimes.manifest import SCHEMA_VERSION, dump, load_manifest
+from runtimes.manifest import SCHEMA_VERSION, dump, load_manifest, sha256_file
 
 from .bundle import BundleWriter, check_output
 from .errors import ExportError, ParityError
@@ -85,10 +84,6 @@ def stop_token_ids(tokenizer: Any, config: Any) -> list[int]:
     return sorted(int(i) for i in ids)
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program], out: Path,
                    timings: dict[str, float]) -> dict[str, dict[str, Any]]:
     import torch
@@ -114,7 +109,7 @@ def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program],
             del dec
             shutil.move(str(scratch / res["program"]), out / res["program"])
             if separate:
-                sha = _sha(scratch / FOUNDATION)
+                sha = sha256_file(scratch / FOUNDATION)
                 if foundation_sha is None:
                     foundation_sha = sha
                     shutil.move(str(scratch / FOUNDATION), out / FOUNDATION)
