@@ -45,7 +45,8 @@ class _TagLiftedConstants:
 class ExecuTorchXnnpack:
     file_suffix = ".pte"
 
-    def lower(self, decoder, example, *, foundation_file: str | None, out_dir: Path, program_name: str) -> dict[str, Any]:
+    def lower(self, decoder, example, *, foundation_file: str | None, out_dir: Path, program_name: str,
+              stop_token_ids: list[int] | None = None) -> dict[str, Any]:
         from torch.export import Dim, export
 
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -70,6 +71,7 @@ class ExecuTorchXnnpack:
                 ep = export(gm, example, dynamic_shapes=dyn, strict=True)
                 edge = to_edge_transform_and_lower(
                     ep,
+                    constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []),
                     transform_passes=[_TagLiftedConstants(stem, ep)] if stem else None,
                     partitioner=[XnnpackPartitioner()],
                     compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
@@ -98,6 +100,20 @@ class ExecuTorchXnnpack:
             "seconds": time.perf_counter() - t0,
             "delegated_ops": delegation_summary(graph),
         }
+
+
+def llm_metadata(cfg, stop_token_ids: list[int]) -> dict[str, Any]:
+    """The metadata methods ExecuTorch's LLM runner (TextLLMRunner, Android's LlmModule) reads from a .pte before it
+    runs one: without them it refuses the program ("Required metadata method get_max_seq_len not found")."""
+    return {
+        "get_max_seq_len": cfg.max_seq_len,
+        "get_max_context_len": cfg.max_seq_len,
+        "get_vocab_size": cfg.vocab_size,
+        "get_eos_ids": list(stop_token_ids),
+        "use_kv_cache": True,
+        "use_sdpa_with_kv_cache": True,
+        "enable_dynamic_shape": True,
+    }
 
 
 def delegation_summary(graph) -> dict[str, int]:
