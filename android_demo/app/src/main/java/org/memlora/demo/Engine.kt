@@ -1,0 +1,104 @@
+package org.memlora.demo
+
+import android.content.Context
+import java.io.Closeable
+import java.io.File
+import java.time.LocalDateTime
+import java.time.format.DateTimeFormatter
+import java.util.Locale
+import org.memlora.core.BundleError
+import org.memlora.core.Manifest
+import org.memlora.core.MemoryCycle
+import org.memlora.core.MemoryFormat
+import org.memlora.core.MemoryStore
+import org.memlora.core.Turn
+
+/** A language-model backend over a bundle: MemoryCycle's Llm plus load bookkeeping. */
+interface LlmBackend : MemoryCycle.Llm, Closeable {
+    val name: String
+    /** Loads the op's program if it is not loaded yet; returns the milliseconds the load took (0 when loaded). */
+    fun ensureLoaded(op: String): Double
+    /** The runner's figures for the last generate() (the profiler's run fields), or null. */
+    val lastRun: Map<String, Any?>?
+}
+
+/**
+ * The bundle, its models, the memory store and the memory cycle of :core for one set of settings. Everything here
+ * runs on MemloraApp's worker thread.
+ */
+class Engine private constructor(
+    val manifest: Manifest,
+    val llm: LlmBackend,
+    val embedder: EtEmbedder,
+    val store: MemoryStore,
+    val cycle: MemoryCycle,
+) : Closeable {
+    var turns = 0
+        private set
+
+    /** One user message: remember it (extract -> update, one transaction) and answer it (retrieve -> generate). */
+    fun handle(text: String, rememberFirst: Boolean, status: (String) -> Unit, onText: (String) -> Unit): MemoryCycle.Answer {
+        var answer: MemoryCycle.Answer? = null
+        val remember = {
+            status("remembering…")
+            val r = cycle.addTurns(listOf(Turn(SPEAKER, text, null, "m${++turns}")), sessionDate())
+            val added = r.applied.sumOf { it.added.size }
+            val updated = r.applied.sumOf { it.updated.size }
+            val deleted = r.applied.sumOf { it.deleted.size }
+            val failed = r.calls.filter { it.ok == false }.joinToString { "${it.op}: ${it.error}" }
+            status("${r.facts.size} facts; +$added ~$updated -$deleted memories" + if (failed.isNotEmpty()) " ($failed)" else "")
+        }
+        if (rememberFirst) remember()
+        status(if (rememberFirst) "answering…" else "answering (memories update next)…")
+        answer = cycle.answer(text, null) { piece -> onText(piece) }
+        if (!rememberFirst) remember()
+        return answer
+    }
+
+    override fun close() {
+        llm.close()
+        embedder.close()
+        store.close()
+    }
+
+    companion object {
+        const val SPEAKER = "User"
+        const val OWNER = "user"
+        private val LOCOMO_DATE = DateTimeFormatter.ofPattern("h:mm a 'on' d MMMM, yyyy", Locale.ENGLISH)
+
+        /** The session date as LoCoMo writes it ("1:56 pm on 8 May, 2023"), the form the adapters were trained on. */
+        fun sessionDate(): String = LOCOMO_DATE.format(LocalDateTime.now()).replace("AM", "am").replace("PM", "pm")
+
+        /** <dir>/<strategy> when the settings name a strategy and that sub-bundle exists, else <dir>. */
+        fun resolveBundle(dir: String, strategy: String): File {
+            val root = File(dir)
+            if (strategy != "bundle" && File(root, "$strategy/${Manifest.MANIFEST}").isFile) return File(root, strategy)
+            return root
+        }
+
+        fun open(context: Context, s: Settings): Engine {
+            val dir = resolveBundle(s.bundlePath, s.strategy)
+            // verify=false: sizes only would be cheap, but sha256 of a few hundred MB on a phone takes seconds; the
+            // manifest's structure, files and versions are still checked. Integrity is checked by memlora-export --install.
+            val m = Manifest.load(dir, false)
+            if (s.strategy != "bundle" && m.strategy() != s.strategy)
+                throw BundleError("the bundle at $dir is '${m.strategy()}', the settings ask for '${s.strategy}' " +
+                        "(push that export to ${s.bundlePath}/${s.strategy} or choose 'bundle')")
+            for (f in m.files().keys) if (!File(dir, f).isFile) throw BundleError("bundle file missing: $f")
+            val llm: LlmBackend = when (s.backend) {
+                "executorch" -> {
+                    m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
+                    EtLlm(m)
+                }
+                else -> throw BundleError("backend '${s.backend}' is not available in this app build: it runs " +
+                        "ExecuTorch bundles (see docs/android.md, 'ONNX')")
+            }
+            val embedder = EtEmbedder(m)
+            val store = MemoryStore(File(context.filesDir, "memories.sqlite").path)
+            val cycle = MemoryCycle(llm, embedder, store, OWNER, MemoryCycle.Config(), MemoryCycle.templatesOf(m))
+            return Engine(m, llm, embedder, store, cycle)
+        }
+
+        fun now(): String = MemoryFormat.now()
+    }
+}

@@ -1,0 +1,105 @@
+package org.memlora.demo
+
+import java.io.File
+import org.memlora.core.Bench
+import org.memlora.core.BundleError
+import org.memlora.core.ChatMessage
+import org.memlora.core.Manifest
+import org.memlora.core.MemoryCycle
+import org.pytorch.executorch.extension.llm.LlmCallback
+import org.pytorch.executorch.extension.llm.LlmModule
+
+/**
+ * The ExecuTorch backend: one LlmModule (ExecuTorch's LLM runner: tokenizer, KV-cache prefill + decode, sampling)
+ * per program of the bundle. A separate-adapter bundle has one small .pte per op over the shared foundation .ptd, so
+ * each op's module is created with that .ptd as its data file; a merged or adapter-less bundle has one program per op
+ * or one for all. Prompts are rendered by :core (the manifest's template + chat template), exactly as in Python.
+ *
+ * LlmModule's runner needs the LLM metadata methods (get_max_seq_len, get_eos_ids, ...) in the .pte; a program
+ * without them fails at load with ExecuTorch's own message, which is shown as is.
+ */
+class EtLlm(private val m: Manifest) : LlmBackend {
+    override val name = "executorch"
+    private val modules = HashMap<String, LlmModule>() // program file -> module
+    val loadMs = LinkedHashMap<String, Double>()        // op -> ms its program took to load (0 when shared)
+    override var lastRun: Map<String, Any?>? = null
+        private set
+
+    private fun files(op: String): Pair<String, List<String>> {
+        val b = m.op(op).backend("executorch")
+        val program = b["program"] as String
+        if (!program.endsWith(".pte")) throw BundleError("op '$op' has no ExecuTorch program (${program}); export with --format executorch or both")
+        @Suppress("UNCHECKED_CAST")
+        val data = (b["data_files"] as? List<Any?>).orEmpty().map { File(m.root, it as String).path }
+        return program to data
+    }
+
+    override fun ensureLoaded(op: String): Double {
+        val (program, data) = files(op)
+        if (modules.containsKey(program)) return 0.0
+        val t0 = System.nanoTime()
+        val module = LlmModule(LlmModule.MODEL_TYPE_TEXT, File(m.root, program).path, m.tokenizerFile().path, 0.0f, data, 0, 0)
+        module.load()
+        modules[program] = module
+        val ms = (System.nanoTime() - t0) / 1e6
+        loadMs[op] = ms
+        return ms
+    }
+
+    /**
+     * Greedy (or the op's temperature) generation of the op's answer. [maxNewTokens] (default: the manifest's) is
+     * enforced by stopping the runner after that many streamed pieces; the runner stops earlier at an end-of-sequence id.
+     */
+    override fun generate(op: String, messages: List<ChatMessage>, maxNewTokens: Int?, onText: MemoryCycle.TokenListener?): MemoryCycle.Generation =
+        generate(op, m.renderPrompt(messages), maxNewTokens ?: m.op(op).maxNewTokens(), onText)
+
+    fun generate(op: String, prompt: String, maxNew: Int, onText: MemoryCycle.TokenListener?): MemoryCycle.Generation {
+        ensureLoaded(op)
+        val module = modules.getValue(files(op).first)
+        val temperature = m.op(op).gen("temperature", 0.0).toFloat()
+        val stopText = m.eosToken().takeIf { it.isNotEmpty() }
+        val text = StringBuilder()
+        var pieces = 0
+        var stopped = false
+        var stats: String? = null
+        var error: String? = null
+        module.resetContext() // each op call is a fresh conversation (the runner keeps its KV position otherwise)
+        module.generate(prompt, m.maxSeqLen(), object : LlmCallback {
+            override fun onResult(result: String) {
+                if (stopped) return
+                pieces++
+                var piece = result
+                val cut = if (stopText != null) (text.toString() + piece).indexOf(stopText) else -1
+                if (cut >= 0) { // the end-of-turn token came out as text: end the answer there
+                    piece = (text.toString() + piece).substring(text.length, cut)
+                    stopped = true
+                }
+                text.append(piece)
+                if (piece.isNotEmpty()) onText?.onText(piece)
+                if (stopped || pieces >= maxNew) {
+                    stopped = true
+                    module.stop()
+                }
+            }
+
+            override fun onStats(stats_: String) {
+                stats = stats_
+            }
+
+            override fun onError(errorCode: Int, message: String) {
+                error = "ExecuTorch error $errorCode: $message"
+            }
+        }, false, temperature, 0, 0)
+        error?.let { throw IllegalStateException("op $op: $it") }
+        val run = stats?.let { Bench.run(it) }
+        lastRun = run
+        val promptTokens = (run?.get("prompt_tokens") as? Long)?.toInt() ?: 0
+        val newTokens = (run?.get("new_tokens") as? Long)?.toInt() ?: pieces
+        return MemoryCycle.Generation(text.toString(), promptTokens, newTokens, if (pieces >= maxNew) "max_new_tokens" else "stop_token")
+    }
+
+    override fun close() {
+        for (mod in modules.values) mod.close()
+        modules.clear()
+    }
+}

@@ -1,0 +1,80 @@
+package org.memlora.demo
+
+import android.content.Intent
+import android.os.Bundle
+import android.view.Menu
+import android.view.MenuItem
+import android.widget.ArrayAdapter
+import android.widget.Button
+import android.widget.EditText
+import android.widget.ListView
+import android.widget.TextView
+import androidx.appcompat.app.AppCompatActivity
+
+/** Chat: each message is remembered (extract -> update) and answered (retrieve -> generate, streamed). */
+class MainActivity : AppCompatActivity() {
+    private val lines = ArrayList<String>()
+    private lateinit var adapter: ArrayAdapter<String>
+    private lateinit var status: TextView
+    private lateinit var send: Button
+
+    override fun onCreate(savedInstanceState: Bundle?) {
+        super.onCreate(savedInstanceState)
+        setContentView(R.layout.activity_main)
+        status = findViewById(R.id.status)
+        send = findViewById(R.id.send)
+        val input = findViewById<EditText>(R.id.input)
+        adapter = ArrayAdapter(this, android.R.layout.simple_list_item_1, lines)
+        findViewById<ListView>(R.id.messages).adapter = adapter
+        val app = application as MemloraApp
+        status.text = "bundle: ${app.settings.bundlePath} (${app.settings.backend})"
+        send.setOnClickListener {
+            val text = input.text.toString().trim()
+            if (text.isEmpty()) return@setOnClickListener
+            input.setText("")
+            lines.add("you: $text")
+            lines.add("memlora: …")
+            val row = lines.size - 1
+            adapter.notifyDataSetChanged()
+            send.isEnabled = false
+            val streamed = StringBuilder()
+            app.worker.submit {
+                try {
+                    val engine = app.engine()
+                    val answer = engine.handle(text, app.settings.rememberFirst,
+                        status = { s -> runOnUiThread { status.text = s } },
+                        onText = { piece ->
+                            streamed.append(piece)
+                            val now = streamed.toString()
+                            runOnUiThread { lines[row] = "memlora: $now"; adapter.notifyDataSetChanged() }
+                        })
+                    val shown = answer.text.ifEmpty { "(no answer)" }
+                    val info = "answered from ${answer.memories.size} memories in ${answer.call.ms.toInt()} ms"
+                    runOnUiThread {
+                        lines[row] = "memlora: $shown"
+                        adapter.notifyDataSetChanged()
+                        status.text = "${status.text} · $info"
+                    }
+                } catch (e: Throwable) {
+                    runOnUiThread {
+                        lines[row] = "memlora: error: ${e.message ?: e.javaClass.simpleName}"
+                        adapter.notifyDataSetChanged()
+                    }
+                } finally {
+                    runOnUiThread { send.isEnabled = true }
+                }
+            }
+        }
+    }
+
+    override fun onCreateOptionsMenu(menu: Menu): Boolean {
+        menuInflater.inflate(R.menu.main, menu)
+        return true
+    }
+
+    override fun onOptionsItemSelected(item: MenuItem): Boolean = when (item.itemId) {
+        R.id.action_memories -> { startActivity(Intent(this, MemoriesActivity::class.java)); true }
+        R.id.action_settings -> { startActivity(Intent(this, SettingsActivity::class.java)); true }
+        else -> super.onOptionsItemSelected(item)
+    }
+}

@@ -1,0 +1,255 @@
+package org.memlora.core;
+
+import java.time.LocalDate;
+import java.time.LocalDateTime;
+import java.time.OffsetDateTime;
+import java.time.ZoneOffset;
+import java.time.format.TextStyle;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * What the model sees, as runtimes/memory/prompts.py renders it: turns, facts and memories (temporary ids "0",
+ * "1", ... mapped back by the returned id map), and the dates shown with memories.
+ */
+public final class MemoryFormat {
+    private MemoryFormat() {}
+
+    public static final String NO_MEMORIES = "(none)";
+
+    /** Text plus the temporary-id -> row-id map of {@link #formatMemories}. */
+    public static final class Formatted {
+        public final String text;
+        public final Map<String, Long> idMap;
+
+        Formatted(String text, Map<String, Long> idMap) {
+            this.text = text;
+            this.idMap = idMap;
+        }
+    }
+
+    /** Chat messages plus the id map (update prompt). */
+    public static final class UpdatePrompt {
+        public final List<ChatMessage> messages;
+        public final Map<String, Long> idMap;
+
+        UpdatePrompt(List<ChatMessage> messages, Map<String, Long> idMap) {
+            this.messages = messages;
+            this.idMap = idMap;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------ dates
+
+    /** A parsed date: local date-time and, for ISO input that carried one, its UTC offset (else null). */
+    public static final class Parsed {
+        public final LocalDateTime dateTime;
+        public final ZoneOffset offset;
+
+        Parsed(LocalDateTime dateTime, ZoneOffset offset) {
+            this.dateTime = dateTime;
+            this.offset = offset;
+        }
+    }
+
+    private static final String S = Py.SPACE_CLASS + "+";
+    private static final String I = "(1[0-2]|0[1-9]|[1-9])";
+    private static final String MIN = "([0-5]\\p{Nd}|\\p{Nd})";
+    private static final String P = "(am|pm)";
+    private static final String D = "(3[01]|[12]\\p{Nd}|0[1-9]|[1-9]| [1-9])";
+    private static final String Y = "(\\p{Nd}\\p{Nd}\\p{Nd}\\p{Nd})";
+    private static final String MONTH_FULL = "(september|february|november|december|january|october|august|march|april|june|july|may)";
+    private static final String MONTH_ABBR = "(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)";
+    private static final String M2 = "(1[0-2]|0[1-9]|[1-9])";
+    // Python's str regexes: \d is any Unicode digit (written \p{Nd} so that java.util.regex and Android's ICU agree).
+    private static final int FLAGS = Pattern.CASE_INSENSITIVE | Pattern.UNICODE_CASE;
+    // runtimes/memory/prompts.py LOCOMO_DATE_FORMATS, as Python's strptime compiles them (whitespace -> \s+).
+    private static final Pattern[] LOCOMO = {
+        Pattern.compile(I + ":" + MIN + S + P + S + "on" + S + D + S + MONTH_FULL + "," + S + Y, FLAGS),
+        Pattern.compile(I + ":" + MIN + S + P + S + "on" + S + D + S + MONTH_ABBR + "," + S + Y, FLAGS),
+        Pattern.compile(D + S + MONTH_FULL + S + Y, FLAGS),
+        Pattern.compile(D + S + MONTH_FULL + "," + S + Y, FLAGS),
+        Pattern.compile(Y + "-" + M2 + "-" + D, FLAGS),
+    };
+    private static final List<String> MONTHS = java.util.Arrays.asList("january", "february", "march", "april", "may",
+            "june", "july", "august", "september", "october", "november", "december");
+
+    private static int num(String s) {
+        return Integer.parseInt(s.trim());
+    }
+
+    private static int month(String name) {
+        String n = name.toLowerCase(Locale.ROOT);
+        for (int i = 0; i < 12; i++) if (MONTHS.get(i).equals(n) || MONTHS.get(i).startsWith(n) && n.length() == 3) return i + 1;
+        throw new IllegalArgumentException(name);
+    }
+
+    private static LocalDateTime strptime(String s, int fmt) {
+        Matcher m = LOCOMO[fmt].matcher(s);
+        if (!m.matches()) return null;
+        try {
+            switch (fmt) {
+                case 0: case 1: {
+                    int h = num(m.group(1)) % 12 + (m.group(3).equalsIgnoreCase("pm") ? 12 : 0);
+                    return LocalDateTime.of(num(m.group(6)), month(m.group(5)), num(m.group(4)), h, num(m.group(2)));
+                }
+                case 2: case 3:
+                    return LocalDateTime.of(num(m.group(3)), month(m.group(2)), num(m.group(1)), 0, 0);
+                default:
+                    return LocalDateTime.of(num(m.group(1)), num(m.group(2)), num(m.group(3)), 0, 0);
+            }
+        } catch (java.time.DateTimeException e) {
+            return null; // e.g. 31 February: Python's datetime() raises ValueError and the next format is tried
+        }
+    }
+
+    // Python 3.11 datetime.fromisoformat, for the forms dates take here: YYYY-MM-DD or YYYYMMDD, then optionally any
+    // one separator character and HH[:MM[:SS[.ffffff]]] (or HHMM[SS]), then optionally Z or +-HH[:MM].
+    private static final Pattern ISO = Pattern.compile(
+            "([0-9]{4})-?([0-9]{2})-?([0-9]{2})(?:.([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2})(?:[.,]([0-9]{1,6}))?)?)?"
+                    + "(Z|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2})?)?)?)?", Pattern.DOTALL);
+
+    private static Parsed fromIso(String s) {
+        Matcher m = ISO.matcher(s);
+        if (!m.matches()) return null;
+        // The date part must be consistently basic or extended.
+        boolean dash1 = s.charAt(4) == '-';
+        if (dash1 != (s.length() > 7 && s.charAt(7) == '-')) return null;
+        try {
+            int frac = 0;
+            if (m.group(7) != null) {
+                String f = (m.group(7) + "000000").substring(0, 6);
+                frac = Integer.parseInt(f) * 1000;
+            }
+            LocalDateTime dt = LocalDateTime.of(num(m.group(1)), num(m.group(2)), num(m.group(3)),
+                    m.group(4) != null ? num(m.group(4)) : 0, m.group(5) != null ? num(m.group(5)) : 0,
+                    m.group(6) != null ? num(m.group(6)) : 0, frac);
+            ZoneOffset off = null;
+            String z = m.group(8);
+            if (z != null) {
+                if (z.equals("Z")) off = ZoneOffset.UTC;
+                else {
+                    String digits = z.substring(1).replace(":", "");
+                    int hh = num(digits.substring(0, 2));
+                    int mm = digits.length() >= 4 ? num(digits.substring(2, 4)) : 0;
+                    int ss = digits.length() >= 6 ? num(digits.substring(4, 6)) : 0;
+                    int sign = z.charAt(0) == '-' ? -1 : 1;
+                    off = ZoneOffset.ofHoursMinutesSeconds(sign * hh, sign * mm, sign * ss);
+                }
+            }
+            return new Parsed(dt, off);
+        } catch (java.time.DateTimeException | IllegalArgumentException e) {
+            return null;
+        }
+    }
+
+    /** {@code parse_date}: a LoCoMo session date ("1:56 pm on 8 May, 2023") or an ISO string; null when unreadable. */
+    public static Parsed parseDate(String value) {
+        if (value == null) return null;
+        String s = Py.strip(value);
+        Parsed iso = fromIso(s);
+        if (iso != null) return iso;
+        for (int f = 0; f < LOCOMO.length; f++) {
+            LocalDateTime d = strptime(s, f);
+            if (d != null) return new Parsed(d, null);
+        }
+        return null;
+    }
+
+    /** {@code to_iso}: ISO 8601 to the second; an unreadable date is kept verbatim. */
+    public static String toIso(String value) {
+        Parsed p = parseDate(value);
+        if (p == null) return value;
+        return isoSeconds(p.dateTime, p.offset);
+    }
+
+    /** Python's {@code isoformat(timespec="seconds")}. */
+    public static String isoSeconds(LocalDateTime dt, ZoneOffset offset) {
+        String s = String.format(Locale.ROOT, "%04d-%02d-%02dT%02d:%02d:%02d", dt.getYear(), dt.getMonthValue(),
+                dt.getDayOfMonth(), dt.getHour(), dt.getMinute(), dt.getSecond());
+        if (offset == null) return s;
+        int total = offset.getTotalSeconds();
+        int a = Math.abs(total);
+        String off = String.format(Locale.ROOT, "%s%02d:%02d", total < 0 ? "-" : "+", a / 3600, (a / 60) % 60);
+        if (a % 60 != 0) off += String.format(Locale.ROOT, ":%02d", a % 60);
+        return s + off;
+    }
+
+    /** The store's "now": local time to the second, as Python's {@code datetime.now().isoformat(timespec="seconds")}. */
+    public static String now() {
+        return isoSeconds(LocalDateTime.now(), null);
+    }
+
+    /** {@code display_date}: "8 May 2023"; null -> "unknown date"; unreadable -> verbatim. */
+    public static String displayDate(String value) {
+        if (value == null) return "unknown date";
+        Parsed p = parseDate(value);
+        if (p == null) return value;
+        LocalDate d = p.dateTime.toLocalDate();
+        return d.getDayOfMonth() + " " + d.getMonth().getDisplayName(TextStyle.FULL, Locale.ENGLISH) + " " + d.getYear();
+    }
+
+    // ------------------------------------------------------------------------------------------------ texts
+
+    /** "Speaker: text" per turn; a shared photo is described by its caption. */
+    public static String formatTurns(List<Turn> turns) {
+        List<String> lines = new ArrayList<>();
+        for (Turn t : turns) {
+            String text = Py.collapse(t.text == null ? "" : t.text);
+            if (t.blipCaption != null && !t.blipCaption.isEmpty()) text = Py.strip(text + " [shares a photo: " + t.blipCaption + "]");
+            lines.add(t.speaker + ": " + text);
+        }
+        return String.join("\n", lines);
+    }
+
+    public static String formatFacts(List<String> facts) {
+        if (facts.isEmpty()) return NO_MEMORIES;
+        List<String> lines = new ArrayList<>();
+        for (String f : facts) lines.add("- " + f);
+        return String.join("\n", lines);
+    }
+
+    /** Without dates (update prompt) "0: text" lines; with dates (generate prompt) "[8 May 2023] text" lines. */
+    public static Formatted formatMemories(List<Memory> memories, boolean withDates) {
+        Map<String, Long> idMap = new LinkedHashMap<>();
+        List<String> lines = new ArrayList<>();
+        for (int i = 0; i < memories.size(); i++) {
+            Memory m = memories.get(i);
+            idMap.put(String.valueOf(i), m.id);
+            String text = Py.collapse(m.text == null ? "" : m.text);
+            if (withDates) {
+                // Python: `updated_at or created_at` (an empty created_at stays "", None means "unknown date").
+                String date = (m.updatedAt != null && !m.updatedAt.isEmpty()) ? m.updatedAt : m.createdAt;
+                lines.add("[" + displayDate(date) + "] " + text);
+            } else lines.add(i + ": " + text);
+        }
+        return new Formatted(lines.isEmpty() ? NO_MEMORIES : String.join("\n", lines), idMap);
+    }
+
+    public static List<ChatMessage> extractMessages(List<Turn> turns, String date, String template) {
+        Map<String, String> f = new LinkedHashMap<>();
+        f.put("date", String.valueOf(date));
+        f.put("turns", formatTurns(turns));
+        return PromptTemplates.render(template, f);
+    }
+
+    public static UpdatePrompt updateMessages(List<String> facts, List<Memory> memories, String template) {
+        Formatted fm = formatMemories(memories, false);
+        Map<String, String> f = new LinkedHashMap<>();
+        f.put("memories", fm.text);
+        f.put("facts", formatFacts(facts));
+        return new UpdatePrompt(PromptTemplates.render(template, f), fm.idMap);
+    }
+
+    public static List<ChatMessage> generateMessages(String question, List<Memory> memories, String template) {
+        Map<String, String> f = new LinkedHashMap<>();
+        f.put("memories", formatMemories(memories, true).text);
+        f.put("question", Py.strip(question));
+        return PromptTemplates.render(template, f);
+    }
+}

@@ -1,0 +1,119 @@
+package org.memlora.core;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertTrue;
+import static org.junit.Assert.fail;
+
+import java.io.File;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.junit.Test;
+
+/** The manifest of a real exported bundle and variants of it: load_manifest's verdicts, field by field. */
+public class ManifestTest {
+    static Map<String, Object> cases() {
+        return Vectors.obj(Vectors.load("manifest.json"));
+    }
+
+    static File bundle() {
+        return new File((String) cases().get("bundle"));
+    }
+
+    @Test
+    public void readsBundlesLikePython() {
+        File vectors = Vectors.dir();
+        int n = 0;
+        for (Object o : Vectors.arr(cases().get("cases"))) {
+            Map<String, Object> c = Vectors.obj(o);
+            File dir = c.get("dir") == null ? bundle() : new File(vectors, (String) c.get("dir"));
+            String what = (String) c.get("name");
+            Manifest m;
+            try {
+                m = Manifest.load(dir, (Boolean) c.get("verify"));
+            } catch (BundleError e) {
+                if (!c.containsKey("error")) throw new AssertionError(what + ": Python read it, Java: " + e.getMessage(), e);
+                assertEquals(what, Vectors.obj(c.get("error")).get("message"), e.getMessage().replace(dir.getPath(), "<bundle>"));
+                n++;
+                continue;
+            }
+            if (c.containsKey("error")) fail(what + ": Python refused it (" + c.get("error") + "), Java read it");
+            Map<String, Object> ok = Vectors.obj(c.get("ok"));
+            Map<String, Object> ops = new LinkedHashMap<>();
+            for (Manifest.OpEntry e : m.ops.values()) {
+                Map<String, Object> op = new LinkedHashMap<>();
+                op.put("program", e.program);
+                op.put("data_files", new ArrayList<Object>(e.dataFiles));
+                op.put("prompt_template", e.promptTemplate);
+                op.put("generation", e.generation);
+                op.put("stop_token_ids", new ArrayList<Object>(e.stopTokenIds));
+                op.put("adapter", e.adapter);
+                op.put("backends", new LinkedHashMap<String, Object>(e.backends));
+                ops.put(e.name, op);
+            }
+            Vectors.assertJsonEquals(what + " ops", ok.get("ops"), ops);
+            assertEquals(what, ((Long) ok.get("max_seq_len")).intValue(), m.maxSeqLen());
+            assertEquals(what, ok.get("chat_template"), m.chatTemplate());
+            assertEquals(what, ok.get("tokenizer_file"), m.tokenizer().get("file"));
+            assertEquals(what, ok.get("strategy"), m.strategy());
+            assertEquals(what, ok.get("format"), m.format());
+            Vectors.assertJsonEquals(what + " versions", ok.get("versions"), m.versions());
+            Vectors.assertJsonEquals(what + " embedder", ok.get("embedder"), m.embedder());
+            if (what.equals("unknown-keys")) assertEquals(1, m.warnings.size());
+            n++;
+        }
+        assertTrue(n >= 15);
+    }
+
+    @Test
+    public void refusesAnotherExecutorchVersion() {
+        Manifest m = Manifest.load(bundle(), false);
+        String exported = (String) m.versions().get("executorch");
+        m.checkRuntimeVersion("executorch", exported);
+        m.checkRuntimeVersion("executorch", Manifest.release(exported) + "+cpu");
+        for (String other : new String[] {"1.4.1", "0.7.0", "9.9.9"}) {
+            if (Manifest.release(exported).equals(other)) continue;
+            try {
+                m.checkRuntimeVersion("executorch", other);
+                fail("accepted executorch-android " + other + " for a bundle exported with " + exported);
+            } catch (BundleError e) {
+                assertTrue(e.getMessage(), e.getMessage().contains("re-export with executorch==" + other));
+            }
+        }
+        try {
+            m.checkRuntimeVersion("qnn", "1.0");
+            fail("accepted a bundle that records no qnn version");
+        } catch (BundleError e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("records no qnn version"));
+        }
+        Object ort = m.versions().get("onnxruntime");
+        if (ort instanceof String) {
+            m.checkRuntimeVersion("onnxruntime", (String) ort);
+            try {
+                m.checkRuntimeVersion("onnxruntime", "1.0.0");
+                fail("accepted an older onnxruntime than the exporter's");
+            } catch (BundleError e) {
+                assertTrue(e.getMessage(), e.getMessage().contains(">= " + Manifest.release((String) ort)));
+            }
+        }
+        assertTrue(Manifest.compareVersions("1.31.1", "1.22.0") > 0);
+        assertTrue(Manifest.compareVersions("1.9", "1.10.0") < 0);
+    }
+
+    @Test
+    public void rendersPromptsWithTheBundleTemplate() {
+        Manifest m = Manifest.load(bundle(), false);
+        List<ChatMessage> msgs = MemoryFormat.generateMessages("Where?", new ArrayList<>(), m.op("generate").promptTemplate);
+        String p = m.renderPrompt(msgs);
+        assertTrue(p, p.contains(msgs.get(1).content));
+        assertEquals(ChatTemplate.apply(m.chatTemplate(), msgs, m.bosToken(), m.eosToken()), p);
+        assertTrue(m.opBytes("generate") > 0);
+        try {
+            m.op("translate");
+            fail();
+        } catch (BundleError e) {
+            assertTrue(e.getMessage().startsWith("op 'translate' is not in this bundle; ops: "));
+        }
+    }
+}
