@@ -1,0 +1,382 @@
+"""`memlora-eval`: the memory pipeline over LoCoMo-format conversations, on the PyTorch reference or a bundle.
+
+Per conversation: a fresh SQLite store; every session's turns go through `add_turns` in windows of `--window`
+turns (extract -> update); then each QA question of categories 1-4 goes through `answer`. Reported:
+- extraction precision / recall of the extracted facts against the window's `observation` facts (matching:
+  runtimes/memory/metrics.py, all-MiniLM-L6-v2 cosine >= --match-threshold, one-to-one);
+- JSON validity per op (extract, update): the share of calls whose output runtimes.memory.parse accepts;
+- QA F1 and BLEU-1 per category 1-4 (LoCoMo / Mem0 definitions, metrics.py), and an LLM-judge accuracy when
+  --judge-url names an OpenAI-compatible endpoint;
+- time per conversation and per op call.
+Writes report.json and report.md into --out, and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import locomo, metrics
+
+PROG = "memlora-eval"
+log = logging.getLogger("memlora.eval")
+
+
+class EvalError(Exception):
+    """Bad input for the evaluation (data, bundle, adapters, endpoint)."""
+
+
+# ------------------------------------------------------------------------------------------------------- judge
+JUDGE_PROMPT = """You grade answers to questions about a long conversation.
+Question: {question}
+Gold answer: {gold}
+Generated answer: {pred}
+The generated answer is CORRECT if it refers to the same thing as the gold answer (it may be longer, phrased
+differently, or give a date in another format for the same day or period); otherwise it is WRONG.
+Reply only with JSON: {{"label": "CORRECT"}} or {{"label": "WRONG"}}."""
+
+
+def judge(url: str, model: str, question: str, gold: str, pred: str, api_key: str | None, timeout: float = 60) -> bool:
+    import urllib.request
+
+    body = json.dumps({"model": model, "temperature": 0, "messages": [
+        {"role": "user", "content": JUDGE_PROMPT.format(question=question, gold=gold, pred=pred)}]}).encode()
+    req = urllib.request.Request(url.rstrip("/") + "/chat/completions", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {api_key}"} if api_key else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            content = json.loads(r.read())["choices"][0]["message"]["content"]
+    except Exception as e:
+        raise EvalError(f"judge endpoint {url} failed: {type(e).__name__}: {e}") from e
+    return "CORRECT" in content.upper() and "WRONG" not in content.upper()
+
+
+# ------------------------------------------------------------------------------------------------------- backends
+def parse_adapters(items: list[str]) -> dict[str, str]:
+    """`OP=DIR` items, or a single DIR holding one sub-directory per op (extract/, update/, generate/)."""
+    out: dict[str, str] = {}
+    for item in items:
+        op, sep, path = item.partition("=")
+        if sep:
+            out[op] = path
+            continue
+        d = Path(item)
+        if not d.is_dir():
+            raise EvalError(f"--adapters {item!r}: not a directory (give DIR with op sub-directories, or OP=DIR)")
+        found = {p.name: str(p) for p in sorted(d.iterdir()) if (p / "adapter_config.json").is_file()}
+        if not found:
+            raise EvalError(f"--adapters {item}: no sub-directory with an adapter_config.json")
+        out.update(found)
+    return out
+
+
+def make_backend(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    from .embed import make_embedder
+
+    if args.bundle:
+        from ..manifest import load_manifest
+
+        m = load_manifest(args.bundle)
+        backend = args.backend if args.backend != "auto" else ("onnx" if m.raw["format"] == "onnx" else "executorch")
+        if backend == "onnx":
+            from ..onnx import OnnxRuntime as RuntimeCls
+        else:
+            from ..executorch import ExecuTorchRuntime as RuntimeCls  # type: ignore[assignment]
+        llm = RuntimeCls(m)
+        embedder = make_embedder(args.embedder, args.bundle)
+        desc = {"backend": "bundle", "runtime": backend, "bundle": str(args.bundle), "model": m.raw["model"]["name"],
+                "quantization": m.raw["quantization"]["scheme"], "strategy": m.raw["strategy"]}
+    else:
+        from .reference import ReferenceLLM
+
+        if args.embedder == "bundle":
+            raise EvalError("--embedder bundle needs --bundle")
+        adapters = parse_adapters(args.adapters or [])
+        llm = ReferenceLLM(args.base, adapters)
+        embedder = make_embedder("torch")
+        desc = {"backend": "reference", "model": args.base, "adapters": adapters or None}
+    desc["embedder"] = getattr(embedder, "kind", "?")
+    return llm, embedder, desc
+
+
+# ------------------------------------------------------------------------------------------------------- evaluation
+def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: Any, args: argparse.Namespace,
+                          judge_fn: Any = None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    store_path = Path(args.out) / f"store-{conv.sample_id}.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(store_path) + suffix).unlink(missing_ok=True)
+    pipe = pipe_factory(store_path, conv.sample_id)
+    sessions = conv.sessions[: args.max_sessions] if args.max_sessions else conv.sessions
+    kept = {s.index for s in sessions}
+    windows = [w for w in conv.windows(args.window) if w.session in kept]
+    ext = {"pred": 0, "gold": 0, "matched": 0}
+    applied = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0, "skipped": 0}
+    examples: list[dict[str, Any]] = []
+    bar = tqdm(windows, desc=f"{conv.sample_id} memorise", unit="win", disable=None, leave=False)
+    for w in bar:
+        res = pipe.add_turns(w.turns, w.date)
+        pe = scorer(res.facts) if res.facts else None
+        ge = scorer(w.gold_facts) if w.gold_facts else None
+        matched = metrics.match_facts(pe, ge, args.match_threshold) if pe is not None and ge is not None else []
+        ext["pred"] += len(res.facts)
+        ext["gold"] += len(w.gold_facts)
+        ext["matched"] += len(matched)
+        for a in res.applied:
+            applied["added"] += len(a.added)
+            applied["updated"] += len(a.updated)
+            applied["deleted"] += len(a.deleted)
+            applied["unchanged"] += a.unchanged
+            applied["skipped"] += len(a.skipped)
+        if len(examples) < 3:
+            examples.append({"dia_ids": w.dia_ids, "facts": res.facts, "gold": w.gold_facts,
+                             "raw": [c.text for c in res.calls[:2]]})
+    t_mem = time.perf_counter() - t0
+    questions = conv.questions()
+    if args.max_questions:
+        questions = questions[: args.max_questions]
+    qa = []
+    for q in tqdm(questions, desc=f"{conv.sample_id} answer", unit="q", disable=None, leave=False):
+        a = pipe.answer(q["question"])
+        gold = str(q["answer"])
+        item = {"category": q["category"], "question": q["question"], "gold": gold, "prediction": a.text,
+                "f1": metrics.f1(a.text, gold), "bleu1": metrics.bleu1(a.text, gold)}
+        if judge_fn:
+            item["judge"] = judge_fn(q["question"], gold, a.text)
+        qa.append(item)
+    calls = [c.to_dict() for c in pipe.calls]
+    pipe.store.close()
+    return {"sample_id": conv.sample_id, "sessions": len(sessions), "windows": len(windows), "questions": len(qa),
+            "seconds": round(time.perf_counter() - t0, 1), "memorise_seconds": round(t_mem, 1),
+            "memories": applied, "extraction_counts": ext, "qa": qa, "calls": calls, "examples": examples}
+
+
+def summarise(convs: list[dict[str, Any]], args: argparse.Namespace, desc: dict[str, Any]) -> dict[str, Any]:
+    calls = [c for r in convs for c in r["calls"]]
+    validity = {}
+    for op in ("extract", "update"):
+        oc = [c for c in calls if c["op"] == op]
+        ok = sum(1 for c in oc if c["ok"])
+        validity[op] = {"valid": ok, "calls": len(oc), "rate": ok / len(oc) if oc else None,
+                        "truncated": sum(1 for c in oc if c["stop_reason"] == "max_new_tokens")}
+    timing = {}
+    for op in ("extract", "update", "generate"):
+        oc = [c for c in calls if c["op"] == op]
+        timing[op] = {"calls": len(oc), "mean_ms": metrics.mean([c["ms"] for c in oc]),
+                      "mean_prompt_tokens": metrics.mean([c["prompt_tokens"] for c in oc]),
+                      "mean_new_tokens": metrics.mean([c["new_tokens"] for c in oc])}
+    ext = {k: sum(r["extraction_counts"][k] for r in convs) for k in ("pred", "gold", "matched")}
+    qa_items = [q for r in convs for q in r["qa"]]
+    qa: dict[str, Any] = {}
+    for cat in (*locomo.QA_CATEGORIES, "overall"):
+        items = qa_items if cat == "overall" else [q for q in qa_items if q["category"] == cat]
+        row = {"name": locomo.CATEGORY_NAMES.get(cat, "all 1-4") if cat != "overall" else "all 1-4", "n": len(items),
+               "f1": metrics.mean([q["f1"] for q in items]), "bleu1": metrics.mean([q["bleu1"] for q in items])}
+        if items and "judge" in items[0]:
+            row["judge"] = metrics.mean([float(q["judge"]) for q in items])
+        qa[str(cat)] = row
+    return {
+        "config": {**desc, "data": str(args.data), "split": args.split, "window": args.window,
+                   "update_batch": args.update_batch, "top_k": args.top_k, "constrained": args.constrained,
+                   "max_new_tokens": args.max_new_tokens,
+                   "match_threshold": args.match_threshold, "max_sessions": args.max_sessions,
+                   "max_questions": args.max_questions},
+        "conversations": [{k: r[k] for k in ("sample_id", "sessions", "windows", "questions", "seconds",
+                                             "memorise_seconds", "memories")} for r in convs],
+        "extraction": {**ext, **metrics.prf(ext["matched"], ext["pred"], ext["gold"]),
+                       "threshold": args.match_threshold},
+        "json_validity": validity,
+        "qa": qa,
+        "timing": {"total_seconds": round(sum(r["seconds"] for r in convs), 1), "per_op": timing},
+    }
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    c = rep["config"]
+    name = c.get("model", "?") + (f" + adapters ({', '.join(c['adapters'])})" if c.get("adapters") else "")
+    if c["backend"] == "bundle":
+        name = f"bundle {c['bundle']} ({c['quantization']}, {c['strategy']})"
+    v, e = rep["json_validity"], rep["extraction"]
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    lines = [f"## memlora-eval: {name}", "",
+             f"{len(rep['conversations'])} conversation(s) ({', '.join(x['sample_id'] for x in rep['conversations'])}), "
+             f"constrained decoding {'on' if c['constrained'] else 'off'}, window {c['window']} turns, "
+             f"embedder {c['embedder']}", "",
+             "| metric | value |", "| --- | --- |",
+             f"| extraction precision / recall (cos >= {e['threshold']}) | {pct(e['precision'])} / {pct(e['recall'])} "
+             f"({e['matched']} matched, {e['pred']} extracted, {e['gold']} gold) |",
+             f"| JSON validity extract | {pct(v['extract']['rate'])} ({v['extract']['valid']}/{v['extract']['calls']}) |",
+             f"| JSON validity update | {pct(v['update']['rate'])} ({v['update']['valid']}/{v['update']['calls']}) |",
+             "", "| category | n | F1 | BLEU-1 |" + (" judge |" if "judge" in rep["qa"]["overall"] else ""),
+             "| --- | --- | --- | --- |" + (" --- |" if "judge" in rep["qa"]["overall"] else "")]
+    for cat, row in rep["qa"].items():
+        label = f"{cat} {row['name']}" if cat != "overall" else "**all 1-4**"
+        if not row["n"]:
+            lines.append(f"| {label} | 0 | - | - |" + (" - |" if "judge" in rep["qa"]["overall"] else ""))
+            continue
+        lines.append(f"| {label} | {row['n']} | {100 * row['f1']:.1f} | {100 * row['bleu1']:.1f} |"
+                     + (f" {pct(row.get('judge'))} |" if "judge" in row else ""))
+    lines += ["", "| conversation | sessions | windows | questions | seconds |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {x['sample_id']} | {x['sessions']} | {x['windows']} | {x['questions']} | {x['seconds']} |"
+              for x in rep["conversations"]]
+    t = rep["timing"]["per_op"]
+    lines += ["", "| op | calls | mean ms | mean prompt tokens | mean new tokens |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {op} | {r['calls']} | {r['mean_ms']:.0f} | {r['mean_prompt_tokens']:.0f} | {r['mean_new_tokens']:.0f} |"
+              for op, r in t.items()]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Evaluate the memory pipeline on LoCoMo-format conversations.")
+    p.add_argument("--data", default=str(locomo.DEFAULT_DATA), help="LoCoMo JSON (default: ../shared/data/locomo_dev.json)")
+    p.add_argument("--split", default="val", choices=["val", "train", "all"],
+                   help="conversations to use (val: the last 2 of the file, or --split-file's)")
+    p.add_argument("--split-file", default=None, help='JSON {"train": [sample_id...], "val": [...]}')
+    p.add_argument("--conversations", default=None, help="comma-separated sample_ids (overrides --split)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many conversations")
+    p.add_argument("--max-sessions", type=int, default=None, help="only the first N sessions of each conversation")
+    p.add_argument("--max-questions", type=int, default=None, help="only the first N questions (cat. 1-4) of each")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--bundle", default=None, help="evaluate an exported bundle (ExecuTorch runtime)")
+    g.add_argument("--reference", action="store_true", help="evaluate the PyTorch reference (the default)")
+    p.add_argument("--backend", choices=["auto", "executorch", "onnx"], default="auto",
+                   help="which programs of the bundle to run; auto: ExecuTorch unless the bundle is ONNX-only")
+    p.add_argument("--base", default="smollm2-135m", help="reference base model (embedded name or HF directory)")
+    p.add_argument("--adapters", nargs="*", default=None, metavar="DIR|OP=DIR",
+                   help="reference adapters: a directory with one sub-directory per op, or OP=DIR items")
+    p.add_argument("--embedder", default="auto", choices=["auto", "torch", "bundle"],
+                   help="retrieval embedder (auto: the bundle's when it has one, else PyTorch)")
+    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode extract/update under their JSON-schema mask")
+    p.add_argument("--max-new-tokens", default=None, metavar="OP=N,...",
+                   help="per-op generation length, e.g. extract=128,update=160 (default: the bundle's / built-in)")
+    p.add_argument("--window", type=int, default=locomo.WINDOW, help="turns per extraction window")
+    p.add_argument("--update-batch", type=int, default=4, help="facts per update call")
+    p.add_argument("--top-k", type=int, default=10, help="memories retrieved per question")
+    p.add_argument("--match-threshold", type=float, default=metrics.FACT_MATCH_THRESHOLD,
+                   help="cosine for a predicted fact to match a gold observation")
+    p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (…/v1) for an LLM-judge score")
+    p.add_argument("--judge-model", default="gpt-4o-mini")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--out", default="memlora_eval", help="output directory (report.json, report.md, stores)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .embed import TorchEmbedder
+    from .pipeline import MemoryPipeline, PipelineConfig
+    from .store import MemoryStore
+
+    data = Path(args.data)
+    if not data.is_absolute() and not data.exists() and args.data == str(locomo.DEFAULT_DATA):
+        data = Path(__file__).resolve().parents[2] / locomo.DEFAULT_DATA  # ../shared/data beside the repository
+    args.data = str(data)
+    try:
+        convs = locomo.load(args.data)
+    except (FileNotFoundError, ValueError) as e:
+        raise EvalError(str(e)) from e
+    if args.conversations:
+        wanted = [x.strip() for x in args.conversations.split(",") if x.strip()]
+        missing = sorted(set(wanted) - {c.sample_id for c in convs})
+        if missing:
+            raise EvalError(f"--conversations: {missing} not in {args.data}; it has {[c.sample_id for c in convs]}")
+        convs = [c for c in convs if c.sample_id in wanted]
+    else:
+        convs = locomo.split(convs, args.split, args.split_file)
+    if args.limit:
+        convs = convs[: args.limit]
+    if not convs:
+        raise EvalError("no conversation selected")
+    for name in ("window", "update_batch", "top_k"):
+        if getattr(args, name) < 1:
+            raise EvalError(f"--{name.replace('_', '-')} must be >= 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    llm, embedder, desc = make_backend(args)
+    scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
+    max_new: dict[str, int] = {}
+    for item in (args.max_new_tokens or "").split(","):
+        if item.strip():
+            op, sep, n = item.partition("=")
+            if not sep or not n.strip().isdigit() or op.strip() not in ("extract", "update", "generate"):
+                raise EvalError(f"--max-new-tokens expects OP=N items (ops extract, update, generate), got {item!r}")
+            max_new[op.strip()] = int(n)
+    config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, constrained=args.constrained,
+                            max_new_tokens=max_new)
+
+    def pipe_factory(path: Path, owner: str) -> MemoryPipeline:
+        return MemoryPipeline(llm, embedder, MemoryStore(path), owner=owner, config=config)
+
+    judge_fn = None
+    if args.judge_url:
+        key = os.environ.get(args.judge_key_env)
+
+        def judge_fn(q: str, gold: str, pred: str) -> bool:
+            return judge(args.judge_url, args.judge_model, q, gold, pred, key)
+
+    results = []
+    for conv in convs:
+        r = evaluate_conversation(conv, pipe_factory, scorer_model.embed, args, judge_fn)
+        print(f"{PROG}: {conv.sample_id}: {r['windows']} windows, {r['questions']} questions in {r['seconds']:.0f} s",
+              file=sys.stderr)
+        results.append(r)
+    rep = summarise(results, args, desc)
+    (out / "report.json").write_text(json.dumps({**rep, "details": results}, indent=1) + "\n")
+    md = markdown(rep)
+    (out / "report.md").write_text(md)
+    return {"report": rep, "markdown": md}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr,
+                        format="%(name)s: %(message)s")
+    if not args.debug:
+        import warnings
+
+        for cat in (FutureWarning, UserWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=cat)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+        except ImportError:
+            pass
+    from exporter.errors import MemloraError
+
+    from ..manifest import BundleError
+
+    try:
+        result = run(args)
+    except (EvalError, MemloraError, BundleError) as e:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    print(result["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""`MemoryPipeline(llm, embedder, store)`: extract facts from turns, fold them into the store, answer from it.
+
+- `add_turns(turns, date)`: one `extract` call over the window -> facts; then per batch of facts one `update` call
+  showing the top-k stored memories most similar to each fact (temporary ids), its events applied to the store in
+  one transaction. Unusable JSON (runtimes.memory.parse) changes nothing; every call is logged in `self.calls`.
+- `answer(question)`: the top-k memories by cosine similarity, shown oldest first with their dates, -> `generate`.
+
+`llm` is anything with `generate(op, messages=..., max_new_tokens=..., constraint=...) -> obj with .text`: a bundle
+runtime (runtimes/base.py) or the PyTorch reference (runtimes/memory/reference.py). With `constrained=True` the
+JSON ops decode under their JSON-schema mask (runtimes/memory/constrain.py).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import prompts as templates
+from .parse import ParseError, parse_extract, parse_update
+from .prompts import extract_messages, generate_messages, to_iso, update_messages
+from .store import ApplyResult, Memory, MemoryStore
+
+
+@dataclass
+class PipelineConfig:
+    update_batch: int = 4
+    """Facts per update call."""
+    update_top_k: int = 5
+    """Similar stored memories retrieved per fact for the update prompt."""
+    update_max_memories: int = 10
+    """Cap on the memories one update prompt shows (union over its facts, best first)."""
+    answer_top_k: int = 10
+    constrained: bool = False
+    """Decode extract / update under their JSON-schema mask."""
+    max_new_tokens: dict[str, int] = field(default_factory=dict)
+    """Per-op override of the generation length (else the bundle's / runtimes.prompts defaults)."""
+
+
+@dataclass
+class OpCall:
+    op: str
+    text: str
+    ok: bool | None  # JSON parsed (extract/update); None for generate
+    error: str | None
+    ms: float
+    prompt_tokens: int
+    new_tokens: int
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class AddTurnsResult:
+    facts: list[str]
+    applied: list[ApplyResult]
+    calls: list[OpCall]
+
+
+@dataclass
+class Answer:
+    text: str
+    memories: list[tuple[Memory, float]]
+    call: OpCall
+
+
+class MemoryPipeline:
+    def __init__(self, llm: Any, embedder: Any, store: MemoryStore, *, owner: str | None = "user",
+                 config: PipelineConfig | None = None, on_call: Callable[[OpCall], None] | None = None):
+        self.llm, self.embedder, self.store, self.owner = llm, embedder, store, owner
+        self.config = config or PipelineConfig()
+        self.on_call = on_call
+        self.calls: list[OpCall] = []
+        self._constraints: dict[tuple[str, int | None], Any] = {}
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+    def template(self, op: str) -> str:
+        manifest = getattr(self.llm, "manifest", None)
+        if manifest is not None and op in manifest.ops:
+            return manifest.ops[op].prompt_template
+        return templates.template_for(op)
+
+    def _stops(self, op: str) -> list[int]:
+        manifest = getattr(self.llm, "manifest", None)
+        if manifest is not None:
+            return list(manifest.ops[op].stop_token_ids)
+        return list(self.llm.stop_token_ids(op))
+
+    def constraint(self, op: str, n_ids: int | None = None) -> Any | None:
+        """The op's JSON constraint (cached); for update, narrowed to the `n_ids` temporary ids of the prompt."""
+        if not self.config.constrained:
+            return None
+        key = (op, n_ids)
+        if key not in self._constraints:
+            from .constrain import JsonConstraint
+
+            self._constraints[key] = JsonConstraint.for_op(op, self.llm.tokenizer, self._stops(op), n_ids=n_ids)
+        return self._constraints[key]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+
+    def _call(self, op: str, messages: list[dict[str, str]], parse: Callable[[str], Any] | None,
+              n_ids: int | None = None) -> tuple[Any, OpCall]:
+        kwargs: dict[str, Any] = {}
+        if op in self.config.max_new_tokens:
+            kwargs["max_new_tokens"] = self.config.max_new_tokens[op]
+        c = self.constraint(op, n_ids) if parse is not None else None
+        if c is not None:
+            kwargs["constraint"] = c
+        t0 = time.perf_counter()
+        try:
+            g = self.llm.generate(op, messages=messages, **kwargs)
+        except ValueError as e:  # the prompt does not fit the model's context: a failed call, logged
+            call = OpCall(op=op, text="", ok=False if parse else None, error=str(e), ms=0.0, prompt_tokens=0,
+                          new_tokens=0, stop_reason="prompt_too_long")
+            self.calls.append(call)
+            if self.on_call:
+                self.on_call(call)
+            return None, call
+        ms = (time.perf_counter() - t0) * 1e3
+        value, ok, err = None, None, None
+        if parse is not None:
+            try:
+                value, ok = parse(g.text), True
+            except ParseError as e:
+                ok, err = False, str(e)
+        call = OpCall(op=op, text=g.text, ok=ok, error=err, ms=round(ms, 1),
+                      prompt_tokens=len(getattr(g, "prompt_tokens", []) or []),
+                      new_tokens=len(getattr(g, "tokens", []) or []), stop_reason=getattr(g, "stop_reason", None))
+        self.calls.append(call)
+        if self.on_call:
+            self.on_call(call)
+        return value, call
+
+    # ------------------------------------------------------------------------------------------------ ops
+    def extract(self, turns: Sequence[dict[str, Any]], date: str) -> tuple[list[str], OpCall]:
+        facts, call = self._call("extract", extract_messages(turns, date, self.template("extract")), parse_extract)
+        return facts or [], call
+
+    def similar(self, facts: Sequence[str]) -> list[Memory]:
+        """Union of the top-k stored memories of each fact, best score first, at most update_max_memories."""
+        if not facts or self.store.count(self.owner) == 0:
+            return []
+        best: dict[int, tuple[float, Memory]] = {}
+        for v in self.embed(facts):
+            for m, s in self.store.search(v, self.config.update_top_k, owner=self.owner):
+                if m.id not in best or s > best[m.id][0]:
+                    best[m.id] = (s, m)
+        ranked = sorted(best.values(), key=lambda x: -x[0])[: self.config.update_max_memories]
+        return [m for _, m in ranked]
+
+    def update(self, facts: Sequence[str], *, date: str, source_turns: Sequence[str] = ()) -> tuple[ApplyResult | None, OpCall]:
+        memories = self.similar(facts)
+        messages, id_map = update_messages(facts, memories, self.template("update"))
+        events, call = self._call("update", messages, parse_update, n_ids=len(memories) + len(facts))
+        if events is None:
+            return None, call
+        res = self.store.apply_update(events, id_map, owner=self.owner, source_turns=source_turns, embed_fn=self.embed,
+                                      now=to_iso(date), batch=uuid.uuid4().hex[:12])
+        return res, call
+
+    def add_turns(self, turns: Sequence[dict[str, Any]], date: str) -> AddTurnsResult:
+        calls0 = len(self.calls)
+        facts, _ = self.extract(turns, date)
+        ids = [str(t["dia_id"]) for t in turns if t.get("dia_id")]
+        applied = []
+        n = max(1, self.config.update_batch)
+        for i in range(0, len(facts), n):
+            res, _ = self.update(facts[i:i + n], date=date, source_turns=ids)
+            if res is not None:
+                applied.append(res)
+        return AddTurnsResult(facts=facts, applied=applied, calls=self.calls[calls0:])
+
+    def retrieve(self, question: str, k: int | None = None) -> list[tuple[Memory, float]]:
+        return self.store.search(self.embed([question])[0], k or self.config.answer_top_k, owner=self.owner)
+
+    def answer(self, question: str, k: int | None = None) -> Answer:
+        hits = self.retrieve(question, k)
+        shown = sorted((m for m, _ in hits), key=lambda m: (m.updated_at, m.id))  # oldest first, dated
+        _, call = self._call("generate", generate_messages(question, shown, self.template("generate")), None)
+        return Answer(text=clean_answer(call.text), memories=hits, call=call)
+
+
+def clean_answer(text: str) -> str:
+    """The first non-empty line, without surrounding quotes or an 'Answer:' prefix."""
+    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "").strip('"\' ')
+    if line.lower().startswith("answer:"):
+        line = line[7:]
+    return line.strip('"\' ')

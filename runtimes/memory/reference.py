@@ -1,0 +1,103 @@
+"""The PyTorch + PEFT reference backend: the float base model, one LoRA adapter per op switched per call.
+
+Same call shape as a bundle runtime (runtimes/base.py): `generate(op, messages=..., max_new_tokens=...)` returns a
+`Generation` with `.text`. Ops without an adapter run on the bare base (adapters disabled). Decoding is
+transformers' `generate` (greedy unless a temperature is given) with the op's JSON constraint as a logits processor
+when one is passed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import prompts
+from ..base import Generation, Stats
+
+
+class ReferenceLLM:
+    backend = "reference"
+
+    def __init__(self, base: str = "smollm2-135m", adapters: dict[str, str | Path] | None = None,
+                 threads: int | None = None):
+        import torch
+
+        from exporter.load import load_adapter, load_base
+        from exporter.pipeline import stop_token_ids
+
+        if threads:
+            torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        self.base = load_base(base)
+        self.tokenizer = self.base.tokenizer
+        self.stops = stop_token_ids(self.tokenizer, self.base.config)
+        self.adapters = {op: str(p) for op, p in (adapters or {}).items()}
+        model = self.base.model
+        if self.adapters:
+            from peft import PeftModel
+
+            for op, p in self.adapters.items():
+                load_adapter(op, p)  # the exporter's checks: safetensors only, LoRA only, clear errors
+            (first_op, first), *rest = self.adapters.items()
+            # "memlora_<op>": a bare "update" would shadow ModuleDict.update inside PEFT.
+            model = PeftModel.from_pretrained(model, first, adapter_name=f"memlora_{first_op}")
+            for op, p in rest:
+                model.load_adapter(p, adapter_name=f"memlora_{op}")
+        self.model = model.eval()
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        self.name = self.base.name + (" + adapters(" + ",".join(self.adapters) + ")" if self.adapters else "")
+
+    def stop_token_ids(self, op: str) -> list[int]:
+        return list(self.stops)
+
+    def encode(self, messages: list[dict[str, str]] | None = None, prompt: str | None = None) -> list[int]:
+        if (messages is None) == (prompt is None):
+            raise ValueError("give exactly one of messages or prompt")
+        msgs = messages if messages is not None else [{"role": "user", "content": prompt}]
+        text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(self, op: str, messages=None, prompt=None, *, max_new_tokens: int | None = None,
+                 temperature: float | None = None, top_p: float | None = None, seed: int = 0,
+                 prompt_tokens: list[int] | None = None, constraint: Any | None = None, **_: Any) -> Generation:
+        import contextlib
+
+        import torch
+
+        gen = prompts.DEFAULT_GENERATION.get(op, prompts.FALLBACK_GENERATION)
+        max_new = int(max_new_tokens if max_new_tokens is not None else gen["max_new_tokens"])
+        temp = float(temperature if temperature is not None else gen["temperature"])
+        tp = float(top_p if top_p is not None else gen["top_p"])
+        ids = prompt_tokens if prompt_tokens is not None else self.encode(messages, prompt)
+        ctx: Any = contextlib.nullcontext()
+        if self.adapters:
+            if op in self.adapters:
+                self.model.set_adapter(f"memlora_{op}")
+            else:
+                ctx = self.model.disable_adapter()
+        procs = []
+        cstate = constraint.start(max_new_tokens=max_new) if constraint is not None else None
+        if cstate is not None:
+            procs.append(cstate.logits_processor(len(ids)))
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new, eos_token_id=self.stops, pad_token_id=self.stops[0],
+                                      do_sample=temp > 0)
+        if temp > 0:
+            torch.manual_seed(seed)
+            kwargs.update(temperature=temp, top_p=tp, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        t0 = time.perf_counter()
+        with ctx, torch.no_grad():
+            from transformers import LogitsProcessorList
+
+            out = self.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      logits_processor=LogitsProcessorList(procs), **kwargs)
+        ms = (time.perf_counter() - t0) * 1e3
+        new = out[0, len(ids):].tolist()
+        reason = "max_new_tokens"
+        if new and new[-1] in self.stops:
+            new, reason = new[:-1], "stop_token"
+        stats = Stats(prompt_tokens=len(ids), new_tokens=len(new) + (reason == "stop_token"), decode_ms=ms)
+        return Generation(op=op, text=self.tokenizer.decode(new, skip_special_tokens=True), tokens=new,
+                          prompt_tokens=list(ids), stop_reason=reason, stats=stats)

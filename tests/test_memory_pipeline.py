@@ -1,0 +1,157 @@
+"""The memory pipeline end to end on a tiny exported bundle (ExecuTorch runtime + bundled MiniLM embedder) and on the
+PyTorch reference; JSON-constrained decoding on both."""
+
+import json
+
+import numpy as np
+import pytest
+
+from exporter.pipeline import run
+from exporter.spec import ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
+from runtimes.executorch import ExecuTorchRuntime
+from runtimes.memory.constrain import JsonConstraint
+from runtimes.memory.embed import BundleEmbedder
+from runtimes.memory.parse import ParseError, parse_extract, parse_update
+from runtimes.memory.pipeline import MemoryPipeline, PipelineConfig
+from runtimes.memory.prompts import extract_messages, format_memories, update_messages
+from runtimes.memory.reference import ReferenceLLM
+from runtimes.memory.store import MemoryStore
+
+TURNS = [
+    {"speaker": "Caroline", "dia_id": "D1:1", "text": "I went to an LGBTQ support group yesterday and it was so powerful."},
+    {"speaker": "Melanie", "dia_id": "D1:2", "text": "That's great! I'm painting a sunrise for my kids this weekend."},
+    {"speaker": "Caroline", "dia_id": "D1:3", "text": "I moved to Denver last month.", "blip_caption": "a city skyline"},
+]
+DATE = "1:56 pm on 8 May, 2023"
+SHORT = {"extract": 48, "update": 64, "generate": 12}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, tiny_llama):
+    out = tmp_path_factory.mktemp("mem") / "b"
+    # target android (the default): the bundle carries the retrieval embedder.
+    m = run(ExportSpec(model=ModelSpec(base=str(tiny_llama), max_seq_len=512), quant=QuantSpec("fp32"),
+                       output=OutputSpec(str(out)), fidelity=FidelitySpec(enabled=False)))["manifest"]
+    assert m["embedder"]["program"] in m["files"] and m["embedder"]["tokenizer"] in m["files"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def runtime(bundle):
+    return ExecuTorchRuntime.from_bundle(bundle)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_llama):
+    return ReferenceLLM(str(tiny_llama))
+
+
+def validity(llm, constrained, n=3):
+    ok = 0
+    for i in range(n):
+        c = JsonConstraint.for_op("extract", llm.tokenizer, [2]) if constrained else None
+        g = llm.generate("extract", messages=extract_messages(TURNS[i:] + TURNS[:i], DATE), max_new_tokens=40,
+                         constraint=c)
+        try:
+            parse_extract(g.text)
+            ok += 1
+        except ParseError:
+            pass
+    return ok
+
+
+def test_constraint_makes_a_random_model_write_valid_json(runtime):
+    # The random tiny model never writes the JSON shape by itself; under the mask it always does, within the budget.
+    assert validity(runtime, constrained=False) == 0
+    assert validity(runtime, constrained=True) == 3
+
+
+def test_update_constraint_and_budget_closing(runtime):
+    msgs, _ = update_messages(["Caroline moved to Denver"], [{"id": 4, "text": "Caroline lives in Boston"}])
+    c = JsonConstraint.for_op("update", runtime.tokenizer, runtime.manifest.ops["update"].stop_token_ids)
+    g = runtime.generate("update", messages=msgs, max_new_tokens=40, constraint=c)
+    events = parse_update(g.text)  # complete, valid JSON although 40 tokens is short
+    assert all(e["event"] in ("ADD", "UPDATE", "DELETE", "NONE") and e["id"].isdigit() for e in events)
+    assert g.stop_reason == "stop_token" and len(g.tokens) < 40
+
+
+def test_reference_and_bundle_decode_alike(runtime, reference):
+    msgs = extract_messages(TURNS, DATE)
+    assert reference.encode(msgs) == runtime.encode(msgs)  # same chat template, same tokens
+    for constrained in (False, True):
+        cs = [JsonConstraint.for_op("extract", llm.tokenizer, [2]) if constrained else None for llm in (runtime, reference)]
+        a = runtime.generate("extract", messages=msgs, max_new_tokens=24, constraint=cs[0])
+        b = reference.generate("extract", messages=msgs, max_new_tokens=24, constraint=cs[1])
+        assert a.tokens == b.tokens, constrained
+
+
+def test_reference_switches_adapters_per_op(tiny_llama, llama_adapters, reference):
+    ref = ReferenceLLM(str(tiny_llama), {"extract": llama_adapters["extract"], "update": llama_adapters["update"]})
+    msgs = extract_messages(TURNS, DATE)
+    base = reference.generate("generate", messages=msgs, max_new_tokens=12).tokens
+    ext = ref.generate("extract", messages=msgs, max_new_tokens=12).tokens
+    upd = ref.generate("update", messages=msgs, max_new_tokens=12).tokens
+    assert ref.generate("generate", messages=msgs, max_new_tokens=12).tokens == base  # no adapter: the bare base
+    assert ext != base and upd != ext
+    assert ref.generate("extract", messages=msgs, max_new_tokens=12).tokens == ext  # switching back is exact
+
+
+def test_pipeline_end_to_end_on_bundle(bundle, runtime, tmp_path):
+    embedder = BundleEmbedder.from_bundle(bundle)
+    store = MemoryStore(tmp_path / "m.sqlite")
+    seeded = ["Caroline lives in Boston", "Melanie has two kids", "Caroline likes hiking"]
+    store.add(seeded, owner="conv-x", embed_fn=embedder.embed, source_turns=["D0:1"], now="2023-05-01T09:00:00")
+    pipe = MemoryPipeline(runtime, embedder, store, owner="conv-x",
+                          config=PipelineConfig(constrained=True, update_batch=2, max_new_tokens=SHORT))
+    res = pipe.add_turns(TURNS, DATE)
+    assert res.calls[0].op == "extract" and res.calls[0].ok and res.calls[0].stop_reason == "stop_token"
+    assert [c.op for c in res.calls[1:]] == ["update"] * -(-len(res.facts) // 2) and all(c.ok for c in res.calls)
+    # An update batch: the prompt shows the stored memories most similar to the facts under temporary ids; the
+    # events the (random, constrained) model chose are applied in one transaction and logged.
+    facts = ["Caroline moved to Denver last month", "Melanie paints sunrises"]
+    shown = pipe.similar(facts)
+    assert {m.text for m in shown} == set(seeded)  # 3 stored, top-5 per fact: all of them, best first
+    rows_before, hist_before = store.count("conv-x"), len(store.history())
+    applied, call = pipe.update(facts, date=DATE, source_turns=["D1:3"])
+    assert call.ok and applied is not None
+    events = parse_update(call.text)
+    assert 1 <= len(events) <= len(shown) + len(facts) and all(int(e["id"]) < len(shown) + len(facts) for e in events)
+    assert store.count("conv-x") == rows_before + len(applied.added) - len(applied.deleted)
+    assert len(store.history()) == hist_before + applied.changed
+    assert applied.changed + applied.unchanged + len(applied.skipped) == len(events)
+    for mid in applied.added + applied.updated:
+        m = store.get(mid)
+        assert m.updated_at == "2023-05-08T13:56:00" and "D1:3" in m.source_turns
+    ans = pipe.answer("Where does Caroline live?")
+    assert ans.call.op == "generate" and ans.call.ok is None and ans.call.new_tokens > 0
+    assert len(ans.memories) == min(store.count("conv-x"), pipe.config.answer_top_k)
+    scores = [s for _, s in ans.memories]
+    assert scores == sorted(scores, reverse=True)
+    q = embedder.embed(["Where does Caroline live?"])[0]
+    for m, s in ans.memories:
+        assert s == pytest.approx(float(np.dot(store.get(m.id).embedding, q)), abs=1e-5)
+    store.close()
+
+
+def test_memlora_eval_cli_on_bundle(bundle, tmp_path):
+    from runtimes.memory.eval import main
+
+    data = tmp_path / "locomo.json"
+    turns = [dict(t, dia_id=f"D1:{i + 1}") for i, t in enumerate(TURNS)]
+    data.write_text(json.dumps([{
+        "sample_id": "conv-t",
+        "conversation": {"speaker_a": "Caroline", "speaker_b": "Melanie", "session_1_date_time": DATE, "session_1": turns},
+        "qa": [{"question": "Where did Caroline move?", "answer": "Denver", "evidence": ["D1:3"], "category": 4},
+               {"question": "What did Caroline realize?", "adversarial_answer": "x", "evidence": [], "category": 5}],
+        "observation": {"session_1_observation": {"Caroline": [["Caroline moved to Denver last month.", "D1:3"]]}},
+    }]))
+    out = tmp_path / "eval"
+    assert main(["--data", str(data), "--split", "all", "--bundle", str(bundle), "--constrained", "--window", "3",
+                 "--max-new-tokens", "extract=48,update=64,generate=12", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["embedder"] == "bundle" and rep["json_validity"]["extract"]["rate"] == 1.0
+    assert rep["qa"]["4"]["n"] == 1 and rep["qa"]["overall"]["n"] == 1 and rep["extraction"]["gold"] == 1
+    assert "| 4 single-hop | 1 |" in (out / "report.md").read_text()
+    assert main(["--data", str(tmp_path / "missing.json"), "--out", str(out)]) == 1
+    assert main(["--data", str(data), "--conversations", "conv-zz", "--out", str(out)]) == 1
+    assert main(["--data", str(data), "--split", "all", "--adapters", str(tmp_path), "--out", str(out)]) == 1

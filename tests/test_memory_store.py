@@ -1,0 +1,190 @@
+"""MemoryStore: one transaction per update (a SIGKILLed writer leaves nothing half-applied), id mapping, skipped
+events, append-only history, cosine retrieval."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtimes.memory.prompts import format_memories
+from runtimes.memory.store import MemoryStore, StoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def embed(texts):
+    """Deterministic unit vectors per text (a hash-seeded direction): test data for the store's own maths."""
+    out = []
+    for t in texts:
+        v = np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(16).astype(np.float32)
+        out.append(v / np.linalg.norm(v))
+    return np.stack(out)
+
+
+def snapshot(path):
+    con = sqlite3.connect(path)
+    try:
+        return (con.execute("SELECT id, owner, text, updated_at, source_turns FROM memories ORDER BY id").fetchall(),
+                con.execute("SELECT * FROM history ORDER BY seq").fetchall(),
+                con.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = MemoryStore(tmp_path / "m.sqlite")
+    s.add(["Caroline lives in Boston", "Melanie has two kids", "Caroline likes hiking"], owner="u", embed_fn=embed,
+          source_turns=["D1:1"], now="2023-05-08T13:56:00")
+    yield s
+    s.close()
+
+
+def test_wal_and_schema(store):
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.count("u") == 3 and store.dim == 16
+
+
+def test_update_maps_temporary_ids_and_logs_history(store):
+    mems = store.all("u")
+    text, id_map = format_memories(mems, with_dates=False)
+    assert text.splitlines()[0] == "0: Caroline lives in Boston" and id_map == {str(i): m.id for i, m in enumerate(mems)}
+    res = store.apply_update([
+        {"id": "0", "text": "Caroline moved to Denver", "event": "UPDATE", "old_memory": "Caroline lives in Boston"},
+        {"id": "1", "text": "", "event": "DELETE", "old_memory": None},
+        {"id": "2", "text": "Caroline likes hiking", "event": "NONE", "old_memory": None},
+        {"id": "7", "text": "Melanie paints sunrises", "event": "ADD", "old_memory": None},
+    ], id_map, owner="u", source_turns=["D2:4"], embed_fn=embed, now="2023-06-01T10:00:00")
+    assert res.updated == [mems[0].id] and res.deleted == [mems[1].id] and res.unchanged == 1 and len(res.added) == 1
+    assert res.skipped == []
+    now = {m.id: m for m in store.all("u")}
+    assert now[mems[0].id].text == "Caroline moved to Denver" and now[mems[0].id].source_turns == ["D1:1", "D2:4"]
+    assert now[mems[0].id].created_at == "2023-05-08T13:56:00" and now[mems[0].id].updated_at == "2023-06-01T10:00:00"
+    assert mems[1].id not in now
+    # The updated row's embedding is the new text's.
+    assert np.allclose(store.get(mems[0].id).embedding, embed(["Caroline moved to Denver"])[0])
+    events = [(h["memory_id"], h["event"], h["old_text"], h["new_text"]) for h in store.history()]
+    assert events[3:] == [(mems[0].id, "UPDATE", "Caroline lives in Boston", "Caroline moved to Denver"),
+                          (mems[1].id, "DELETE", "Melanie has two kids", None),
+                          (res.added[0], "ADD", None, "Melanie paints sunrises")]
+
+
+def test_impossible_events_change_nothing(store, tmp_path):
+    before = snapshot(tmp_path / "m.sqlite")
+    _, id_map = format_memories(store.all("u"), with_dates=False)
+    res = store.apply_update([
+        {"id": "9", "text": "x", "event": "UPDATE", "old_memory": None},     # unknown temporary id
+        {"id": "5", "text": "", "event": "DELETE", "old_memory": None},      # DELETE of nothing shown
+        {"id": "0", "text": "", "event": "DELETE", "old_memory": None},      # fine ...
+        {"id": "0", "text": "again", "event": "UPDATE", "old_memory": None},  # ... then UPDATE of what is gone
+        {"id": "0", "text": "Caroline likes hiking", "event": "ADD", "old_memory": None},  # already stored
+    ], id_map, owner="u", embed_fn=embed)
+    assert len(res.deleted) == 1 and res.added == [] and res.updated == []
+    reasons = [s["reason"] for s in res.skipped]
+    assert len(reasons) == 4
+    assert "unknown id '9'" in reasons[0] and "unknown id '5'" in reasons[1]
+    assert "not stored" in reasons[2] and "already stored" in reasons[3]
+    after = snapshot(tmp_path / "m.sqlite")
+    assert len(after[0]) == len(before[0]) - 1 and len(after[1]) == len(before[1]) + 1
+
+
+def test_error_mid_transaction_rolls_back(store, tmp_path, monkeypatch):
+    before = snapshot(tmp_path / "m.sqlite")
+    real = MemoryStore._apply_one
+    calls = []
+
+    def failing(self, cur, e, *a):
+        calls.append(e)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return real(self, cur, e, *a)
+
+    monkeypatch.setattr(MemoryStore, "_apply_one", failing)
+    _, id_map = format_memories(store.all("u"), with_dates=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        store.apply_update([{"id": "", "text": f"new {i}", "event": "ADD", "old_memory": None} for i in range(2)]
+                           + [{"id": "0", "text": "", "event": "DELETE", "old_memory": None}], id_map, owner="u",
+                           embed_fn=embed)
+    assert snapshot(tmp_path / "m.sqlite") == before
+
+
+def test_history_is_append_only(store):
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.conn.execute("UPDATE history SET new_text = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.conn.execute("DELETE FROM history")
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from tests.test_memory_store import embed
+    from runtimes.memory.prompts import format_memories
+    from runtimes.memory.store import MemoryStore
+    s = MemoryStore({path!r})
+    s.conn.execute("PRAGMA cache_size=2")  # tiny page cache: uncommitted pages spill into the WAL file
+    _, id_map = format_memories(s.all("u"), with_dates=False)
+    seen = []
+    def trace(sql):
+        seen.append(sql)
+        if len(seen) == 120:  # well inside the transaction: BEGIN + ~119 INSERT/UPDATE/DELETE statements
+            print("IN-TRANSACTION", flush=True)
+            time.sleep(60)
+    s.conn.set_trace_callback(trace)
+    events = [{{"id": "0", "text": "Caroline moved to Denver", "event": "UPDATE", "old_memory": None}},
+              {{"id": "1", "text": "", "event": "DELETE", "old_memory": None}}]
+    events += [{{"id": "", "text": f"fact {{i}} " + "x" * 2000, "event": "ADD", "old_memory": None}} for i in range(100)]
+    s.apply_update(events, id_map, owner="u", embed_fn=embed)
+    print("COMMITTED", flush=True)
+""")
+
+
+def test_sigkill_mid_update_half_applies_nothing(store, tmp_path):
+    path = str(tmp_path / "m.sqlite")
+    before = snapshot(path)
+    wal = Path(path + "-wal")
+    wal_before = wal.stat().st_size if wal.exists() else 0
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), path=path)], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert child.stdout.readline().strip() == "IN-TRANSACTION"
+        # The child holds the write lock with part of the batch written to the WAL file, uncommitted.
+        assert wal.stat().st_size > wal_before + 50_000
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+    after = snapshot(path)
+    assert after == before and after[2] == "ok"
+    # The store is usable afterwards: the same batch applies in full.
+    with MemoryStore(path) as s:
+        _, id_map = format_memories(s.all("u"), with_dates=False)
+        res = s.apply_update([{"id": "0", "text": "Caroline moved to Denver", "event": "UPDATE", "old_memory": None},
+                              {"id": "1", "text": "", "event": "DELETE", "old_memory": None}]
+                             + [{"id": "", "text": f"fact {i} " + "x" * 2000, "event": "ADD", "old_memory": None}
+                                for i in range(100)],
+                             id_map, owner="u", embed_fn=embed)
+        assert len(res.added) == 100 and s.count("u") == 3 - 1 + 100
+
+
+def test_search_ranks_by_cosine_and_filters_owner(tmp_path):
+    vecs = {"a": [1, 0, 0], "b": [0.8, 0.6, 0], "c": [0, 0, 1], "d": [0.9, 0.1, 0]}
+    fn = lambda texts: np.array([vecs[t] for t in texts], dtype=np.float32)  # noqa: E731
+    with MemoryStore(tmp_path / "s.sqlite") as s:
+        s.add(["a", "b", "c"], owner="u", embed_fn=fn)
+        s.add(["d"], owner="other", embed_fn=fn)
+        hits = s.search(np.array([1, 0.1, 0]), k=2, owner="u")
+        assert [m.text for m, _ in hits] == ["a", "b"]
+        assert hits[0][1] == pytest.approx(1 / np.linalg.norm([1, 0.1, 0]), rel=1e-5)
+        assert [m.text for m, _ in s.search(np.array([1, 0.1, 0]), k=1)] == ["d"]
+        with pytest.raises(StoreError, match="dims"):
+            s.search(np.ones(4), k=1)
+        assert s.delete(hits[0][0].id) and not s.delete(hits[0][0].id)
+        assert s.history(hits[0][0].id)[-1]["event"] == "DELETE"
