@@ -1,0 +1,451 @@
+"""ONNX Runtime GenAI: KV-cache graphs built by ORT GenAI's model builder (`onnxruntime_genai.models.builder`).
+
+The builder writes the fused graph (GroupQueryAttention with in-graph rotary, SkipSimplifiedLayerNormalization,
+packed QKV and fused gate/up MatMulNBits, GatherBlockQuantized for a tied int4 embedding shared with the LM head) from
+a Hugging Face directory. This module is glue around it:
+
+- `none`: one builder run on the base directory -> `base.onnx`.
+- `merged`: per op, PEFT `merge_and_unload` into a temporary HF directory, one builder run each -> `<op>.onnx`.
+- `separate`: one builder run on the base -> `foundation.onnx`, then a float LoRA path is added beside each
+  projection any op adapts: `y = W x + B_g (A_g x)`, one path per projection the builder emitted (packed QKV, o_proj,
+  fused gate/up, down_proj; separate q/k/v on Gemma 3, whose Q/K norms keep them apart). `A_g` / `B_g` are graph
+  inputs `[in, r]` / `[r, out]` with a symbolic rank and an empty (rank 0) default: with no adapter active the path
+  adds exactly zero and costs no bytes. Each op's LoRA goes into `<op>.onnx_adapter` (onnxruntime `AdapterFormat`):
+  per group the modules' A^T side by side and their (scaled) B^T as blocks of one matrix, so a packed projection
+  takes one LoRA path instead of three (fewer nodes per decoded token). Switched at run time with ORT GenAI's
+  `Adapters` / `set_active_adapter`. The builder's own `adapter_path` is not used: it bakes LoRA in as constants and
+  unpacks QKV. An adapter file's model_version is the foundation graph's id, and its parameter names / shapes are
+  checked against the graph's inputs here and again at load.
+
+Quantization: int4 = MatMulNBits 4-bit, block `quant.group_size` (32), symmetric, activations at `accuracy_level`
+(4 = int8); fp32 = no quantization; int8 = see `INT8_VARIANT`. The LoRA path is added after quantization: always float.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import logging
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import AdapterMismatchError, ExportError
+from . import register_target
+
+log = logging.getLogger("memlora.export.onnx")
+
+GENAI_CONFIG = "genai_config.json"
+FOUNDATION = "foundation"
+ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+LORA_INPUT_RE = re.compile(r"^model\.layers\.(\d+)\.(attn|mlp)\.(\w+)\.lora_([AB])\.MatMul\.weight$")
+
+# int8, measured on SmolLM2-135M by bench/onnx_vs_builder.py (see docs/onnx.md): "dynamic" = the builder's fp32 graph
+# through onnxruntime.quantization.quantize_dynamic (per-channel int8 weights, DynamicQuantizeMatMul);
+# "matmulnbits" = the builder's own int8 precision (MatMulNBits bits=8, block 32, int8 activations at accuracy_level 4).
+INT8_VARIANTS = ("matmulnbits", "dynamic")
+INT8_VARIANT = "matmulnbits"
+
+
+# ----------------------------------------------------------------------------------------------- builder invocation
+
+def builder_max_length(arch: Any) -> int:
+    """The graph's context length. Gemma 3's sliding-window layers need ORT GenAI's KV cache to hold at least the
+    window (GroupQueryAttention refuses a cache shorter than local_window_size), so the graph is built for
+    max(max_seq_len, sliding_window); the manifest's max_seq_len still bounds what the runtime feeds it."""
+    n = arch.max_seq_len
+    if arch.sliding_window and "sliding_attention" in (arch.layer_types or []):
+        n = max(n, int(arch.sliding_window))
+    return n
+
+
+def fix_config_for_builder(cfg: Any, max_length: int) -> None:
+    """transformers 5 keeps Gemma 3's RoPE per layer type (`rope_parameters = {"full_attention": {...},
+    "sliding_attention": {...}}`); the builder reads the 4.x keys (`rope_theta`, `rope_local_base_freq`, a flat
+    `rope_parameters` with `rope_type`). The context length is the one we export, not the model's 32k."""
+    rp = getattr(cfg, "rope_parameters", None)
+    if isinstance(rp, dict) and rp and all(isinstance(v, dict) for v in rp.values()):
+        full = rp.get("full_attention") or next(iter(rp.values()))
+        local = rp.get("sliding_attention", full)
+        cfg.rope_parameters = dict(full)
+        cfg.rope_theta = float(full["rope_theta"])
+        cfg.rope_local_base_freq = float(local["rope_theta"])
+    cfg.max_position_embeddings = int(max_length)
+    if hasattr(cfg, "seq_length"):
+        cfg.seq_length = int(max_length)
+
+
+@contextlib.contextmanager
+def _quiet(debug: bool):
+    """The builder prints progress to stdout (ours is for results) and the quantizer logs every node at INFO."""
+    noisy = [logging.getLogger(n) for n in ("onnxruntime", "onnxruntime.quantization", "onnxruntime.quantization."
+                                            "matmul_nbits_quantizer", "transformers", "onnx_ir")]
+    levels = [lg.level for lg in noisy]
+    for lg in noisy:
+        lg.setLevel(logging.DEBUG if debug else logging.ERROR)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sys.stderr if debug else buf), \
+                contextlib.redirect_stderr(sys.stderr if debug else buf):  # its per-tensor tqdm while saving
+            yield buf
+    finally:
+        for lg, lvl in zip(noisy, levels):
+            lg.setLevel(lvl)
+
+
+def run_builder(hf_dir: Path, out_dir: Path, precision: str, options: dict[str, Any], max_length: int,
+                name: str) -> Path:
+    """One builder run: `hf_dir` -> `out_dir/<options['filename']>` (+ `.data`, genai_config.json)."""
+    from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
+    kv = [f"{k}={','.join(v) if isinstance(v, (list, tuple)) else v}" for k, v in options.items()]
+    cache = Path(tempfile.mkdtemp(prefix=".builder-cache-", dir=out_dir.parent))
+    debug = log.isEnabledFor(logging.DEBUG)
+    try:
+        with _quiet(debug) as buf:
+            try:
+                opts = parse_extra_options(None, str(hf_dir), str(out_dir), precision, "cpu", str(cache), kv)
+                fix_config_for_builder(opts["hf_details"]["hf_config"], max_length)
+                create_model(None, str(hf_dir), str(out_dir), precision, "cpu", str(cache), **opts)
+            except Exception as e:
+                tail = " | ".join(buf.getvalue().strip().splitlines()[-3:]) if not debug else ""
+                raise ExportError(f"ORT GenAI model builder failed on {name!r}: {type(e).__name__}: {e}"
+                                  + (f" (builder said: {tail})" if tail else "")) from e
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    graph = out_dir / options["filename"]
+    if not graph.is_file() or not (out_dir / f"{graph.name}.data").is_file():
+        raise ExportError(f"ORT GenAI model builder wrote no {graph.name} (+ .data) for {name!r}")
+    return graph
+
+
+def builder_options(spec: Any, filename: str, precision: str) -> dict[str, Any]:
+    """Builder options on top of its CPU defaults. Two of its own switches make the graph faster than its untouched
+    output (measured in bench/onnx_vs_builder.py): `prune_lm_head` (the LM head runs on the last position only; the
+    runtime reads no other logits) and `fuse_mlp_gate_up` (gate and up projections in one MatMulNBits)."""
+    opts: dict[str, Any] = {"hf_token": "false", "filename": filename, "prune_lm_head": "true",
+                            "fuse_mlp_gate_up": "true"}
+    if precision in ("int4", "int8"):
+        opts.update(block_size=spec.quant.group_size, accuracy_level=spec.quant.accuracy_level)
+    if precision == "int8":
+        # GatherBlockQuantized is 4-bit only: an int8 graph keeps a float embedding, and the LM head its own int8
+        # weight (the builder would otherwise try, and log a failure, to quantize the shared Gather).
+        opts["shared_embeddings"] = "false"
+    return opts
+
+
+def quantize_dynamic_int8(graph: Path) -> None:
+    """onnxruntime's dynamic int8 quantization of a float builder graph, in place (weights per channel, int8)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = graph.with_name(f"q8-{graph.name}")
+    try:
+        quantize_dynamic(graph, tmp, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+                         use_external_data_format=True,
+                         extra_options={"MatMulConstBOnly": True})
+    except Exception as e:
+        raise ExportError(f"onnxruntime dynamic int8 quantization of {graph.name} failed: {type(e).__name__}: {e}") from e
+    # Re-save under the original names with one external data file (quantize_dynamic names its own).
+    model = onnx.load(str(tmp), load_external_data=True)
+    for p in [graph, graph.with_name(graph.name + ".data"), tmp]:
+        p.unlink(missing_ok=True)
+    for p in tmp.parent.glob(f"{tmp.name}*"):
+        p.unlink()
+    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=graph.name + ".data", size_threshold=1024)
+
+
+# ------------------------------------------------------------------------------------------------- adapters
+
+def merged_hf_dir(base: Any, adapter: Any, out: Path) -> Path:
+    """The base with `adapter` folded in (PEFT `merge_and_unload`), saved as a safetensors HF directory."""
+    from peft import PeftModel
+
+    model = copy.deepcopy(base.model)
+    try:
+        merged = PeftModel.from_pretrained(model, str(adapter.path), adapter_name=f"memlora_{adapter.op}")
+        merged = merged.merge_and_unload()
+    except Exception as e:
+        raise AdapterMismatchError(f"adapter {adapter.op!r}: PEFT cannot merge it into the base: {e}") from e
+    merged.config.architectures = [type(merged).__name__]
+    merged.save_pretrained(out, safe_serialization=True)
+    base.tokenizer.save_pretrained(out)
+    return out
+
+
+# The projections the builder emits, fused ones first: (group, sub-block, modules in output order). A module is taken
+# by the first group whose projection exists in the graph (packed QKV unless Q/K norms kept q/k/v apart).
+GROUPS = (("qkv_proj", "attn", ("q_proj", "k_proj", "v_proj")), ("q_proj", "attn", ("q_proj",)),
+          ("k_proj", "attn", ("k_proj",)), ("v_proj", "attn", ("v_proj",)), ("o_proj", "attn", ("o_proj",)),
+          ("gate_up_proj", "mlp", ("gate_proj", "up_proj")), ("gate_proj", "mlp", ("gate_proj",)),
+          ("up_proj", "mlp", ("up_proj",)), ("down_proj", "mlp", ("down_proj",)))
+MATMUL_OPS = {"MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger"}
+
+
+@dataclass
+class LoraGroup:
+    layer: int
+    name: str  # the projection: qkv_proj, o_proj, gate_up_proj, down_proj, ...
+    sub: str  # attn | mlp
+    modules: list[tuple[str, int, int]]  # (module, output offset, output size) in the projection's output
+    d_in: int
+    d_out: int
+
+    def input_name(self, ab: str) -> str:
+        return f"model.layers.{self.layer}.{self.sub}.{self.name}.lora_{ab}.MatMul.weight"
+
+
+def linear_dims(base_model: Any, mod: str) -> tuple[int, int]:
+    layer = base_model.model.layers[0]
+    lin = getattr(layer.self_attn if mod in ATTN else layer.mlp, mod)
+    return int(lin.in_features), int(lin.out_features)
+
+
+def insert_lora(graph: Path, n_layers: int, modules: set[str], dims: dict[str, tuple[int, int]]) -> tuple[
+        list[LoraGroup], dict[str, list[int | None]]]:
+    """Add `y += B_g (A_g x)` beside every projection of the builder's graph that holds a module in `modules`. A_g /
+    B_g are float graph inputs with a symbolic rank and an empty default. Only the graph file is rewritten (the new
+    initializers are 0-byte and inline); the weights' external data stays as the builder wrote it."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(graph), load_external_data=False)
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    groups: list[LoraGroup] = []
+    for layer in range(n_layers):
+        covered: set[str] = set()
+        for name, sub, mods in GROUPS:
+            node = producer.get(f"/model/layers.{layer}/{sub}/{name}/MatMul/output_0")
+            if node is None or node.op_type not in MATMUL_OPS or covered & set(mods) or not modules & set(mods):
+                continue
+            covered |= set(mods)
+            parts, off = [], 0
+            for m in mods:
+                parts.append((m, off, dims[m][1]))
+                off += dims[m][1]
+            groups.append(LoraGroup(layer, name, sub, parts, dims[mods[0]][0], off))
+        missing = modules - covered
+        if missing:
+            raise ExportError(f"the builder's graph has no projection for {sorted(missing)} in layer {layer}: cannot "
+                              "attach their LoRA")
+    extra: dict[str, list[Any]] = {}
+    lora: dict[str, list[int | None]] = {}
+    for grp in groups:
+        node = producer[f"/model/layers.{grp.layer}/{grp.sub}/{grp.name}/MatMul/output_0"]
+        out, x = node.output[0], node.input[0]
+        base_out = f"{out}/base"
+        node.output[0] = base_out
+        prefix = f"/model/layers.{grp.layer}/{grp.sub}/{grp.name}"
+        a, b, rank = grp.input_name("A"), grp.input_name("B"), f"lora_rank_{grp.layer}_{grp.name}"
+        extra.setdefault(node.name, []).extend([
+            helper.make_node("MatMul", [x, a], [f"{prefix}/lora_A/output_0"], name=f"{prefix}/lora_A/MatMul"),
+            helper.make_node("MatMul", [f"{prefix}/lora_A/output_0", b], [f"{prefix}/lora_B/output_0"],
+                             name=f"{prefix}/lora_B/MatMul"),
+            helper.make_node("Add", [base_out, f"{prefix}/lora_B/output_0"], [out], name=f"{prefix}/lora/Add"),
+        ])
+        g.input.extend([helper.make_tensor_value_info(a, onnx.TensorProto.FLOAT, [grp.d_in, rank]),
+                        helper.make_tensor_value_info(b, onnx.TensorProto.FLOAT, [rank, grp.d_out])])
+        g.initializer.extend([numpy_helper.from_array(np.zeros((grp.d_in, 0), np.float32), a),
+                              numpy_helper.from_array(np.zeros((0, grp.d_out), np.float32), b)])
+        lora[a], lora[b] = [grp.d_in, None], [None, grp.d_out]
+    nodes = []
+    for n in g.node:
+        nodes.append(n)
+        nodes.extend(extra.get(n.name, []))
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.save(model, str(graph))
+    return groups, lora
+
+
+def adapter_params(adapter: Any, groups: list[LoraGroup]) -> dict[str, Any]:
+    """The op's LoRA as the foundation graph's inputs, float32: per group A_g = [A_m^T ...] side by side ([in, sum r])
+    and B_g with each module's (scale * B_m)^T in its rank rows and output columns (zeros elsewhere). Groups the
+    adapter does not touch keep the graph's empty default."""
+    import numpy as np
+
+    params: dict[str, Any] = {}
+    placed = set()
+    for grp in groups:
+        present = [(m, off, size) for m, off, size in grp.modules if (grp.layer, m) in adapter.weights]
+        if not present:
+            continue
+        a_parts, b_rows = [], []
+        for m, off, size in present:
+            a, b = adapter.weights[(grp.layer, m)]
+            a_parts.append(a.detach().float().numpy().T)
+            row = np.zeros((a.shape[0], grp.d_out), np.float32)
+            row[:, off:off + size] = (adapter.scale * b).detach().float().numpy().T
+            b_rows.append(row)
+            placed.add((grp.layer, m))
+        params[grp.input_name("A")] = np.ascontiguousarray(np.concatenate(a_parts, axis=1), dtype=np.float32)
+        params[grp.input_name("B")] = np.ascontiguousarray(np.concatenate(b_rows, axis=0), dtype=np.float32)
+    left = sorted(set(adapter.weights) - placed)
+    if left:
+        raise AdapterMismatchError(f"adapter {adapter.op!r}: layer {left[0][0]} {left[0][1]} has no LoRA input in the "
+                                   "foundation graph")
+    return params
+
+
+def graph_id(graph: Path, data: Path) -> int:
+    """A 31-bit id of the foundation graph and its weights, stored as each adapter file's model_version."""
+    from runtimes.manifest import sha256_file
+
+    return int(hashlib.sha256((sha256_file(graph) + sha256_file(data)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def write_adapter_file(path: Path, params: dict[str, Any], gid: int) -> None:
+    import onnxruntime as ort
+
+    fmt = ort.AdapterFormat()
+    fmt.set_adapter_version(1)
+    fmt.set_model_version(gid)
+    fmt.set_parameters({k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in params.items()})
+    fmt.export_adapter(str(path))
+
+
+# ------------------------------------------------------------------------------------------------- the target
+
+@dataclass
+class OnnxProgram:
+    stem: str
+    ops: list[str]
+    adapter: Any | None  # merged: the adapter folded into this program
+
+
+def describe_quant(scheme: str, accuracy_level: int, group_size: int, tied: bool, variant: str) -> dict[str, str]:
+    act = {4: "int8", 1: "fp32", 2: "fp16", 3: "bf16"}.get(accuracy_level, str(accuracy_level))
+    if scheme == "int4":
+        return {"linear": f"MatMulNBits int4 weight, block {group_size}, symmetric; {act} activations "
+                          f"(accuracy_level {accuracy_level})",
+                "embedding": ("GatherBlockQuantized int4, shared with the LM head" if tied else "fp32"),
+                "lora": "fp32 MatMul (excluded from quantization)"}
+    if scheme == "int8":
+        linear = (f"MatMulNBits int8 weight, block {group_size}, symmetric; {act} activations (accuracy_level "
+                  f"{accuracy_level})" if variant == "matmulnbits"
+                  else "DynamicQuantizeMatMul: int8 per-channel weight, dynamic int8 activations")
+        return {"linear": linear, "embedding": "fp32 (the builder quantizes a Gather to int4 only)",
+                "lora": "fp32 MatMul (excluded from quantization)", "int8_variant": variant}
+    return {"linear": "fp32", "embedding": "fp32" + (", shared with the LM head" if tied else ""), "lora": "fp32"}
+
+
+@register_target("onnx")
+class OnnxGenAI:
+    """Whole-bundle target: unlike ExecuTorch it starts from the Hugging Face directory, not our torch decoder."""
+
+    file_suffix = ".onnx"
+
+    def __init__(self, int8_variant: str | None = None):
+        self.int8_variant = int8_variant or INT8_VARIANT  # module default read at call time (the bench flips it)
+        if self.int8_variant not in INT8_VARIANTS:
+            raise ValueError(f"int8 variant must be one of {list(INT8_VARIANTS)}, got {self.int8_variant!r}")
+
+    def plan(self, spec: Any, adapters: dict[str, Any]) -> list[OnnxProgram]:
+        if spec.adapters.strategy == "none":
+            return [OnnxProgram("base", spec.ops, None)]
+        if spec.adapters.strategy == "separate":
+            return [OnnxProgram(FOUNDATION, spec.ops, None)]
+        return [OnnxProgram(op, [op], adapters[op]) for op in spec.ops]
+
+    def export(self, spec: Any, base: Any, arch: Any, adapters: dict[str, Any], out: Path,
+               timings: dict[str, float]) -> dict[str, Any]:
+        """Build every ONNX program of the bundle into `out`. Returns {"ops": {op: backend entry}, "info": {...}}."""
+        from tqdm import tqdm
+
+        scheme = spec.quant.scheme
+        precision = {"int4": "int4", "fp32": "fp32", "int8": "int8" if self.int8_variant == "matmulnbits" else "fp32"}[scheme]
+        dynamic8 = scheme == "int8" and self.int8_variant == "dynamic"
+        separate = spec.adapters.strategy == "separate"
+        max_length = builder_max_length(arch)
+        scratch_root = Path(tempfile.mkdtemp(prefix=".onnx-scratch-", dir=out))
+        ops: dict[str, dict[str, Any]] = {}
+        info: dict[str, Any] = {"genai_config": GENAI_CONFIG, "max_length": max_length, "builder": {}}
+        modules = sorted({mod for a in adapters.values() for (_, mod) in a.weights}) if separate else []
+        try:
+            for prog in tqdm(self.plan(spec, adapters), desc="onnx", unit="program", disable=None):
+                t0 = time.perf_counter()
+                work = scratch_root / prog.stem
+                work.mkdir()
+                hf_dir = base.hf_dir
+                if prog.adapter is not None:
+                    hf_dir = merged_hf_dir(base, prog.adapter, scratch_root / f"hf-{prog.stem}")
+                filename = f"{prog.stem}.onnx"
+                opts = builder_options(spec, filename, precision)
+                graph = run_builder(Path(hf_dir), work, precision, opts, max_length, prog.stem)
+                if dynamic8:
+                    quantize_dynamic_int8(graph)
+                info["builder"] = {"precision": precision, "execution_provider": "cpu",
+                                   **{k: v for k, v in opts.items() if k not in ("filename", "hf_token")}}
+                if separate:
+                    dims = {m: linear_dims(base.model, m) for g in GROUPS for m in g[2]}
+                    groups, lora_inputs = insert_lora(graph, arch.n_layers, set(modules), dims)
+                    info["lora"] = {"modules": modules, "groups": sorted({g.name for g in groups}),
+                                    "ranks": {op: a.rank for op, a in adapters.items()},
+                                    "default": "empty (rank 0): no adapter active = the bare base"}
+                data = work / f"{filename}.data"
+                if not (out / GENAI_CONFIG).exists():
+                    cfg = json.loads((work / GENAI_CONFIG).read_text())
+                    info["tied_embeddings"] = bool(getattr(base.config, "tie_word_embeddings", False))
+                    (out / GENAI_CONFIG).write_text(json.dumps(cfg, indent=4) + "\n")
+                for f in (graph, data):
+                    shutil.move(str(f), out / f.name)
+                entry = {"program": filename, "data_files": [data.name]}
+                if separate:
+                    gid = graph_id(out / filename, out / data.name)
+                    info.update(lora_inputs=lora_inputs, graph_id=gid)
+                    for op in prog.ops:
+                        path = out / f"{op}.onnx_adapter"
+                        write_adapter_file(path, adapter_params(adapters[op], groups), gid)
+                        self.check_adapter(path, lora_inputs, gid)
+                        ops[op] = {**entry, "adapter_file": path.name, "adapter_name": op}
+                else:
+                    for op in prog.ops:
+                        ops[op] = dict(entry)
+                timings[f"onnx {prog.stem}"] = round(time.perf_counter() - t0, 2)
+                shutil.rmtree(work, ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch_root, ignore_errors=True)
+        info["quantization"] = {"scheme": scheme, "group_size": spec.quant.group_size,
+                                "accuracy_level": spec.quant.accuracy_level,
+                                **describe_quant(scheme, spec.quant.accuracy_level, spec.quant.group_size,
+                                                 info.get("tied_embeddings", False), self.int8_variant)}
+        return {"ops": ops, "info": info}
+
+    @staticmethod
+    def check_adapter(path: Path, lora_inputs: dict[str, list[int]], gid: int) -> None:
+        """The written adapter file read back through onnxruntime and held against the graph's inputs."""
+        from runtimes.onnx import AdapterFileError, check_adapter_file
+
+        try:
+            check_adapter_file(path, lora_inputs, gid)
+        except AdapterFileError as e:
+            raise ExportError(str(e)) from e
+
+
+def add_to_manifest(manifest: dict[str, Any], result: dict[str, Any]) -> None:
+    """Record the ONNX programs: per op under `ops.<op>.backends.onnx` (ExecuTorch's files, when the bundle has
+    them, move under `backends.executorch` too and stay the op's `program` / `data_files`), the graph-level facts
+    under `backends.onnx`. An ONNX-only bundle's `program` / `data_files` are the ONNX files."""
+    manifest.setdefault("backends", {})["onnx"] = result["info"]
+    for op, e in result["ops"].items():
+        entry = manifest["ops"][op]
+        backends = entry.setdefault("backends", {})
+        if "program" in entry:
+            backends["executorch"] = {k: entry[k] for k in ("program", "data_files", "method") if k in entry}
+        else:
+            entry["program"] = e["program"]
+            entry["data_files"] = [*e["data_files"], *([e["adapter_file"]] if e.get("adapter_file") else [])]
+        backends["onnx"] = e
+    if manifest.get("format") == "onnx":
+        manifest["quantization"] = {k: v for k, v in result["info"]["quantization"].items()}

@@ -1,0 +1,121 @@
+"""`memlora-train --op extract|update|generate`: distil one memory op into a LoRA adapter for the base model.
+
+Results (the adapter directory and its scores) on stdout, progress and logs on stderr. A run interrupted at any
+point resumes from its newest checkpoint when started again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ..errors import MemloraError, SpecError
+
+PROG = "memlora-train"
+
+
+def _targets(value: str) -> list[str]:
+    from .trainer import ALL_LINEAR, ATTENTION
+
+    named = {"all": ALL_LINEAR, "attention": ATTENTION}
+    return list(named.get(value, [t.strip() for t in value.split(",") if t.strip()]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .trainer import TrainConfig
+
+    d = TrainConfig(op="extract", out="")
+    p = argparse.ArgumentParser(prog=PROG, description="Train a MemLoRA adapter (PEFT LoRA) for one memory operation "
+                                "on distillation data built from LoCoMo-format conversations.")
+    p.add_argument("--op", required=True, choices=["extract", "update", "generate"])
+    p.add_argument("--out", help="adapter directory to create (default: memlora_adapters/<base>/<op>)")
+    p.add_argument("--base", default=d.base, help="embedded model name, Hugging Face directory or .gguf file")
+    p.add_argument("--data", default=d.data, help="LoCoMo-format JSON (default: ../shared/data/locomo_dev.json)")
+    p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: 2 x rank)")
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--targets", default="all", help="all | attention | comma-separated module names")
+    p.add_argument("--max-len", type=int, default=d.max_len, help="longest example in tokens (longer ones are left out)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch", type=int, default=d.batch, help="examples per optimizer step")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    p.add_argument("--no-bf16", action="store_true", help="float32 forward/backward instead of bfloat16 autocast")
+    p.add_argument("--val-examples", type=int, default=d.val_examples, help="validation examples for the loss")
+    p.add_argument("--val-decode", type=int, default=d.val_decode, help="validation examples decoded greedily (0: none)")
+    p.add_argument("--no-eval-base", action="store_true", help="do not score the bare base for comparison")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
+    p.add_argument("--cache-dir", default=None, help="where built examples are cached (default: $MEMLORA_CACHE/train-data)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other jobs, spinning threads stall training.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(name)s: %(message)s")
+    for noisy in ("torch", "transformers", "peft", "root", "httpx", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.ERROR)
+    if not args.debug:
+        import warnings
+
+        for cat in (FutureWarning, UserWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=cat)
+    try:
+        from . import data as D
+        from ..load import cache_root
+        from .trainer import TrainConfig, train
+
+        cfg = TrainConfig(
+            op=args.op, out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / args.op),
+            base=args.base, data=args.data, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
+            dropout=args.dropout, targets=_targets(args.targets), max_len=args.max_len, steps=args.steps,
+            batch=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed, threads=args.threads,
+            bf16=not args.no_bf16, val_examples=args.val_examples, val_decode=args.val_decode,
+            eval_base=not args.no_eval_base, checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=args.keep_checkpoints)
+        if Path(cfg.out).exists():
+            raise SpecError(f"output {cfg.out} exists; remove it or pass another --out")
+        if not Path(cfg.data).is_file():
+            raise SpecError(f"data file not found: {cfg.data} (pass --data PATH to a LoCoMo-format JSON)")
+        cache = Path(args.cache_dir) if args.cache_dir else cache_root() / "train-data"
+        embedder = D.default_embedder() if (args.op != "extract" or args.val_decode) else None
+        log = logging.getLogger("memlora.train")
+        log.info("building %s data from %s", args.op, cfg.data)
+        tr = D.build(args.op, "train", cfg.data, seed=cfg.seed, embedder=embedder, cache_dir=cache)
+        va = D.build(args.op, "val", cfg.data, seed=cfg.seed, embedder=embedder, cache_dir=cache)
+        info = {"file": str(cfg.data), "sha256": D.data_sha256(Path(cfg.data)), "data_version": D.DATA_VERSION,
+                "train": D.summary(tr), "val": D.summary(va)}
+        log.info("train: %s", info["train"])
+        log.info("val: %s", info["val"])
+        summary = train(cfg, train_examples=tr, val_examples=va, restart=args.restart, data_info=info,
+                        embed=embedder.embed if embedder is not None else None)
+    except MemloraError as e:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    v = summary["validation"]
+    print(json.dumps({"adapter": cfg.out, "train_seconds": summary["seconds"]["train"],
+                      "val_loss": v.get("val_loss"), "base_val_loss": v.get("base_val_loss"),
+                      "adapter_scores": {k: x for k, x in v.get("decode", {}).get("adapter", {}).items() if k != "samples"},
+                      "base_scores": {k: x for k, x in v.get("decode", {}).get("base", {}).items() if k != "samples"}},
+                     indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

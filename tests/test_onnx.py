@@ -1,0 +1,294 @@
+"""ONNX exports of tiny random llama / gemma3 models through the real pipeline (ORT GenAI model builder), run by the
+real onnxruntime-genai runtime and held against the PyTorch + PEFT reference."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from exporter.pipeline import run
+from exporter.spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
+from runtimes.manifest import load_manifest
+from runtimes.onnx import AdapterFileError, OnnxRuntime, check_adapter_params
+
+OPS = ("extract", "update", "generate")
+
+
+def export(base, out, adapters=None, strategy=None, quant="fp32", tokens=16, seq=256, fmt="onnx", accuracy_level=4):
+    spec = ExportSpec(model=ModelSpec(base=str(base), max_seq_len=seq),
+                      adapters=AdapterSpec(paths={k: str(v) for k, v in (adapters or {}).items()}, strategy=strategy),
+                      quant=QuantSpec(quant, accuracy_level=accuracy_level), output=OutputSpec(str(out)),
+                      fidelity=FidelitySpec(tokens=tokens), target="host", format=fmt)
+    return run(spec)["manifest"]
+
+
+def graph(path: Path) -> onnx.ModelProto:
+    return onnx.load(str(path), load_external_data=False)
+
+
+def weight_bytes(m) -> int:
+    return sum(e["bytes"] for f, e in m["files"].items() if f != "tokenizer.json" and not f.endswith(".json"))
+
+
+def test_spec_format_and_accuracy_level():
+    from exporter.errors import SpecError
+
+    assert ExportSpec(format="both").format == "both" and ExportSpec(format="onnx").quant.accuracy_level == 4
+    assert ExportSpec.from_dict({"format": "onnx", "quant": {"accuracy_level": 1}}).quant.accuracy_level == 1
+    with pytest.raises(SpecError, match=r"format must be one of \['executorch', 'onnx', 'both'\], got 'tflite'"):
+        ExportSpec(format="tflite")
+    with pytest.raises(SpecError, match=r"quant.accuracy_level must be one of \[1, 4\], got 2"):
+        QuantSpec(accuracy_level=2)
+
+
+@pytest.fixture(scope="module")
+def sep_fp32(tmp_path_factory, tiny_llama, llama_adapters):
+    out = tmp_path_factory.mktemp("onnx") / "sep_fp32"
+    return out, export(tiny_llama, out, llama_adapters, "separate", "fp32")
+
+
+@pytest.fixture(scope="module")
+def sep_int4(tmp_path_factory, tiny_llama, llama_adapters):
+    out = tmp_path_factory.mktemp("onnx") / "sep_int4"
+    return out, export(tiny_llama, out, llama_adapters, "separate", "int4", tokens=8)
+
+
+@pytest.fixture(scope="module")
+def base_int4(tmp_path_factory, tiny_llama):
+    out = tmp_path_factory.mktemp("onnx") / "base_int4"
+    return out, export(tiny_llama, out, None, None, "int4", tokens=8)
+
+
+def test_separate_layout_and_manifest(sep_fp32):
+    out, m = sep_fp32
+    assert set(m["files"]) == {"foundation.onnx", "foundation.onnx.data", "genai_config.json", "tokenizer.json",
+                               *(f"{op}.onnx_adapter" for op in OPS)}
+    assert m["format"] == "onnx" and m["strategy"] == "separate" and m["versions"]["onnxruntime-genai"]
+    info = m["backends"]["onnx"]
+    assert info["lora"]["ranks"] == {"extract": 4, "update": 4, "generate": 8} and set(info["lora"]["modules"]) == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    for op in OPS:
+        e = m["ops"][op]["backends"]["onnx"]
+        assert e == {**e, "program": "foundation.onnx", "data_files": ["foundation.onnx.data"],
+                     "adapter_file": f"{op}.onnx_adapter"}
+        assert m["ops"][op]["program"] == "foundation.onnx"  # ONNX-only bundle: the primary program is the graph
+    loaded = load_manifest(out)  # every checksum verifies, every op's files are listed
+    assert loaded.ops["update"].backends["onnx"]["adapter_file"] == "update.onnx_adapter"
+    # The LoRA weights are graph inputs [in, r] / [r, out] with a symbolic rank and an empty (rank-0) default, so the
+    # foundation stores no LoRA bytes; the base linears are initializers only.
+    g = graph(out / "foundation.onnx")
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in g.graph.input}
+    lora = info["lora_inputs"]
+    # One LoRA path per projection the builder emitted: packed QKV, o_proj, fused gate/up, down_proj.
+    assert info["lora"]["groups"] == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
+    assert set(lora) <= set(inputs) and len(lora) == 2 * 4 * 2
+    assert inputs["model.layers.1.mlp.down_proj.lora_A.MatMul.weight"] == [128, "lora_rank_1_down_proj"]
+    assert lora["model.layers.1.mlp.down_proj.lora_B.MatMul.weight"] == [None, 64]
+    defaults = {i.name: list(i.dims) for i in g.graph.initializer if i.name in lora}
+    assert defaults["model.layers.0.attn.qkv_proj.lora_A.MatMul.weight"] == [64, 0]
+    assert defaults["model.layers.0.attn.qkv_proj.lora_B.MatMul.weight"] == [0, 64 + 32 + 32]
+    assert not any("lora" not in n and n.endswith(".MatMul.weight") for n in inputs)
+
+
+def test_separate_fp32_matches_peft_per_op(sep_fp32):
+    _, m = sep_fp32
+    for op in OPS:
+        f = m["ops"][op]["fidelity"]
+        assert f["token_agreement"] == 1.0 and f["max_abs_logit_diff"] < 1e-4, (op, f)
+
+
+def test_adapter_switching_fresh_generator_per_op(sep_fp32):
+    out, _ = sep_fp32
+    rt = OnnxRuntime.from_bundle(out)
+    ids = rt.encode(prompt="Where does Caroline live?")
+    first = {op: rt.forward(op, ids, 0) for op in OPS}
+    # Each op carries its own adapter...
+    assert np.abs(first["extract"] - first["update"]).max() > 1e-2
+    assert np.abs(first["extract"] - first["generate"]).max() > 1e-2
+    # ... and switching back and forth (a fresh generator each time) reproduces the same logits: no state leaks.
+    for op in ("generate", "extract", "update", "extract"):
+        assert np.abs(rt.forward(op, ids, 0) - first[op]).max() < 1e-5, op
+    g = rt.generate("update", prompt="Caroline moved to Denver.", max_new_tokens=6)
+    assert len(g.tokens) == 6 and g.stats.adapter_switch_ms > 0 and g.stats.decode_tok_s > 0
+    pieces = [p for p in rt.stream("update", prompt="Caroline moved to Denver.", max_new_tokens=6) if isinstance(p, str)]
+    assert "".join(pieces) == g.text
+
+
+def test_int4_graph_and_fidelity(sep_int4, base_int4):
+    out, m = sep_int4
+    g = graph(out / "foundation.onnx")
+    ops = [n for n in g.graph.node]
+    nbits = [n for n in ops if n.op_type == "MatMulNBits"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
+    assert attrs["bits"] == 4 and attrs["block_size"] == 32 and attrs["accuracy_level"] == 4
+    assert len(nbits) == 2 * 4 + 1  # per layer packed QKV, o, fused gate/up, down; + the LM head
+    # The tied embedding is the LM head's int4 weight (GatherBlockQuantized), stored once.
+    gbq = [n for n in ops if n.op_type == "GatherBlockQuantized"]
+    assert len(gbq) == 1 and gbq[0].input[2].startswith("lm_head.")
+    # The LoRA path stays float MatMul.
+    lora = [n for n in ops if "/lora_" in n.name]
+    assert lora and {n.op_type for n in lora} == {"MatMul"}
+    for op in OPS:  # random tiny weights: int4 moves logits; bounded, and the program clearly tracks the reference
+        f = m["ops"][op]["fidelity"]
+        assert f["max_abs_logit_diff"] < 1.5 and f["token_agreement"] >= 0.25, (op, f)
+    # With no adapter active the foundation graph is the bare base: zero-default LoRA inputs add nothing.
+    rt, base = OnnxRuntime.from_bundle(out), OnnxRuntime.from_bundle(base_int4[0])
+    ids = rt.encode(prompt="Where does Caroline live?")
+    rt.ensure_loaded("extract")
+    gen = rt._models["foundation.onnx"]
+    import onnxruntime_genai as og
+
+    p = og.GeneratorParams(gen)
+    p.set_search_options(max_length=256)
+    bare = og.Generator(gen, p)
+    bare.append_tokens(np.asarray(ids, dtype=np.int32))
+    assert np.abs(bare.get_logits().reshape(-1) - base.forward("generate", ids, 0)).max() < 1e-3
+
+
+def test_separate_storage_is_one_base_plus_small_adapters(sep_int4, base_int4):
+    _, sep = sep_int4
+    _, base = base_int4
+    adapters = sum(sep["files"][f"{op}.onnx_adapter"]["bytes"] for op in OPS)
+    # The foundation is the base plus the LoRA graph (empty defaults); the adapters hold the LoRA weights.
+    foundation = sep["files"]["foundation.onnx.data"]["bytes"] + sep["files"]["foundation.onnx"]["bytes"]
+    assert foundation < 1.03 * (base["files"]["base.onnx.data"]["bytes"] + base["files"]["base.onnx"]["bytes"])
+    assert adapters < 0.1 * weight_bytes(base)
+
+
+def test_merged_int4_one_graph_per_op(tmp_path, tiny_llama, llama_adapters):
+    m = export(tiny_llama, tmp_path / "m", llama_adapters, "merged", "int4", tokens=8)
+    assert {f for f in m["files"] if f.endswith(".onnx")} == {f"{op}.onnx" for op in OPS}
+    for op in OPS:
+        e = m["ops"][op]["backends"]["onnx"]
+        assert e["program"] == f"{op}.onnx" and "adapter_file" not in e
+        assert m["ops"][op]["fidelity"]["max_abs_logit_diff"] < 1.5
+        g = graph(tmp_path / "m" / f"{op}.onnx")
+        assert not any("lora" in n.name for n in g.graph.node)  # folded in, quantized with the base weight
+
+
+def test_int8_variant(tmp_path, tiny_llama):
+    from exporter.targets.onnx_genai import INT8_VARIANT
+
+    m = export(tiny_llama, tmp_path / "i8", quant="int8", tokens=8)
+    g = graph(tmp_path / "i8" / "base.onnx")
+    types = {n.op_type for n in g.graph.node}
+    if INT8_VARIANT == "matmulnbits":
+        nb = [n for n in g.graph.node if n.op_type == "MatMulNBits"]
+        assert nb and all(onnx.helper.get_attribute_value(a) == 8 for n in nb for a in n.attribute if a.name == "bits")
+    else:
+        assert "DynamicQuantizeMatMul" in types or "MatMulInteger" in types
+    f = m["ops"]["generate"]["fidelity"]
+    assert f["max_abs_logit_diff"] < 0.1 and f["token_agreement"] >= 0.75, f  # int8 stays close even on random weights
+    assert m["backends"]["onnx"]["quantization"]["int8_variant"] == INT8_VARIANT
+
+
+def test_gemma3_separate_within_sliding_window(tmp_path, tiny_gemma3):
+    from tests.conftest import make_adapter
+
+    a = make_adapter(tiny_gemma3, tmp_path / "ga", ("q_proj", "down_proj"))
+    # max_seq_len 128 < sliding_window 256: the graph's KV cache is sized to the window (GQA needs it).
+    m = export(tiny_gemma3, tmp_path / "g", {"generate": a}, "separate", "fp32", seq=128)
+    assert m["model"]["architecture"] == "gemma3" and m["model"]["max_seq_len"] == 128
+    assert m["backends"]["onnx"]["max_length"] == 256
+    f = m["ops"]["generate"]["fidelity"]
+    assert f["token_agreement"] == 1.0 and f["max_abs_logit_diff"] < 1e-4, f
+
+
+def test_both_formats_agree(tmp_path, tiny_llama):
+    m = export(tiny_llama, tmp_path / "both", quant="fp32", fmt="both", tokens=12)
+    assert {"base.pte", "base.onnx", "base.onnx.data", "genai_config.json"} <= set(m["files"])
+    for op in OPS:
+        e = m["ops"][op]
+        assert e["program"] == "base.pte" and e["backends"]["executorch"]["program"] == "base.pte"
+        assert e["backends"]["onnx"]["program"] == "base.onnx"
+        x = e["backends"]["onnx"]["vs_executorch"]
+        assert x["token_agreement"] == 1.0 and x["max_abs_logit_diff"] < 1e-3, (op, x)
+        assert e["backends"]["onnx"]["fidelity"]["max_abs_logit_diff"] < 1e-4
+    from runtimes.executorch import ExecuTorchRuntime
+
+    et, ox = ExecuTorchRuntime.from_bundle(tmp_path / "both"), OnnxRuntime.from_bundle(tmp_path / "both")
+    a = et.generate("generate", prompt="Hi", max_new_tokens=8)
+    b = ox.generate("generate", prompt="Hi", max_new_tokens=8)
+    assert a.tokens == b.tokens
+
+
+def test_adapter_params_checked_against_graph():
+    a, b = "model.layers.0.attn.q_proj.lora_A.MatMul.weight", "model.layers.0.attn.q_proj.lora_B.MatMul.weight"
+    sig = {a: [64, None], b: [None, 64]}
+    ok = {a: np.zeros((64, 8), np.float32), b: np.zeros((8, 64), np.float32)}
+    check_adapter_params("x", 7, ok, sig, 7)
+    with pytest.raises(AdapterFileError, match="another foundation graph"):
+        check_adapter_params("x", 8, ok, sig, 7)
+    with pytest.raises(AdapterFileError, match=r"has shape \[32, 8\], the foundation graph's input is \[64, 'r'\]"):
+        check_adapter_params("x", 7, {**ok, a: np.zeros((32, 8), np.float32)}, sig, 7)
+    with pytest.raises(AdapterFileError, match="different ranks"):
+        check_adapter_params("x", 7, {**ok, b: np.zeros((4, 64), np.float32)}, sig, 7)
+    with pytest.raises(AdapterFileError, match="has no lora_B"):
+        check_adapter_params("x", 7, {a: ok[a]}, sig, 7)
+    with pytest.raises(AdapterFileError, match="float32"):
+        check_adapter_params("x", 7, {**ok, a: ok[a].astype(np.float16)}, sig, 7)
+    with pytest.raises(AdapterFileError, match="not LoRA inputs"):
+        check_adapter_params("x", 7, {**ok, "model.layers.9.mlp.up_proj.lora_A.MatMul.weight": ok[a]}, sig, 7)
+
+
+# ------------------------------------------------------------------------------------------- bad inputs, via CLIs
+
+def run_cli(capsys, main, prog, args):
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith(f"{prog}: error:")]
+    assert code == 1 and len(errors) == 1 and err[-1] == errors[0], err
+    assert not any("Traceback" in line for line in err)
+    return errors[0]
+
+
+def test_cli_adapter_for_another_base(capsys, tmp_path, tiny_llama, tiny_gemma3):
+    from exporter.cli import main
+    from tests.conftest import make_adapter
+
+    other = make_adapter(tiny_gemma3, tmp_path / "gemma_adapter", ("q_proj",))
+    out = tmp_path / "bundle"
+    msg = run_cli(capsys, main, "memlora-export", ["--base", str(tiny_llama), "--format", "onnx", "--target", "host",
+                                                  "--adapter", f"extract={other}", "--out", str(out)])
+    assert "trained for another base" in msg
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle.")]
+
+
+@pytest.fixture
+def bundle_copy(tmp_path, sep_fp32):
+    dst = tmp_path / "copy"
+    shutil.copytree(sep_fp32[0], dst)
+    return dst
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_cli_adapter_file_for_another_graph(capsys, bundle_copy, tmp_path, sep_int4, verify):
+    from runtimes.cli import main
+
+    shutil.copy(sep_int4[0] / "extract.onnx_adapter", bundle_copy / "extract.onnx_adapter")
+    args = [str(bundle_copy), "--op", "extract", "--prompt", "hi", "--max-new-tokens", "2"]
+    msg = run_cli(capsys, main, "memlora-run", args + ([] if verify else ["--no-verify"]))
+    assert ("sha256 mismatch" in msg) if verify else ("exported for another foundation graph" in msg), msg
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_cli_missing_external_data(capsys, bundle_copy, verify):
+    from runtimes.cli import main
+
+    (bundle_copy / "foundation.onnx.data").unlink()
+    args = [str(bundle_copy), "--op", "update", "--prompt", "hi", "--max-new-tokens", "2"]
+    msg = run_cli(capsys, main, "memlora-run", args + ([] if verify else ["--no-verify"]))
+    assert "foundation.onnx.data" in msg and "missing" in msg, msg
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_cli_truncated_external_data(capsys, bundle_copy, verify):
+    from runtimes.cli import main
+
+    data = bundle_copy / "foundation.onnx.data"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    args = [str(bundle_copy), "--op", "update", "--prompt", "hi", "--max-new-tokens", "2"]
+    msg = run_cli(capsys, main, "memlora-run", args + ([] if verify else ["--no-verify"]))
+    assert "foundation.onnx.data" in msg and "truncated" in msg, msg
