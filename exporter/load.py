@@ -67,6 +67,29 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 }
 
 
+# Trained MemLoRA adapters shipped inside the package for an embedded base (memlora-train; see
+# docs/training.md): exporter/assets/adapters/<base>/<op>/ with adapter_config.json + adapter_model.safetensors.
+ADAPTER_ASSETS = Path(__file__).resolve().parent / "assets" / "adapters"
+EMBEDDED_ADAPTERS: dict[str, Path] = {"smollm2-135m": ADAPTER_ASSETS / "smollm2-135m"}
+
+
+def embedded_adapters(base: str) -> dict[str, str]:
+    """op -> adapter directory of the trained adapters embedded for `base` ({} for any other base)."""
+    root = EMBEDDED_ADAPTERS.get(base)
+    if root is None or not root.is_dir():
+        return {}
+    from .spec import MEMORY_OPS
+
+    dirs = sorted((d for d in root.iterdir() if (d / "adapter_model.safetensors").is_file()),
+                  key=lambda d: (MEMORY_OPS.index(d.name) if d.name in MEMORY_OPS else len(MEMORY_OPS), d.name))
+    found = {d.name: str(d) for d in dirs}
+    missing = [op for op in MEMORY_OPS if op not in found]
+    if missing:  # a bundle must serve every memory op: an incomplete set is not used as the default
+        log.warning("embedded adapters for %s lack %s; exporting the base without adapters", base, ", ".join(missing))
+        return {}
+    return found
+
+
 @dataclass
 class BaseModel:
     """A loaded base: the Hugging Face model (float32, eval) and its tokenizer."""

@@ -23,10 +23,12 @@ from .errors import ExportError, ParityError
 from .spec import ExportSpec
 
 log = logging.getLogger("memlora.export")
+FORMATS = {"executorch": ("executorch",), "onnx": ("onnx",), "both": ("executorch", "onnx")}
 FOUNDATION = "foundation.ptd"
 STOP_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<eos>")
 QUANT_DESCRIPTION = {
-    "int4": {"linear": "int8 dynamic activation + int4 weight, per-group", "embedding": "int8 weight, per-channel"},
+    "int4": {"linear": "int8 dynamic activation + int4 weight, per-group", "lm_head": "int8 dynamic activation + int8 "
+             "weight, per-channel", "embedding": "int8 weight, per-channel"},
     "int8": {"linear": "int8 dynamic activation + int8 weight, per-channel", "embedding": "int8 weight, per-channel"},
     "fp32": {"linear": "fp32", "embedding": "fp32"},
 }
@@ -58,7 +60,7 @@ def plan(spec: ExportSpec, adapters: dict[str, Any]) -> list[Program]:
 
 def versions() -> dict[str, str]:
     out = {}
-    for pkg in ("torch", "executorch", "torchao", "transformers", "peft"):
+    for pkg in ("torch", "executorch", "torchao", "transformers", "peft", "onnxruntime", "onnxruntime-genai", "onnx"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -85,7 +87,7 @@ def stop_token_ids(tokenizer: Any, config: Any) -> list[int]:
 
 
 def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program], out: Path,
-                   timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+                   timings: dict[str, float], stop_ids: list[int] | None = None) -> dict[str, dict[str, Any]]:
     import torch
     from tqdm import tqdm
 
@@ -93,7 +95,7 @@ def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program],
     from .quant import quantize
     from .targets import get_target
 
-    target = get_target(spec.format)
+    target = get_target("executorch")
     separate = spec.adapters.strategy == "separate"
     example = (torch.zeros(1, 8, dtype=torch.long), torch.tensor([0], dtype=torch.long))
     results: dict[str, dict[str, Any]] = {}
@@ -105,7 +107,7 @@ def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program],
             scratch = out / f".scratch-{prog.stem}"
             scratch.mkdir()
             res = target.lower(dec, example, foundation_file=FOUNDATION if separate else None, out_dir=scratch,
-                               program_name=prog.stem)
+                               program_name=prog.stem, stop_token_ids=stop_ids)
             del dec
             shutil.move(str(scratch / res["program"]), out / res["program"])
             if separate:
@@ -143,8 +145,15 @@ def run(spec: ExportSpec) -> dict[str, Any]:
     with BundleWriter(out, spec.output.force) as w:
         assert w.dir is not None
         base.tokenizer.backend_tokenizer.save(str(w.dir / "tokenizer.json"))
-        lowered = lower_programs(spec, base_decoder, programs, w.dir, timings)
+        formats = FORMATS[spec.format]
+        lowered = lower_programs(spec, base_decoder, programs, w.dir, timings, stops) if "executorch" in formats else {}
         del base_decoder
+        onnx_result = None
+        if "onnx" in formats:
+            from .targets import get_target
+
+            with step("onnx", timings):
+                onnx_result = get_target("onnx").export(spec, base, arch, adapters, w.dir, timings)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "memlora", "version": tool_version()},
@@ -165,41 +174,67 @@ def run(spec: ExportSpec) -> dict[str, Any]:
             "files": {},
         }
         for prog in programs:
-            res = lowered[prog.stem]
+            res = lowered.get(prog.stem)
             for op in prog.ops:
                 tpl = prompts.template_for(op)
                 manifest["ops"][op] = {
-                    "program": res["program"], "data_files": res["data_files"], "method": "forward",
+                    **({"program": res["program"], "data_files": res["data_files"], "method": "forward",
+                        "lowering": {k: res[k] for k in ("delegated_ops", "quantized_modules")}} if res else {}),
                     "prompt_template": tpl,
                     "generation": prompts.DEFAULT_GENERATION.get(op, prompts.FALLBACK_GENERATION),
                     "stop_token_ids": stops,
                     "adapter": prog.adapter.describe() if prog.adapter else None,
-                    "lowering": {k: res[k] for k in ("delegated_ops", "quantized_modules")},
                 }
+        if onnx_result is not None:
+            from .targets.onnx_genai import add_to_manifest
+
+            add_to_manifest(manifest, onnx_result)
+        if spec.embedder.enabled:
+            from .embedder import export_embedder
+
+            with step("embedder", timings):
+                manifest["embedder"] = export_embedder(w.dir, spec.embedder.quant)
         manifest["files"] = w.file_table()
         (w.dir / "manifest.json").write_text(dump(manifest))
         if spec.fidelity.enabled:
             with step("fidelity", timings):
-                fidelity = check_fidelity(spec, base, adapters, w.dir)
+                per_backend = check_fidelity(spec, base, adapters, w.dir, backends=formats)
+            fidelity = per_backend[formats[0]]
             for op, result in fidelity.items():
                 manifest["ops"][op]["fidelity"] = result
-            failed = [op for op, r in fidelity.items() if not r["meets_target"]]
+                for b in manifest["ops"][op].get("backends", {}):
+                    manifest["ops"][op]["backends"][b]["fidelity"] = per_backend[b][op]
+                if "cross_check" in per_backend:
+                    manifest["ops"][op]["backends"]["onnx"]["vs_executorch"] = per_backend["cross_check"][op]
+            failed = [(b, op) for b in formats for op, r in per_backend[b].items() if not r["meets_target"]]
             if failed and spec.fidelity.strict:
                 raise ParityError("fidelity below target for " + ", ".join(
-                    f"{op} (agreement {fidelity[op]['token_agreement']:.1%}, max |dlogit| {fidelity[op]['max_abs_logit_diff']:.3g})"
-                    for op in failed))
+                    f"{op}{f' ({b})' if len(formats) > 1 else ''} (agreement {per_backend[b][op]['token_agreement']:.1%}, "
+                    f"max |dlogit| {per_backend[b][op]['max_abs_logit_diff']:.3g})" for b, op in failed))
         timings["total"] = round(time.perf_counter() - t_start, 2)
         manifest["export"] = {"seconds": timings}
         w.commit(manifest)
     return {"bundle": str(out), "manifest": manifest}
 
 
-def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle_dir: Path) -> dict[str, dict[str, Any]]:
-    from runtimes.executorch import ExecuTorchRuntime
+def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle_dir: Path,
+                   backends: tuple[str, ...] = ("executorch",)) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per backend, per op: the bundle's program against the PyTorch (+ PEFT) reference. With two backends also
+    "cross_check": the ONNX program teacher-forced on the ExecuTorch program's greedy tokens."""
+    from .validate import check_op, check_pair, meets_target
 
-    from .validate import check_op, meets_target
+    manifest = load_manifest(bundle_dir, verify=False)
+    runtimes = {}
+    for b in backends:
+        if b == "executorch":
+            from runtimes.executorch import ExecuTorchRuntime
 
-    runtime = ExecuTorchRuntime(load_manifest(bundle_dir, verify=False))
+            runtimes[b] = ExecuTorchRuntime(manifest)
+        else:
+            from runtimes.onnx import OnnxRuntime
+
+            runtimes[b] = OnnxRuntime(manifest)
+    runtime = runtimes[backends[0]]
     model = base.model
     if adapters:
         from peft import PeftModel
@@ -210,7 +245,9 @@ def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle
         for a in rest:
             model.load_adapter(str(a.path), adapter_name=f"memlora_{a.op}")
         model.eval()
-    results = {}
+    results: dict[str, dict[str, Any]] = {b: {} for b in backends}
+    if len(backends) > 1:
+        results["cross_check"] = {}
     for op in spec.ops:
         if adapters:
             model.set_adapter(f"memlora_{op}")
@@ -220,7 +257,11 @@ def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle
         if room < 2:
             raise ExportError(f"fidelity prompt for {op!r} ({len(ids)} tokens) does not fit max_seq_len "
                               f"{runtime.manifest.max_seq_len}; raise --max-seq-len or pass --skip-fidelity")
-        r = check_op(runtime, op, model, ids, min(spec.fidelity.tokens, room - 1))
-        r["meets_target"] = meets_target(spec.quant.scheme, r)
-        results[op] = r
+        n = min(spec.fidelity.tokens, room - 1)
+        for b, rt in runtimes.items():
+            r = check_op(rt, op, model, ids, n)
+            r["meets_target"] = meets_target(spec.quant.scheme, r)
+            results[b][op] = r
+        if len(backends) > 1:
+            results["cross_check"][op] = check_pair(runtimes[backends[0]], runtimes[backends[1]], op, ids, n)
     return results

@@ -16,7 +16,7 @@ from .errors import SpecError
 
 Quant = Literal["int4", "int8", "fp32"]
 Strategy = Literal["merged", "separate", "none"]
-Format = Literal["executorch"]
+Format = Literal["executorch", "onnx", "both"]  # both: .pte programs and ONNX graphs in one bundle and manifest
 Target = Literal["android", "host"]
 
 MEMORY_OPS = ("extract", "update", "generate")
@@ -72,9 +72,14 @@ class QuantSpec:
     """int4: int8 dynamic activations + int4 grouped weights on linears, int8 embeddings; int8: int8 dynamic
     activations + int8 per-channel weights; fp32: no quantization. LoRA weights always stay float."""
     group_size: int = 32
+    accuracy_level: int = 4
+    """ONNX only: activation precision of MatMulNBits (int4/int8 weights): 4 = int8 activations (fastest on CPU),
+    1 = fp32 activations."""
 
     def __post_init__(self) -> None:
         _choice("quant.scheme", self.scheme, Quant)
+        if self.accuracy_level not in (1, 4):
+            raise SpecError(f"quant.accuracy_level must be one of [1, 4], got {self.accuracy_level!r}")
         if self.group_size not in (16, 32, 64, 128, 256):
             raise SpecError(f"quant.group_size must be one of [16, 32, 64, 128, 256], got {self.group_size!r}")
 
@@ -100,18 +105,35 @@ class FidelitySpec:
 
 
 @dataclass
+class EmbedderSpec:
+    enabled: bool | None = None
+    """Bundle the retrieval embedder (all-MiniLM-L6-v2 as embedder.pte + its tokenizer) so a phone retrieves
+    memories locally. Default: on for target android, off for host."""
+    quant: Literal["int8", "fp32"] = "int8"
+
+    def __post_init__(self) -> None:
+        if self.enabled is not None and not isinstance(self.enabled, bool):
+            raise SpecError(f"embedder.enabled must be true, false or null, got {self.enabled!r}")
+        if self.quant not in ("int8", "fp32"):
+            raise SpecError(f"embedder.quant must be one of ['int8', 'fp32'], got {self.quant!r}")
+
+
+@dataclass
 class ExportSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     adapters: AdapterSpec = field(default_factory=AdapterSpec)
     quant: QuantSpec = field(default_factory=QuantSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
     fidelity: FidelitySpec = field(default_factory=FidelitySpec)
+    embedder: EmbedderSpec = field(default_factory=EmbedderSpec)
     target: Target = "android"
     format: Format = "executorch"
 
     def __post_init__(self) -> None:
         _choice("target", self.target, Target)
         _choice("format", self.format, Format)
+        if self.embedder.enabled is None:
+            self.embedder.enabled = self.target == "android"
         if self.fidelity.enabled and self.fidelity.tokens >= self.model.max_seq_len // 2:
             raise SpecError(
                 f"fidelity.tokens ({self.fidelity.tokens}) must be below half of model.max_seq_len ({self.model.max_seq_len})"
@@ -134,7 +156,7 @@ class ExportSpec:
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
             section_cls = {"model": ModelSpec, "adapters": AdapterSpec, "quant": QuantSpec,
-                           "output": OutputSpec, "fidelity": FidelitySpec}.get(name)
+                           "output": OutputSpec, "fidelity": FidelitySpec, "embedder": EmbedderSpec}.get(name)
             if section_cls is None:
                 kwargs[name] = value
                 continue

@@ -46,3 +46,16 @@ def check_op(runtime: Any, op: str, model: Any, prompt_ids: list[int], n_tokens:
         "token_agreement": round(agree, 4),
         "max_abs_logit_diff": float(np.abs(exp - ref_logits).max()),
     }
+
+
+def check_pair(reference: Any, runtime: Any, op: str, prompt_ids: list[int], n_tokens: int) -> dict[str, Any]:
+    """Two exported programs of the same spec against each other (e.g. ExecuTorch vs ONNX): `reference` decodes
+    greedily, `runtime` is teacher-forced on its tokens; same figures as `check_op`."""
+    ref, got = [reference.forward(op, prompt_ids, 0)], [runtime.forward(op, prompt_ids, 0)]
+    for i in range(n_tokens - 1):
+        tok = [int(np.argmax(ref[-1]))]
+        ref.append(reference.forward(op, tok, len(prompt_ids) + i))
+        got.append(runtime.forward(op, tok, len(prompt_ids) + i))
+    a, b = np.stack(ref), np.stack(got)
+    return {"tokens": n_tokens, "token_agreement": round(float(np.mean(a.argmax(-1) == b.argmax(-1))), 4),
+            "max_abs_logit_diff": float(np.abs(a - b).max())}

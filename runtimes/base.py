@@ -26,6 +26,7 @@ class Stats:
     new_tokens: int = 0
     decode_ms: float = 0.0
     ttft_ms: float = 0.0
+    adapter_switch_ms: float = 0.0  # ONNX separate adapters: set_active_adapter on the op's fresh generator
 
     @property
     def prefill_tok_s(self) -> float:
@@ -133,8 +134,10 @@ class Runtime(ABC):
 
     def stream(self, op: str, messages=None, prompt=None, *, max_new_tokens: int | None = None,
                temperature: float | None = None, top_p: float | None = None, seed: int = 0,
-               prompt_tokens: list[int] | None = None) -> Iterator[str | Generation]:
-        """Yields text pieces as they decode, then the final `Generation`."""
+               prompt_tokens: list[int] | None = None, constraint: Any | None = None) -> Iterator[str | Generation]:
+        """Yields text pieces as they decode, then the final `Generation`. `constraint` (e.g. a
+        runtimes.memory.constrain.JsonConstraint) masks the logits of each step to the tokens its `start()` state
+        allows and is told every chosen token."""
         entry = self.manifest.ops.get(op)
         if entry is None:
             raise BundleError(f"op {op!r} is not in this bundle; ops: {sorted(self.manifest.ops)}")
@@ -145,6 +148,7 @@ class Runtime(ABC):
         stops = set(entry.stop_token_ids)
         ids = prompt_tokens if prompt_tokens is not None else self.encode(messages, prompt)
         rng = np.random.default_rng(seed)
+        cstate = constraint.start(max_new_tokens=max_new) if constraint is not None else None
         stats = Stats(load_ms=self.ensure_loaded(op) or self.load_ms[op], prompt_tokens=len(ids))
         room = self.manifest.max_seq_len - len(ids)
         if room <= 0:
@@ -156,7 +160,11 @@ class Runtime(ABC):
         text, reason = "", "max_new_tokens"
         t_dec = time.perf_counter()
         while True:
+            if cstate is not None:
+                logits = cstate.apply(logits)
             tok = sample_next(logits, temp, tp, rng)
+            if cstate is not None:
+                cstate.advance(tok)
             if not out:
                 stats.ttft_ms = (time.perf_counter() - t0) * 1e3
             if tok in stops:

@@ -22,11 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result and stats as JSON instead of streaming")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of bundle files")
+    p.add_argument("--backend", choices=["auto", "executorch", "onnx"], default="auto",
+                   help="which programs of the bundle to run; auto: ExecuTorch unless the bundle is ONNX-only")
     a = p.parse_args(argv)
     try:
-        from .executorch import ExecuTorchRuntime
+        from .manifest import load_manifest
 
-        rt = ExecuTorchRuntime.from_bundle(a.bundle, verify=not a.no_verify)
+        manifest = load_manifest(a.bundle, verify=not a.no_verify)
+        backend = a.backend if a.backend != "auto" else ("onnx" if manifest.raw["format"] == "onnx" else "executorch")
+        if backend == "onnx":
+            from .onnx import OnnxRuntime as RuntimeCls
+        else:
+            from .executorch import ExecuTorchRuntime as RuntimeCls  # type: ignore[assignment]
+        rt = RuntimeCls(manifest)
         kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed)
         if a.json:
             g = rt.generate(a.op, prompt=a.prompt, **kw)
@@ -38,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     s = g.stats
     print(f"\n[{g.stop_reason}] load {s.load_ms:.0f} ms | prompt {s.prompt_tokens} tok, prefill {s.prefill_tok_s:.1f} tok/s | "
-          f"{len(g.tokens)} new tok, decode {s.decode_tok_s:.1f} tok/s | ttft {s.ttft_ms:.0f} ms", file=sys.stderr)
+          f"{len(g.tokens)} new tok, decode {s.decode_tok_s:.1f} tok/s | ttft {s.ttft_ms:.0f} ms"
+          + (f" | adapter switch {s.adapter_switch_ms:.2f} ms" if s.adapter_switch_ms else ""), file=sys.stderr)
     return 0
 
 

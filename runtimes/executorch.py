@@ -27,7 +27,7 @@ class ExecuTorchRuntime(Runtime):
 
     def __init__(self, manifest, **_: Any):
         super().__init__(manifest)
-        if manifest.raw["format"] != "executorch":
+        if manifest.raw["format"] not in ("executorch", "both"):  # "both": ops' program/data_files are the .pte/.ptd
             raise BundleError(f"bundle format is {manifest.raw['format']!r}, not executorch")
         self._et = _load_kernels()
         self._methods: dict[str, Any] = {}  # program file -> loaded method (ops may share a program)

@@ -16,7 +16,10 @@ from typing import Any
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED = ("schema_version", "model", "tokenizer", "strategy", "quantization", "format", "versions", "ops", "files")
-KNOWN = set(REQUIRED) | {"tool", "created_utc", "spec", "export"}
+# Optional sections; a reader that predates one warns and ignores it, so adding one keeps SCHEMA_VERSION.
+#   embedder: {name, program, method, tokenizer, dim, max_len, pooling: "mean", normalize, ...} - the retrieval
+#   embedder (runtimes.memory.embed.BundleEmbedder); its program and tokenizer are listed in `files`.
+KNOWN = set(REQUIRED) | {"tool", "created_utc", "spec", "export", "backends", "embedder", "target"}
 
 
 class BundleError(Exception):
@@ -33,6 +36,9 @@ class OpEntry:
     stop_token_ids: list[int]
     adapter: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per format ("executorch", "onnx") the files of this op, for bundles exported with several formats;
+    `program` / `data_files` above are the first format's (ExecuTorch when the bundle has it)."""
 
 
 @dataclass
@@ -52,6 +58,10 @@ class Manifest:
     @property
     def max_seq_len(self) -> int:
         return int(self.raw["model"]["max_seq_len"])
+
+    @property
+    def embedder(self) -> dict[str, Any] | None:
+        return self.raw.get("embedder")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -93,15 +103,26 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
                 raise BundleError(f"bundle file {name}: {f.stat().st_size} bytes, manifest says {entry['bytes']} (truncated?)")
             if sha256_file(f) != entry["sha256"]:
                 raise BundleError(f"bundle file {name}: sha256 mismatch (corrupted or modified)")
+    emb = raw.get("embedder")
+    if emb is not None:
+        for key in ("program", "tokenizer", "dim", "max_len", "pooling"):
+            if key not in emb:
+                raise BundleError(f"{path}: embedder entry misses {key!r}")
+        for f in (emb["program"], emb["tokenizer"]):
+            if f not in raw["files"]:
+                raise BundleError(f"embedder names {f!r}, which the manifest's files do not list")
     m = Manifest(root=root, raw=raw)
     for name, op in raw["ops"].items():
-        for f in [op["program"], *op.get("data_files", [])]:
-            if f not in raw["files"]:
-                raise BundleError(f"op {name!r} names {f!r}, which the manifest's files do not list")
+        backends = op.get("backends") or {}
+        for fmt, b in [(None, op), *backends.items()]:
+            for f in [b["program"], *b.get("data_files", []), *([b["adapter_file"]] if b.get("adapter_file") else [])]:
+                if f not in raw["files"]:
+                    where = f" ({fmt})" if fmt else ""
+                    raise BundleError(f"op {name!r}{where} names {f!r}, which the manifest's files do not list")
         m.ops[name] = OpEntry(name=name, program=op["program"], data_files=list(op.get("data_files", [])),
                               prompt_template=op["prompt_template"], generation=dict(op.get("generation", {})),
                               stop_token_ids=[int(t) for t in op.get("stop_token_ids", [])],
-                              adapter=op.get("adapter"), fidelity=op.get("fidelity"))
+                              adapter=op.get("adapter"), fidelity=op.get("fidelity"), backends=dict(backends))
     return m
 
 

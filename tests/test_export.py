@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from exporter.pipeline import run
-from exporter.spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
+from exporter.spec import AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
 from runtimes.executorch import ExecuTorchRuntime
 from runtimes.manifest import load_manifest
 
@@ -14,7 +14,8 @@ from runtimes.manifest import load_manifest
 def export(base, out, adapters=None, strategy=None, quant="fp32", tokens=16, seq=256):
     spec = ExportSpec(model=ModelSpec(base=str(base), max_seq_len=seq),
                       adapters=AdapterSpec(paths={k: str(v) for k, v in (adapters or {}).items()}, strategy=strategy),
-                      quant=QuantSpec(quant), output=OutputSpec(str(out)), fidelity=FidelitySpec(tokens=tokens))
+                      quant=QuantSpec(quant), output=OutputSpec(str(out)), fidelity=FidelitySpec(tokens=tokens),
+                      embedder=EmbedderSpec(enabled=False))  # the embedder has its own test (test_memory_embed.py)
     return run(spec)["manifest"]
 
 
@@ -85,6 +86,7 @@ def test_storage_separate_vs_merged(tmp_path, tiny_llama, llama_adapters, separa
             assert e["lowering"]["delegated_ops"]["cpu_matmuls"] == 0
             assert e["lowering"]["quantized_modules"]["8da4w"] > 0
             assert e["lowering"]["quantized_modules"]["emb8"] == 1
+            assert e["lowering"]["quantized_modules"]["8da8w"] == 1  # the LM head stays 8-bit in int4
 
 
 def test_int8_is_delegated_not_folded(tmp_path, tiny_llama):

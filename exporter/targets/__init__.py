@@ -29,7 +29,7 @@ def register_target(name: str):
 
 
 def get_target(name: str) -> Target:
-    from . import executorch_xnnpack  # noqa: F401  (registers)
+    from . import executorch_xnnpack, onnx_genai  # noqa: F401  (register)
 
     if name not in _REGISTRY:
         raise SpecError(f"format must be one of {sorted(_REGISTRY)}, got {name!r}")
