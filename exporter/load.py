@@ -80,7 +80,8 @@ def embedded_adapters(base: str) -> dict[str, str]:
         return {}
     from .spec import MEMORY_OPS
 
-    dirs = sorted((d for d in root.iterdir() if (d / "adapter_model.safetensors").is_file()),
+    # Skip what memlora-train leaves while it works (`.op.tmp-*`, `op.checkpoints`): only finished op directories.
+    dirs = sorted((d for d in root.iterdir() if "." not in d.name and (d / "adapter_model.safetensors").is_file()),
                   key=lambda d: (MEMORY_OPS.index(d.name) if d.name in MEMORY_OPS else len(MEMORY_OPS), d.name))
     found = {d.name: str(d) for d in dirs}
     missing = [op for op in MEMORY_OPS if op not in found]
