@@ -141,6 +141,7 @@ def test_adb_command_construction(tmp_path):
     assert cmds[0] == ["adb", "-s", "S1", "shell", "mkdir -p /data/local/tmp/memlora"]
     assert cmds[1] == ["adb", "-s", "S1", "push", str(tmp_path / "base.pte"), "/data/local/tmp/memlora/base.pte"]
     assert cmds[-1][-1] == "/data/local/tmp/memlora/manifest.json" and len(cmds) == 4
+    assert adb.app_result_path() == "/sdcard/Android/data/org.memlora.demo/files/profile_result.json"
     assert adb.app_cmd("adb", "S1", "/d/job.json", "/d/out.json") == [
         "adb", "-s", "S1", "shell", "am", "start", "-W", "-n", "org.memlora.demo/.BenchmarkActivity",
         "--es", "bundle", "/data/local/tmp/memlora", "--es", "job", "/d/job.json", "--es", "out", "/d/out.json"]

@@ -99,6 +99,11 @@ def push_cmds(adb: str, serial: str, bundle: Path, files: Sequence[str], remote:
     return cmds
 
 
+def app_result_path(package: str = DEFAULT_PACKAGE) -> str:
+    """Where the demo app's BenchmarkActivity writes its result: its external files dir (Context.getExternalFilesDir)."""
+    return f"/sdcard/Android/data/{package}/files/profile_result.json"
+
+
 def app_cmd(adb: str, serial: str, job_remote: str, out_remote: str, package: str = DEFAULT_PACKAGE,
             remote: str = REMOTE_DIR) -> list[str]:
     return adb_cmd(adb, serial, "shell", "am", "start", "-W", "-n", f"{package}/{ACTIVITY}",
@@ -238,7 +243,9 @@ def profile_adb(bundle: str, settings: Any, serial: str | None, runner: str | No
                "ops": {op: {"new_tokens": plan.new_tokens[op],
                             "items": [{"sample_id": i["sample_id"], "messages": i["messages"]} for i in plan.items[op]]}
                        for op in plan.ops}}
-        job_remote, out_remote = f"{REMOTE_DIR}/profile_job.json", f"{REMOTE_DIR}/profile_result.json"
+        # The app may not write /data/local/tmp (shell-owned); its own external files dir needs no permission and
+        # adb can pull from it.
+        job_remote, out_remote = f"{REMOTE_DIR}/profile_job.json", app_result_path(package)
         with tempfile.TemporaryDirectory() as tmp:
             jp = Path(tmp) / "job.json"
             jp.write_text(json.dumps(job))
