@@ -78,6 +78,8 @@ public final class Bench {
     /**
      * One run from the runner's stats JSON, as the profiler's parse_observer reads it: prefill = inference start ->
      * prompt evaluated, decode = prompt evaluated -> inference end, ttft = inference start -> first token.
+     * ExecuTorch's generated_tokens counts the decode loop only (the first token comes out of prefill), so
+     * new_tokens = generated_tokens + 1 and decode tok/s = generated_tokens / decode time.
      */
     public static Map<String, Object> run(String statsJson) {
         Map<String, Object> s = Json.obj(Json.parse(statsJson), "stats");
@@ -87,13 +89,13 @@ public final class Bench {
         double decode = (num(s.get("inference_end_ms")) - num(s.get("prompt_eval_end_ms"))) * scale;
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("prompt_tokens", prompt);
-        r.put("new_tokens", gen);
+        r.put("new_tokens", gen + 1);
         r.put("load_ms", (num(s.get("model_load_end_ms")) - num(s.get("model_load_start_ms"))) * scale);
         r.put("ttft_ms", (num(s.get("first_token_ms")) - num(s.get("inference_start_ms"))) * scale);
         r.put("prefill_ms", prefill);
         r.put("decode_ms", decode);
         r.put("prefill_tok_s", prefill > 0 ? prompt / (prefill / 1e3) : 0.0);
-        r.put("decode_tok_s", decode > 0 && gen > 1 ? (gen - 1) / (decode / 1e3) : 0.0);
+        r.put("decode_tok_s", decode > 0 ? gen / (decode / 1e3) : 0.0);
         r.put("e2e_ms", (num(s.get("inference_end_ms")) - num(s.get("inference_start_ms"))) * scale);
         r.put("sampling_ms", num(s.getOrDefault("aggregate_sampling_time_ms", 0L)) * scale);
         return r;
