@@ -1,7 +1,8 @@
 """The Android side, as far as it can be checked without an SDK or a phone: `memlora-export --install` says what is
 missing (adb, a device) before exporting and builds the right adb commands; the app's runtime pins match the
 exporter's; the C++ tokenizer inside ExecuTorch's LLM runner (what the app's LlmModule tokenizes with) gives the
-Python runtime's token ids for the prompts the app renders; and ExecuTorch's LLM runner itself loads a bundle.
+Python runtime's token ids for the prompts the app renders; ExecuTorch's LLM runner itself loads a bundle; and the
+way the app's ONNX backend (OrtLlm) feeds an ONNX graph, run with plain onnxruntime, gives onnxruntime-genai's tokens.
 
 (The app's shared JVM module is tested by `./build.sh android-test`: javac + JUnit against runtimes.memory.vectors.)
 """
@@ -153,3 +154,80 @@ def test_executorch_llm_runner_runs_a_bundle_like_the_python_runtime():
         runner.generate(rt.apply_chat_template(messages), GenerationConfig(echo=False, seq_len=len(ids) + n, temperature=0.0),
                         pieces.append)
         assert "".join(pieces) == want.text
+
+
+# ------------------------------------------------------------------------------------------ the app's ONNX backend
+def _ort_app_feed_greedy(bundle: Path, op: str, entry: dict, prompt: list[int], n: int, stops: set[int]) -> list[int]:
+    """The feed android_demo's OrtLlm gives the graph (core GenaiConfig's layout), with the plain onnxruntime API the
+    app's onnxruntime-android wraps: input_ids / attention_mask (ones over past + new) / position_ids when present,
+    past_key_values.* empty at first and then the previous run's present.*, the op's .onnx_adapter made active with
+    LoraAdapter + RunOptions.add_active_adapter (Java: OrtLoraAdapter.create + addActiveLoraAdapter), logits' last row."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    dec = json.loads((bundle / "genai_config.json").read_text())["model"]["decoder"]
+    inputs, outputs = dec["inputs"], dec["outputs"]
+    assert set(inputs) <= {"input_ids", "attention_mask", "position_ids", "past_key_names", "past_value_names"}
+    layers, kv, hs = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(bundle / entry["program"]), so)
+    ro = ort.RunOptions()
+    if entry.get("adapter_file"):
+        adapter = ort.LoraAdapter()
+        adapter.Load(str(bundle / entry["adapter_file"]))
+        ro.add_active_adapter(adapter)
+    names = [o.name for o in sess.get_outputs()]
+    past = {inputs[k] % layer: np.zeros((1, kv, 0, hs), np.float32) for layer in range(layers)
+            for k in ("past_key_names", "past_value_names")}
+    out: list[int] = []
+    feed, start = list(prompt), 0
+    while len(out) < n:
+        feeds = {inputs["input_ids"]: np.asarray([feed], np.int64),
+                 inputs["attention_mask"]: np.ones((1, start + len(feed)), np.int64), **past}
+        if "position_ids" in inputs:
+            feeds[inputs["position_ids"]] = np.arange(start, start + len(feed), dtype=np.int64)[None]
+        r = dict(zip(names, sess.run(None, feeds, ro)))
+        start += len(feed)
+        past = {inputs[k] % layer: r[outputs[p] % layer] for layer in range(layers)
+                for k, p in (("past_key_names", "present_key_names"), ("past_value_names", "present_value_names"))}
+        assert all(v.shape[2] == start for v in past.values())
+        tok = int(np.argmax(r[outputs["logits"]].reshape(-1, r[outputs["logits"]].shape[-1])[-1]))
+        if tok in stops:
+            break
+        out.append(tok)
+        feed = [tok]
+    return out
+
+
+@pytest.mark.parametrize("quant", ["fp32", "int4"])
+def test_onnx_app_feed_gives_the_python_runtimes_tokens(tmp_path, tiny_llama, llama_adapters, quant):
+    """OrtLlm's way of running an ONNX bundle (plain ORT session + KV feedback + per-op LoRA adapter), done here with
+    onnxruntime's Python API, decodes exactly the tokens runtimes/onnx.py gets from onnxruntime-genai, for every op of
+    a separate-adapter export (one foundation graph, three .onnx_adapter files), fp32 and int4 (MatMulNBits)."""
+    from exporter.pipeline import run
+    from exporter.spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
+    from runtimes import prompts
+    from runtimes.onnx import OnnxRuntime
+
+    out = tmp_path / "onnx_sep"
+    run(ExportSpec(model=ModelSpec(base=str(tiny_llama), max_seq_len=256), quant=QuantSpec(quant), output=OutputSpec(str(out)),
+                   adapters=AdapterSpec(paths={k: str(v) for k, v in llama_adapters.items()}, strategy="separate"),
+                   fidelity=FidelitySpec(enabled=False), target="host", format="onnx"))
+    rt = OnnxRuntime.from_bundle(out)
+    for op, e in rt.manifest.ops.items():
+        entry = e.backends["onnx"]
+        assert entry["adapter_file"] == f"{op}.onnx_adapter"
+        messages = prompts.render(e.prompt_template, **prompts.SAMPLE_FIELDS[e.prompt_template])
+        want = rt.generate(op, messages=messages, max_new_tokens=12)
+        got = _ort_app_feed_greedy(out, op, entry, want.prompt_tokens, 12, set(e.stop_token_ids))
+        assert len(got) >= 4 and got == want.tokens, op
+    # The adapters matter: without the op's adapter the same feed decodes something else for at least one op.
+    plain = {op: _ort_app_feed_greedy(out, op, {"program": e.backends["onnx"]["program"]}, rt.encode(
+        prompts.render(e.prompt_template, **prompts.SAMPLE_FIELDS[e.prompt_template])), 12, set(e.stop_token_ids))
+        for op, e in rt.manifest.ops.items()}
+    assert any(plain[op] != rt.generate(op, messages=prompts.render(e.prompt_template, **prompts.SAMPLE_FIELDS[e.prompt_template]),
+                                        max_new_tokens=12).tokens for op, e in rt.manifest.ops.items())

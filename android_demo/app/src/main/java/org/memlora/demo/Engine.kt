@@ -85,19 +85,38 @@ class Engine private constructor(
                 throw BundleError("the bundle at $dir is '${m.strategy()}', the settings ask for '${s.strategy}' " +
                         "(push that export to ${s.bundlePath}/${s.strategy} or choose 'bundle')")
             for (f in m.files().keys) if (!File(dir, f).isFile) throw BundleError("bundle file missing: $f")
-            val llm: LlmBackend = when (s.backend) {
-                "executorch" -> {
-                    m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
-                    EtLlm(m)
-                }
-                else -> throw BundleError("backend '${s.backend}' is not available in this app build: it runs " +
-                        "ExecuTorch bundles (see docs/android.md, 'ONNX')")
+            val llm = openLlm(m, s.backend, 0)
+            val embedder = try {
+                // The retrieval embedder is an ExecuTorch program in every bundle (ONNX ones included): same version rule.
+                if (s.backend != "executorch" && m.embedder() != null) m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
+                EtEmbedder(m)
+            } catch (e: Exception) {
+                llm.close()
+                throw e
             }
-            val embedder = EtEmbedder(m)
             val store = MemoryStore(File(context.filesDir, "memories.sqlite").path)
             val cycle = MemoryCycle(llm, embedder, store, OWNER, MemoryCycle.Config(), MemoryCycle.templatesOf(m))
             return Engine(m, llm, embedder, store, cycle)
         }
+
+        /** The language model of [backend] over the bundle, after checking its runtime version (threads: ONNX only; 0 = ORT's default). */
+        fun openLlm(m: Manifest, backend: String, threads: Int): LlmBackend = when (backend) {
+            "executorch" -> {
+                m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
+                EtLlm(m)
+            }
+            "onnx" -> {
+                if (m.format() == "executorch")
+                    throw BundleError("the bundle at ${m.root} holds ExecuTorch programs only: export it with --format onnx " +
+                            "(or both), or choose the executorch backend")
+                m.checkRuntimeVersion("onnxruntime", BuildConfig.ONNXRUNTIME_VERSION)
+                OrtLlm(m, threads)
+            }
+            else -> throw BundleError("unknown backend '$backend' (executorch or onnx)")
+        }
+
+        /** The backend a bundle runs on when none is asked for: ONNX-only bundles on ONNX Runtime, others on ExecuTorch. */
+        fun defaultBackend(m: Manifest): String = if (m.format() == "onnx") "onnx" else "executorch"
 
         fun now(): String = MemoryFormat.now()
     }

@@ -275,6 +275,19 @@ public final class Manifest {
         return n;
     }
 
+    /** Bytes on disk an op needs on one backend ("executorch", "onnx"): that format's program, data files and adapter file. */
+    public long opBytes(String op, String format) {
+        Map<String, Object> b = op(op).backend(format);
+        List<Object> names = new ArrayList<>();
+        names.add(b.get("program"));
+        if (b.get("data_files") != null) names.addAll(Json.arr(b.get("data_files"), "data_files"));
+        Object af = b.get("adapter_file");
+        if (af instanceof String && !((String) af).isEmpty() && !names.contains(af)) names.add(af);
+        long n = 0;
+        for (Object f : names) n += ((Number) Json.obj(files().get(f), "files entry").get("bytes")).longValue();
+        return n;
+    }
+
     /** The prompt text of an op's messages: the chat template applied as runtimes/base.py applies it. */
     public synchronized String renderPrompt(List<ChatMessage> messages) {
         String tpl = chatTemplate();
