@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="executorch (.pte/.ptd) | onnx (ONNX Runtime GenAI graphs) | both, in one bundle")
     p.add_argument("--quant", default="int4", choices=["int4", "int8", "fp32"])
     p.add_argument("--group-size", type=int, default=32, help="int4 weight group size")
+    p.add_argument("--int4-weights", default="asymmetric", choices=["asymmetric", "symmetric"],
+                   help="ExecuTorch int4: asymmetric 4-bit codes as symmetric int4 + a per-group offset (default; "
+                        "exact for Q4_1 GGUF weights) or XNNPACK's plain symmetric int4 with HQQ scales")
     p.add_argument("--accuracy-level", type=int, default=4, choices=[1, 4],
                    help="ONNX MatMulNBits activations: 4 = int8 (fast), 1 = fp32")
     p.add_argument("--max-seq-len", type=int, default=1024, help="KV-cache length (prompt + generated tokens)")
@@ -74,7 +77,8 @@ def spec_from_args(a: argparse.Namespace) -> ExportSpec:
     return ExportSpec(
         model=ModelSpec(base=a.base, max_seq_len=a.max_seq_len),
         adapters=AdapterSpec(paths=adapter_paths(a), strategy=a.strategy),
-        quant=QuantSpec(scheme=a.quant, group_size=a.group_size, accuracy_level=a.accuracy_level),
+        quant=QuantSpec(scheme=a.quant, group_size=a.group_size, int4_weights=a.int4_weights,
+                        accuracy_level=a.accuracy_level),
         output=OutputSpec(path=a.out, force=a.force),
         fidelity=FidelitySpec(enabled=not a.skip_fidelity, tokens=a.fidelity_tokens, strict=a.strict_fidelity),
         embedder=EmbedderSpec(enabled=a.embedder, quant=a.embedder_quant),
@@ -100,7 +104,8 @@ def print_summary(result: dict[str, Any]) -> None:
     files.add_row("[b]total", f"[b]{total / 2**20:.2f}")
     console.print(files)
     ops = Table(title="operations")
-    for col in ("op", "program", "data", "token agreement", "max |Δlogit|", "target"):
+    # Agreement over the reference's answers (to its stop token) is the target; "forced" counts all N positions.
+    for col in ("op", "program", "data", "token agreement", "forced", "max |Δlogit|", "target"):
         ops.add_column(col)
     for op, e in m["ops"].items():
         for b in e.get("backends") or {None: e}:  # one row per format in a multi-format bundle
@@ -109,11 +114,13 @@ def print_summary(result: dict[str, Any]) -> None:
             data = [*be["data_files"], *([be["adapter_file"]] if be.get("adapter_file") else [])]
             ops.add_row(op, be["program"], ",".join(dict.fromkeys(data)) or "-",
                         f"{f['token_agreement']:.1%}" if f else "skipped",
+                        f"{f['token_agreement_forced']:.1%}" if f and "token_agreement_forced" in f else "-",
                         f"{f['max_abs_logit_diff']:.3g}" if f else "-",
                         ("met" if f["meets_target"] else "[red]MISSED") if f else "-")
             x = be.get("vs_executorch")
             if x:
-                ops.add_row("", "onnx vs executorch", "", f"{x['token_agreement']:.1%}", f"{x['max_abs_logit_diff']:.3g}", "")
+                ops.add_row("", "onnx vs executorch", "", f"{x['token_agreement']:.1%}",
+                            f"{x.get('token_agreement_forced', 0):.1%}", f"{x['max_abs_logit_diff']:.3g}", "")
     console.print(ops)
     console.print(f"export time {m['export']['seconds']['total']:.1f} s  "
                   f"(torch {m['versions'].get('torch')}, executorch {m['versions'].get('executorch')}"

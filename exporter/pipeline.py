@@ -32,6 +32,11 @@ QUANT_DESCRIPTION = {
     "int8": {"linear": "int8 dynamic activation + int8 weight, per-channel", "embedding": "int8 weight, per-channel"},
     "fp32": {"linear": "fp32", "embedding": "fp32"},
 }
+INT4_WEIGHTS = {
+    "asymmetric": "min-max asymmetric 4-bit codes run as symmetric int4 (XNNPACK) + a float per-group offset on the "
+                  "input's group sums",
+    "symmetric": "symmetric int4, HQQ scales",
+}
 
 
 @contextlib.contextmanager
@@ -165,7 +170,9 @@ def run(spec: ExportSpec) -> dict[str, Any]:
                           "bos_token": base.tokenizer.bos_token, "eos_token": base.tokenizer.eos_token},
             "strategy": spec.adapters.strategy,
             "quantization": {"scheme": spec.quant.scheme, "group_size": spec.quant.group_size,
-                             "lora": "fp32 (never quantized)", **QUANT_DESCRIPTION[spec.quant.scheme]},
+                             "lora": "fp32 (never quantized)", **QUANT_DESCRIPTION[spec.quant.scheme],
+                             **({"int4_weights": INT4_WEIGHTS[spec.quant.int4_weights]}
+                                if spec.quant.scheme == "int4" else {})},
             "format": spec.format,
             "target": spec.target,
             "versions": versions(),
@@ -252,16 +259,19 @@ def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle
         if adapters:
             model.set_adapter(f"memlora_{op}")
         tpl = prompts.template_for(op)
-        ids = runtime.encode(prompts.render(tpl, **prompts.SAMPLE_FIELDS[tpl]))
-        room = runtime.manifest.max_seq_len - len(ids)
+        prompt_ids = [runtime.encode(prompts.render(tpl, **f)) for f in prompts.FIDELITY_SAMPLES[tpl]]
+        longest = max(len(ids) for ids in prompt_ids)
+        room = runtime.manifest.max_seq_len - longest
         if room < 2:
-            raise ExportError(f"fidelity prompt for {op!r} ({len(ids)} tokens) does not fit max_seq_len "
+            raise ExportError(f"fidelity prompt for {op!r} ({longest} tokens) does not fit max_seq_len "
                               f"{runtime.manifest.max_seq_len}; raise --max-seq-len or pass --skip-fidelity")
         n = min(spec.fidelity.tokens, room - 1)
+        stop = set(runtime.manifest.ops[op].stop_token_ids)
         for b, rt in runtimes.items():
-            r = check_op(rt, op, model, ids, n)
+            r = check_op(rt, op, model, prompt_ids, n, stop)
             r["meets_target"] = meets_target(spec.quant.scheme, r)
             results[b][op] = r
         if len(backends) > 1:
-            results["cross_check"][op] = check_pair(runtimes[backends[0]], runtimes[backends[1]], op, ids, n)
+            results["cross_check"][op] = check_pair(runtimes[backends[0]], runtimes[backends[1]], op, prompt_ids, n,
+                                                    stop)
     return results

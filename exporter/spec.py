@@ -72,12 +72,17 @@ class QuantSpec:
     """int4: int8 dynamic activations + int4 grouped weights on linears, int8 embeddings; int8: int8 dynamic
     activations + int8 per-channel weights; fp32: no quantization. LoRA weights always stay float."""
     group_size: int = 32
+    int4_weights: str = "asymmetric"
+    """ExecuTorch int4 linears: "asymmetric" = min-max 4-bit codes with a per-group offset (quant.GroupOffsetLinear;
+    exact for Q4_0/Q4_1-style GGUF weights), "symmetric" = XNNPACK's plain symmetric int4 with HQQ scales."""
     accuracy_level: int = 4
     """ONNX only: activation precision of MatMulNBits (int4/int8 weights): 4 = int8 activations (fastest on CPU),
     1 = fp32 activations."""
 
     def __post_init__(self) -> None:
         _choice("quant.scheme", self.scheme, Quant)
+        if self.int4_weights not in ("asymmetric", "symmetric"):
+            raise SpecError(f"quant.int4_weights must be asymmetric or symmetric, got {self.int4_weights!r}")
         if self.accuracy_level not in (1, 4):
             raise SpecError(f"quant.accuracy_level must be one of [1, 4], got {self.accuracy_level!r}")
         if self.group_size not in (16, 32, 64, 128, 256):
