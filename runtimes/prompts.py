@@ -53,6 +53,35 @@ SAMPLE_FIELDS = {
 }
 
 
+# The export fidelity check runs every sample of the op's template (the first is SAMPLE_FIELDS): several short
+# answers pool into a steadier agreement figure than one.
+FIDELITY_SAMPLES = {
+    "memlora.extract.v1": [
+        SAMPLE_FIELDS["memlora.extract.v1"],
+        {"date": "7:30 pm on 14 August, 2023",
+         "turns": "Jon: I finally opened my dance studio downtown last week!\n"
+                  "Gina: Congrats! I lost my job at the bank, so I'm starting an online clothing store."},
+        {"date": "10:04 am on 2 March, 2024",
+         "turns": "Maria: My cat Luna turned three today.\n"
+                  "Sam: Happy birthday Luna! I'm training for the Berlin marathon in September."},
+    ],
+    "memlora.update.v1": [
+        SAMPLE_FIELDS["memlora.update.v1"],
+        {"memories": "0: Jon works at a bank\n1: Jon wants to open a dance studio",
+         "facts": "- Jon opened a dance studio downtown"},
+        {"memories": "0: Sam runs every morning\n1: Maria has a cat named Luna",
+         "facts": "- Sam is training for the Berlin marathon\n- Maria's cat Luna is three years old"},
+    ],
+    "memlora.generate.v1": [
+        SAMPLE_FIELDS["memlora.generate.v1"],
+        {"memories": "[14 August 2023] Jon opened a dance studio downtown\n[14 August 2023] Gina lost her job at the bank",
+         "question": "Where did Jon open his dance studio?"},
+        {"memories": "[2 March 2024] Maria's cat Luna turned three\n[2 March 2024] Sam trains for the Berlin marathon",
+         "question": "Which marathon is Sam training for?"},
+    ],
+}
+
+
 def template_for(op: str) -> str:
     return DEFAULT_TEMPLATE.get(op, "memlora.generate.v1")
 
