@@ -155,3 +155,42 @@ def test_memlora_eval_cli_on_bundle(bundle, tmp_path):
     assert main(["--data", str(tmp_path / "missing.json"), "--out", str(out)]) == 1
     assert main(["--data", str(data), "--conversations", "conv-zz", "--out", str(out)]) == 1
     assert main(["--data", str(data), "--split", "all", "--adapters", str(tmp_path), "--out", str(out)]) == 1
+
+
+def test_empty_store_adds_facts_without_an_update_call(tmp_path):
+    """Nothing stored yet: the facts are ADDed without asking the model (add_to_empty_store); once memories exist the
+    update op decides, and an UPDATE of an id that was never shown changes nothing (what the adapter tends to say on
+    an empty store, which with the rule off keeps the store empty)."""
+    from types import SimpleNamespace
+
+    from runtimes.memory.vectors import _embed_table
+
+    outputs = ['{"facts": ["Caroline lives in Boston", "Melanie has kids"]}',
+               '{"facts": ["Caroline moved to Denver"]}',
+               '{"memory": [{"id": "0", "text": "Caroline moved to Denver", "event": "UPDATE", '
+               '"old_memory": "Caroline lives in Boston"}]}']
+
+    class Scripted:  # replays model outputs: tests the orchestration, not a model
+        def __init__(self, outs):
+            self.outs, self.ops = list(outs), []
+
+        def generate(self, op, **_):
+            self.ops.append(op)
+            return SimpleNamespace(text=self.outs.pop(0), tokens=[], prompt_tokens=[], stop_reason="stop_token")
+
+    _, embed = _embed_table(dim=16)
+    llm = Scripted(outputs)
+    with MemoryStore(tmp_path / "a.sqlite") as store:
+        pipe = MemoryPipeline(llm, SimpleNamespace(embed=embed), store, owner="u")
+        first = pipe.add_turns(TURNS[:1], DATE)
+        assert [c.op for c in first.calls] == ["extract"] and first.applied[0].added and store.count("u") == 2
+        pipe.add_turns(TURNS[2:], DATE)
+        assert llm.ops == ["extract", "extract", "update"]
+        assert sorted(m.text for m in store.all("u")) == ["Caroline moved to Denver", "Melanie has kids"]
+    llm = Scripted([outputs[0], '{"memory": [{"id": "0", "text": "Caroline lives in Boston", "event": "UPDATE", '
+                                '"old_memory": "x"}]}'])
+    with MemoryStore(tmp_path / "b.sqlite") as store:
+        pipe = MemoryPipeline(llm, SimpleNamespace(embed=embed), store, owner="u",
+                              config=PipelineConfig(add_to_empty_store=False))
+        r = pipe.add_turns(TURNS[:1], DATE)
+        assert llm.ops == ["extract", "update"] and r.applied[0].skipped and store.count("u") == 0

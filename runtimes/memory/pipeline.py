@@ -34,6 +34,10 @@ class PipelineConfig:
     update_max_memories: int = 10
     """Cap on the memories one update prompt shows (union over its facts, best first)."""
     answer_top_k: int = 10
+    add_to_empty_store: bool = True
+    """With nothing stored for the owner yet, every new fact is an ADD: apply that without an update call. (The
+    update op is trained on stores that hold memories; on "(none)" the distilled SmolLM2 adapter tends to answer
+    UPDATE of an id that does not exist, which is refused, so the store would stay empty for good.)"""
     constrained: bool = False
     """Decode extract / update under their JSON-schema mask."""
     max_new_tokens: dict[str, int] = field(default_factory=dict)
@@ -155,10 +159,16 @@ class MemoryPipeline:
         ranked = sorted(best.values(), key=lambda x: -x[0])[: self.config.update_max_memories]
         return [m for _, m in ranked]
 
-    def update(self, facts: Sequence[str], *, date: str, source_turns: Sequence[str] = ()) -> tuple[ApplyResult | None, OpCall]:
+    def update(self, facts: Sequence[str], *, date: str, source_turns: Sequence[str] = ()
+               ) -> tuple[ApplyResult | None, OpCall | None]:
+        """One update call over `facts` (None as the call when the empty-store rule applied them without one)."""
         memories = self.similar(facts)
         messages, id_map = update_messages(facts, memories, self.template("update"))
-        events, call = self._call("update", messages, parse_update, n_ids=len(memories) + len(facts))
+        call: OpCall | None = None
+        if not memories and self.config.add_to_empty_store:
+            events = [{"id": str(i), "text": f, "event": "ADD", "old_memory": None} for i, f in enumerate(facts)]
+        else:
+            events, call = self._call("update", messages, parse_update, n_ids=len(memories) + len(facts))
         if events is None:
             return None, call
         res = self.store.apply_update(events, id_map, owner=self.owner, source_turns=source_turns, embed_fn=self.embed,

@@ -446,9 +446,7 @@ PIPELINE_SCRIPT = {
     "outputs": [
         '{"facts": ["Caroline attended an LGBTQ support group", "Melanie paints sunrises for her kids", "Melanie has kids", '
         '"Caroline finds support groups powerful", "Caroline lives in Boston"]}',
-        '{"memory": [{"id": "0", "text": "Caroline attended an LGBTQ support group", "event": "ADD"}, '
-        '{"id": "1", "text": "Melanie paints sunrises for her kids", "event": "ADD"}, {"id": "2", "text": "Melanie has kids", "event": "ADD"}, '
-        '{"id": "3", "text": "Caroline finds support groups powerful", "event": "ADD"}]}',
+        # (the first batch of four facts meets an empty store: added without an update call, add_to_empty_store)
         '```json\n{"memory": [{"id": "0", "text": "Caroline attended an LGBTQ support group", "event": "NONE"}, '
         '{"id": "4", "text": "Caroline lives in Boston", "event": "ADD"}]}\n```',
         'Facts: {"facts": ["Caroline moved to Denver", "Melanie has two kids named Ana and Ben", "Melanie went camping"]}',

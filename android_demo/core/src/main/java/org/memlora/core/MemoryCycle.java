@@ -51,6 +51,8 @@ public final class MemoryCycle {
         public int updateTopK = 5;
         public int updateMaxMemories = 10;
         public int answerTopK = 10;
+        /** As pipeline.PipelineConfig.add_to_empty_store: nothing stored yet -> every fact is an ADD, no update call. */
+        public boolean addToEmptyStore = true;
         public final Map<String, Integer> maxNewTokens = new LinkedHashMap<>();
     }
 
@@ -182,10 +184,18 @@ public final class MemoryCycle {
 
     @SuppressWarnings("unchecked")
     public ApplyResult update(List<String> facts, String date, List<String> sourceTurns) {
-        MemoryFormat.UpdatePrompt p = MemoryFormat.updateMessages(facts, similar(facts), template("update"));
-        Object[] r = call("update", p.messages, OpParser::parseUpdate, null);
-        if (r[0] == null) return null;
-        return store.applyUpdate((List<UpdateEvent>) r[0], p.idMap, owner, sourceTurns, this::embed, MemoryFormat.toIso(date), batchId());
+        List<Memory> memories = similar(facts);
+        MemoryFormat.UpdatePrompt p = MemoryFormat.updateMessages(facts, memories, template("update"));
+        List<UpdateEvent> events;
+        if (memories.isEmpty() && config.addToEmptyStore) {
+            events = new ArrayList<>();
+            for (int i = 0; i < facts.size(); i++) events.add(new UpdateEvent(String.valueOf(i), facts.get(i), "ADD", null));
+        } else {
+            Object[] r = call("update", p.messages, OpParser::parseUpdate, null);
+            if (r[0] == null) return null;
+            events = (List<UpdateEvent>) r[0];
+        }
+        return store.applyUpdate(events, p.idMap, owner, sourceTurns, this::embed, MemoryFormat.toIso(date), batchId());
     }
 
     private String batchId() {
