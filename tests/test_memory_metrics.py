@@ -56,8 +56,10 @@ SAMPLE = {
         "session_2": [{"speaker": "Bo", "dia_id": "D2:1", "text": "hello", "blip_caption": "a dog"}],
         "session_3_date_time": "11:00 am on 1 July, 2023",  # a date without turns: no session
     },
-    "qa": [{"question": "q1", "answer": "a", "category": 1}, {"question": "q5", "adversarial_answer": "x", "category": 5},
-           {"question": "q2", "answer": 2022, "category": 2}],
+    "qa": [{"question": "q1", "answer": "a", "category": 1, "evidence": ["D1:2"]},
+           {"question": "q5", "adversarial_answer": "x", "category": 5},
+           {"question": "q2", "answer": 2022, "category": 2, "evidence": ["D1:7; D2:1"]},
+           {"question": "q3", "answer": "b", "category": 4}],
     "observation": {"session_1_observation": {"Ann": [["Ann likes tea.", "D1:2"], ["Ann runs.", ["D1:7", "D2:1"]]]}},
 }
 
@@ -69,7 +71,10 @@ def test_locomo_windows_split_and_questions():
     assert [w.dia_ids for w in ws] == [[f"D1:{i}" for i in range(1, 7)], ["D1:7", "D1:8"], ["D2:1"]]
     assert [w.gold_facts for w in ws] == [["Ann likes tea."], ["Ann runs."], ["Ann runs."]]
     assert ws[2].date == "10:00 am on 9 June, 2023"
-    assert [q["question"] for q in c.questions()] == ["q1", "q2"]
+    assert [q["question"] for q in c.questions()] == ["q1", "q2", "q3"]
+    # A session slice keeps only questions whose evidence (also "D1:7; D2:1" joined strings) lies inside it.
+    assert [q["question"] for q in c.questions(sessions={1})] == ["q1"]
+    assert [q["question"] for q in c.questions(sessions={1, 2})] == ["q1", "q2"]
     convs = [locomo.parse_sample(dict(SAMPLE, sample_id=f"c{i}")) for i in range(5)]
     assert [x.sample_id for x in locomo.split(convs, "val")] == ["c3", "c4"]
     assert [x.sample_id for x in locomo.split(convs, "train")] == ["c0", "c1", "c2"]

@@ -141,7 +141,8 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
             examples.append({"dia_ids": w.dia_ids, "facts": res.facts, "gold": w.gold_facts,
                              "raw": [c.text for c in res.calls[:2]]})
     t_mem = time.perf_counter() - t0
-    questions = conv.questions()
+    # A session slice is only asked what it contains: questions whose evidence lies in the kept sessions.
+    questions = conv.questions(sessions=kept if args.max_sessions else None)
     if args.max_questions:
         questions = questions[: args.max_questions]
     qa = []
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", default=None, help='JSON {"train": [sample_id...], "val": [...]}')
     p.add_argument("--conversations", default=None, help="comma-separated sample_ids (overrides --split)")
     p.add_argument("--limit", type=int, default=None, help="at most this many conversations")
-    p.add_argument("--max-sessions", type=int, default=None, help="only the first N sessions of each conversation")
+    p.add_argument("--max-sessions", type=int, default=None, help="only the first N sessions of each conversation (and only questions whose evidence lies in them)")
     p.add_argument("--max-questions", type=int, default=None, help="only the first N questions (cat. 1-4) of each")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--bundle", default=None, help="evaluate an exported bundle (ExecuTorch runtime)")

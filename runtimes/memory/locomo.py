@@ -61,8 +61,22 @@ class Conversation:
                             gold.append(f)
                 yield Window(session=s.index, date=s.date, turns=turns, gold_facts=gold)
 
-    def questions(self, categories: tuple[int, ...] = QA_CATEGORIES) -> list[dict[str, Any]]:
-        return [q for q in self.qa if q.get("category") in categories and "answer" in q]
+    def questions(self, categories: tuple[int, ...] = QA_CATEGORIES,
+                  sessions: set[int] | None = None) -> list[dict[str, Any]]:
+        """QA pairs of `categories`; with `sessions`, only those whose evidence turns all lie in those sessions
+        (a slice of the conversation is asked only what it contains)."""
+        out = [q for q in self.qa if q.get("category") in categories and "answer" in q]
+        if sessions is not None:
+            out = [q for q in out if (ev := evidence_sessions(q)) and ev <= sessions]
+        return out
+
+
+_EVIDENCE = re.compile(r"D(\d+):\d+")
+
+
+def evidence_sessions(q: dict[str, Any]) -> set[int]:
+    """Session numbers of a question's evidence turns ("D3:5" is session 3); empty when it has none."""
+    return {int(m.group(1)) for e in q.get("evidence") or [] for m in _EVIDENCE.finditer(str(e))}
 
 
 def load(path: str | Path) -> list[Conversation]:
