@@ -130,7 +130,10 @@ class Runtime(ABC):
         if (messages is None) == (prompt is None):
             raise ValueError("give exactly one of messages or prompt")
         text = self.apply_chat_template(messages if messages is not None else [{"role": "user", "content": prompt}])
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        # A chat template writes its own special tokens; plain text (a base model without one, e.g. Gemma 3 270M)
+        # gets the tokenizer's post-processing, as transformers encodes it (Gemma's <bos>: without it the model
+        # answers <eos> at once).
+        return self.tokenizer.encode(text, add_special_tokens=not self.manifest.chat_template).ids
 
     def stream(self, op: str, messages=None, prompt=None, *, max_new_tokens: int | None = None,
                temperature: float | None = None, top_p: float | None = None, seed: int = 0,
