@@ -19,10 +19,12 @@ def test_real_smollm2_int4_separate(tmp_path, smollm2_dir):
                        quant=QuantSpec("int4"), output=OutputSpec(str(out)), fidelity=FidelitySpec(tokens=64)))["manifest"]
     assert m["model"]["architecture"] == "llama" and m["model"]["n_layers"] == 30
     f = m["ops"]["generate"]["fidelity"]
-    # The int4 target is >= 90% greedy-token agreement; measured here so far: 61-88% on the fixed prompts
-    # (see README). This bound guards against regressions (a broken export agrees ~0%) until the recipe is improved.
-    assert f["token_agreement"] >= 0.4, f
-    assert f["max_abs_logit_diff"] < 30, f
+    # The int4 target is >= 90% greedy-token agreement. With the asymmetric int4 split the bare base measured
+    # 90.6% over its 32 answer tokens and 96.4% over all 3 x 64 forced positions, max |dlogit| 3.3 (the symmetric
+    # HQQ grid: 65.6% / 75.5%, 15); this adapter is near zero (scale 0.02), so the same figures apply.
+    assert f["token_agreement_forced"] >= 0.9, f
+    assert f["token_agreement"] >= 0.85, f
+    assert f["max_abs_logit_diff"] < 8, f
     files = m["files"]
     # int4 + int8 embedding: the 135M model's weights shrink to well under a third of fp32 (540 MB).
     assert 50e6 < files["foundation.ptd"]["bytes"] < 140e6
