@@ -77,13 +77,13 @@ def main() -> int:
     labels = ["all 1-4", *[CATEGORY_NAMES[int(c)] for c in cats]]
     x = np.arange(len(groups))
     w = 0.8 / len(reports)
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(11, 4))
     for i, (name, r) in enumerate(reports):
         ax.bar(x + i * w - 0.4 + w / 2, [100 * (r["qa"][g]["f1"] or 0) for g in groups], w, label=name)
     ax.set_xticks(x, [f"{lab}\n(n={r0['qa'][g]['n']})" for lab, g in zip(labels, groups)])
     ax.set_ylabel("QA F1")
     ax.set_title("memlora-eval on the LoCoMo validation slice")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
     return 0
