@@ -188,6 +188,7 @@ def summarise(convs: list[dict[str, Any]], args: argparse.Namespace, desc: dict[
     return {
         "config": {**desc, "data": str(args.data), "split": args.split, "window": args.window,
                    "update_batch": args.update_batch, "top_k": args.top_k, "constrained": args.constrained,
+                   "add_to_empty_store": args.add_to_empty_store,
                    "max_new_tokens": args.max_new_tokens,
                    "match_threshold": args.match_threshold, "max_sessions": args.max_sessions,
                    "max_questions": args.max_questions},
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode extract/update under their JSON-schema mask")
     p.add_argument("--max-new-tokens", default=None, metavar="OP=N,...",
                    help="per-op generation length, e.g. extract=128,update=160 (default: the bundle's / built-in)")
+    p.add_argument("--add-to-empty-store", action=argparse.BooleanOptionalAction, default=True,
+                   help="ADD the facts that meet an empty store without an update call (pipeline default)")
     p.add_argument("--window", type=int, default=locomo.WINDOW, help="turns per extraction window")
     p.add_argument("--update-batch", type=int, default=4, help="facts per update call")
     p.add_argument("--top-k", type=int, default=10, help="memories retrieved per question")
@@ -321,6 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise EvalError(f"--max-new-tokens expects OP=N items (ops extract, update, generate), got {item!r}")
             max_new[op.strip()] = int(n)
     config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, constrained=args.constrained,
+                            add_to_empty_store=args.add_to_empty_store,
                             max_new_tokens=max_new)
 
     def pipe_factory(path: Path, owner: str) -> MemoryPipeline:
