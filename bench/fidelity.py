@@ -21,22 +21,25 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     from exporter.load import load_adapter, load_base
     from exporter.pipeline import FORMATS, check_fidelity
+    from exporter.errors import MemloraError
     from exporter.spec import ExportSpec
-    from runtimes.manifest import load_manifest
+    from runtimes.manifest import BundleError, load_manifest
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle")
     p.add_argument("--tokens", type=int, default=None, help="tokens per prompt (default: the export's)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     a = p.parse_args()
-    m = load_manifest(a.bundle)
-    spec = ExportSpec.from_dict(m.raw["spec"])
-    if a.tokens:
-        spec.fidelity.tokens = a.tokens
-    base = load_base(spec.model.base)
-    adapters = {op: load_adapter(op, path) for op, path in spec.adapters.paths.items()}
-    formats = FORMATS[spec.format]
-    res = check_fidelity(spec, base, adapters, Path(a.bundle), backends=formats)
+    try:
+        m = load_manifest(a.bundle)
+        spec = ExportSpec.from_dict(m.raw["spec"])
+        if a.tokens:
+            spec.fidelity.tokens = a.tokens
+        base = load_base(spec.model.base)
+        adapters = {op: load_adapter(op, path) for op, path in spec.adapters.paths.items()}
+        res = check_fidelity(spec, base, adapters, Path(a.bundle), backends=FORMATS[spec.format])
+    except (BundleError, MemloraError) as e:
+        p.error(str(e))
     print(f"{'backend':<12} {'op':<9} {'answer agr.':>11} {'tokens':>6} {'forced agr.':>11} {'max|dlogit|':>11}  target")
     for b, per_op in res.items():
         for op, f in per_op.items():

@@ -120,7 +120,8 @@ def print_summary(result: dict[str, Any]) -> None:
             x = be.get("vs_executorch")
             if x:
                 ops.add_row("", "onnx vs executorch", "", f"{x['token_agreement']:.1%}",
-                            f"{x.get('token_agreement_forced', 0):.1%}", f"{x['max_abs_logit_diff']:.3g}", "")
+                            f"{x['token_agreement_forced']:.1%}" if "token_agreement_forced" in x else "-",
+                            f"{x['max_abs_logit_diff']:.3g}", "")
     console.print(ops)
     console.print(f"export time {m['export']['seconds']['total']:.1f} s  "
                   f"(torch {m['versions'].get('torch')}, executorch {m['versions'].get('executorch')}"

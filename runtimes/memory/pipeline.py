@@ -163,11 +163,12 @@ class MemoryPipeline:
                ) -> tuple[ApplyResult | None, OpCall | None]:
         """One update call over `facts` (None as the call when the empty-store rule applied them without one)."""
         memories = self.similar(facts)
-        messages, id_map = update_messages(facts, memories, self.template("update"))
         call: OpCall | None = None
         if not memories and self.config.add_to_empty_store:
             events = [{"id": str(i), "text": f, "event": "ADD", "old_memory": None} for i, f in enumerate(facts)]
+            id_map: dict[str, int] = {}  # ADD ignores ids; nothing was shown
         else:
+            messages, id_map = update_messages(facts, memories, self.template("update"))
             events, call = self._call("update", messages, parse_update, n_ids=len(memories) + len(facts))
         if events is None:
             return None, call

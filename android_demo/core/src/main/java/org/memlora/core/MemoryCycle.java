@@ -185,17 +185,20 @@ public final class MemoryCycle {
     @SuppressWarnings("unchecked")
     public ApplyResult update(List<String> facts, String date, List<String> sourceTurns) {
         List<Memory> memories = similar(facts);
-        MemoryFormat.UpdatePrompt p = MemoryFormat.updateMessages(facts, memories, template("update"));
         List<UpdateEvent> events;
+        Map<String, Long> idMap;
         if (memories.isEmpty() && config.addToEmptyStore) {
             events = new ArrayList<>();
             for (int i = 0; i < facts.size(); i++) events.add(new UpdateEvent(String.valueOf(i), facts.get(i), "ADD", null));
+            idMap = new LinkedHashMap<>(); // ADD ignores ids; nothing was shown
         } else {
+            MemoryFormat.UpdatePrompt p = MemoryFormat.updateMessages(facts, memories, template("update"));
             Object[] r = call("update", p.messages, OpParser::parseUpdate, null);
             if (r[0] == null) return null;
             events = (List<UpdateEvent>) r[0];
+            idMap = p.idMap;
         }
-        return store.applyUpdate(events, p.idMap, owner, sourceTurns, this::embed, MemoryFormat.toIso(date), batchId());
+        return store.applyUpdate(events, idMap, owner, sourceTurns, this::embed, MemoryFormat.toIso(date), batchId());
     }
 
     private String batchId() {
