@@ -78,6 +78,9 @@ class QuantSpec:
     accuracy_level: int = 4
     """ONNX only: activation precision of MatMulNBits (int4/int8 weights): 4 = int8 activations (fastest on CPU),
     1 = fp32 activations."""
+    lm_head_bits: int = 8
+    """ONNX int4 only: bits of the LM head and of the tied embedding that shares its weight (8 = symmetric block-wise
+    8-bit, llama.cpp's Q8_0; 4 = the builder's int4). The ExecuTorch int4 scheme keeps its head at 8 bits always."""
 
     def __post_init__(self) -> None:
         _choice("quant.scheme", self.scheme, Quant)
@@ -85,6 +88,8 @@ class QuantSpec:
             raise SpecError(f"quant.int4_weights must be asymmetric or symmetric, got {self.int4_weights!r}")
         if self.accuracy_level not in (1, 4):
             raise SpecError(f"quant.accuracy_level must be one of [1, 4], got {self.accuracy_level!r}")
+        if self.lm_head_bits not in (4, 8):
+            raise SpecError(f"quant.lm_head_bits must be one of [4, 8], got {self.lm_head_bits!r}")
         if self.group_size not in (16, 32, 64, 128, 256):
             raise SpecError(f"quant.group_size must be one of [16, 32, 64, 128, 256], got {self.group_size!r}")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from exporter.pipeline import run
 from exporter.spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
@@ -16,10 +17,12 @@ from runtimes.onnx import AdapterFileError, OnnxRuntime, check_adapter_params
 OPS = ("extract", "update", "generate")
 
 
-def export(base, out, adapters=None, strategy=None, quant="fp32", tokens=16, seq=256, fmt="onnx", accuracy_level=4):
+def export(base, out, adapters=None, strategy=None, quant="fp32", tokens=16, seq=256, fmt="onnx", accuracy_level=4,
+           **quant_options):
     spec = ExportSpec(model=ModelSpec(base=str(base), max_seq_len=seq),
                       adapters=AdapterSpec(paths={k: str(v) for k, v in (adapters or {}).items()}, strategy=strategy),
-                      quant=QuantSpec(quant, accuracy_level=accuracy_level), output=OutputSpec(str(out)),
+                      quant=QuantSpec(quant, accuracy_level=accuracy_level, **quant_options),
+                      output=OutputSpec(str(out)),
                       fidelity=FidelitySpec(tokens=tokens), target="host", format=fmt)
     return run(spec)["manifest"]
 
@@ -124,9 +127,14 @@ def test_int4_graph_and_fidelity(sep_int4, base_int4):
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
     assert attrs["bits"] == 4 and attrs["block_size"] == 32 and attrs["accuracy_level"] == 4
     assert len(nbits) == 2 * 4 + 1  # per layer packed QKV, o, fused gate/up, down; + the LM head
-    # The tied embedding is the LM head's int4 weight (GatherBlockQuantized), stored once.
+    # The LM head is 8-bit (quant.lm_head_bits) and the tied embedding gathers from that same weight, stored once.
+    head = next(n for n in nbits if "logits" in n.output)
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in head.attribute}["bits"] == 8
     gbq = [n for n in ops if n.op_type == "GatherBlockQuantized"]
-    assert len(gbq) == 1 and gbq[0].input[2].startswith("lm_head.")
+    assert len(gbq) == 1 and gbq[0].input[2] == head.input[2]
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in gbq[0].attribute}["bits"] == 8
+    assert sum(1 for t in g.graph.initializer if t.name == head.input[1]) == 1
+    assert "int8" in m["backends"]["onnx"]["quantization"]["lm_head"]
     # The LoRA path stays float MatMul.
     lora = [n for n in ops if "/lora_" in n.name]
     assert lora and {n.op_type for n in lora} == {"MatMul"}
@@ -157,8 +165,73 @@ def test_separate_storage_is_one_base_plus_small_adapters(sep_int4, base_int4):
     assert adapters < 0.1 * weight_bytes(base)
 
 
+def test_blockwise_int8_is_q8_0():
+    """A Q8_0 weight (llama.cpp: d = max|w| / 127 per block of 32, codes round(w / d)) comes back code for code."""
+    from exporter.targets.onnx_genai import blockwise_int8
+
+    rng = np.random.default_rng(0)
+    d = rng.uniform(1e-3, 1e-2, (64, 4, 1)).astype(np.float32)
+    q = rng.integers(-127, 128, (64, 4, 32))
+    q[:, :, 0] = 127 * np.sign(rng.standard_normal((64, 4)))  # each block reaches +-127, as Q8_0 blocks do
+    w = (d * q).astype(np.float32).reshape(64, 128)
+    codes, scales = blockwise_int8(w, 32)
+    assert codes.dtype == np.uint8 and codes.shape == (64, 4, 32) and scales.shape == (64, 4)
+    np.testing.assert_array_equal(codes.astype(int) - 128, q)
+    np.testing.assert_allclose(((codes.astype(np.float32) - 128) * scales[..., None]).reshape(64, 128), w, rtol=1e-6)
+    assert blockwise_int8(np.zeros((2, 32), np.float32), 32)[0].tolist() == [[[128] * 32]] * 2  # zero block: no NaN
+
+
+@pytest.fixture(scope="module")
+def gguf_like_llama(tmp_path_factory, tiny_llama):
+    """The tiny llama with its weights on a GGUF grid, like the embedded SmolLM2: every layer linear on Q4_1 (w = d * q
+    + m per group of 32, q in 0..15), the tied embedding / LM head on Q8_0 (w = d * q, |q| <= 127)."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("gguf_like") / "llama"
+    shutil.copytree(tiny_llama, out)
+    path = out / "model.safetensors"
+    tensors = load_file(str(path))
+    for name, w in tensors.items():
+        g = w.float().reshape(w.shape[0], -1, 32) if w.ndim == 2 else None
+        if g is None:
+            continue
+        if ".layers." in name:
+            lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+            d = (hi - lo) / 15
+            tensors[name] = (torch.round((g - lo) / d) * d + lo).reshape(w.shape).contiguous()
+        elif "embed_tokens" in name or "lm_head" in name:
+            d = g.abs().amax(-1, keepdim=True) / 127
+            tensors[name] = (torch.round(g / d) * d).reshape(w.shape).contiguous()
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return out
+
+
+def test_int4_reproduces_a_q4_1_source_exactly(tmp_path, gguf_like_llama):
+    """Default int4 (asymmetric codes + group offsets, 8-bit head) with fp32 activations reproduces a Q4_1 / Q8_0
+    source to float rounding; the builder's plain symmetric int4 re-rounds it."""
+    m = export(gguf_like_llama, tmp_path / "exact", quant="int4", tokens=8, accuracy_level=1)
+    f = m["ops"]["generate"]["fidelity"]
+    assert f["max_abs_logit_diff"] < 1e-3 and f["token_agreement_forced"] == 1.0, f
+    q = m["backends"]["onnx"]["quantization"]
+    assert "asymmetric" in q["linear"] and "int8" in q["lm_head"]
+    g = graph(tmp_path / "exact" / "base.onnx").graph
+    offsets = [n for n in g.node if n.name.endswith("/offset/Add")]
+    assert len(offsets) == 2 * 4  # every body projection: packed QKV, o, fused gate/up, down
+    sums = {n.input[1] for n in g.node if n.name.endswith("/offset/GroupSum")}
+    assert len(sums) == 2  # one 0/1 group-sum matrix per input width (hidden, intermediate), shared by all layers
+    m = export(gguf_like_llama, tmp_path / "sym", quant="int4", tokens=8, accuracy_level=1, int4_weights="symmetric",
+               lm_head_bits=4)
+    sym = m["ops"]["generate"]["fidelity"]
+    assert sym["max_abs_logit_diff"] > 100 * f["max_abs_logit_diff"], (sym, f)
+    assert not any("/offset/" in n.name for n in graph(tmp_path / "sym" / "base.onnx").graph.node)
+    assert "symmetric" in m["backends"]["onnx"]["quantization"]["linear"]
+
+
 def test_merged_int4_one_graph_per_op(tmp_path, tiny_llama, llama_adapters):
-    m = export(tiny_llama, tmp_path / "m", llama_adapters, "merged", "int4", tokens=8)
+    m = export(tiny_llama, tmp_path / "m", llama_adapters, "merged", "int4", tokens=8, lm_head_bits=4)
+    head = next(n for n in graph(tmp_path / "m" / "extract.onnx").graph.node if "logits" in n.output)
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in head.attribute}["bits"] == 4  # the builder's head
+    assert "int4" in m["backends"]["onnx"]["quantization"]["lm_head"]
     assert {f for f in m["files"] if f.endswith(".onnx")} == {f"{op}.onnx" for op in OPS}
     for op in OPS:
         e = m["ops"][op]["backends"]["onnx"]

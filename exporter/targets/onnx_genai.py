@@ -18,7 +18,8 @@ a Hugging Face directory. This module is glue around it:
   checked against the graph's inputs here and again at load.
 
 Quantization: int4 = MatMulNBits 4-bit, block `quant.group_size` (32), symmetric, activations at `accuracy_level`
-(4 = int8); fp32 = no quantization; int8 = see `INT8_VARIANT`. The LoRA path is added after quantization: always float.
+(4 = int8), the LM head and the tied embedding that shares its weight at 8 bits (`quant.lm_head_bits`, `head_to_int8`);
+fp32 = no quantization; int8 = see `INT8_VARIANT`. The LoRA path is added after quantization: always float.
 """
 
 from __future__ import annotations
@@ -162,6 +163,181 @@ def quantize_dynamic_int8(graph: Path) -> None:
         p.unlink()
     onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
               location=graph.name + ".data", size_threshold=1024)
+
+
+def blockwise_int8(weight: Any, block: int) -> tuple[Any, Any]:
+    """Symmetric 8-bit block-wise codes of `weight` [N, K]: scale = max|w| / 127 per block, codes = round(w / scale)
+    stored as uint8 with MatMulNBits' / GatherBlockQuantized's implicit zero point 128. This is llama.cpp's Q8_0, so
+    a Q8_0 source weight (SmolLM2's GGUF token embedding) comes back code for code."""
+    import numpy as np
+
+    w = np.asarray(weight, dtype=np.float32)
+    n, k = w.shape
+    g = w.reshape(n, k // block, block)
+    scale = np.abs(g).max(-1) / 127.0
+    safe = np.where(scale == 0, 1.0, scale)
+    codes = np.clip(np.rint(g / safe[..., None]), -127, 127).astype(np.int16) + 128
+    return codes.astype(np.uint8), scale.astype(np.float32)
+
+
+def head_weight(hf_dir: Path) -> Any:
+    """The LM head weight [vocab, hidden] of a safetensors HF directory (the embedding when they are tied)."""
+    from safetensors import safe_open
+
+    found = {}
+    for f in sorted(Path(hf_dir).glob("*.safetensors")):
+        with safe_open(str(f), "np") as st:
+            for key in ("lm_head.weight", "model.embed_tokens.weight", "model.language_model.embed_tokens.weight"):
+                if key in st.keys() and key not in found:
+                    found[key] = st.get_tensor(key)
+    for key in ("lm_head.weight", "model.embed_tokens.weight", "model.language_model.embed_tokens.weight"):
+        if key in found:
+            return found[key]
+    raise ExportError(f"no LM head or embedding weight in {hf_dir}")
+
+
+def head_to_int8(graph: Path, weight: Any, block: int) -> bool:
+    """Rewrite the builder's int4 LM head (and the tied embedding that gathers from the same weight) as 8-bit
+    block-wise, in place: MatMulNBits bits=8, GatherBlockQuantized bits=8, one shared uint8 weight. Returns False
+    when the graph has no 4-bit MatMulNBits producing `logits`.
+
+    Why: the head maps straight to logits, so its int4 error flips near-tie greedy tokens; llama.cpp keeps it at
+    8 bits (SmolLM2's Q4_1 GGUF stores token_embd as Q8_0) and so does the ExecuTorch int4 scheme (quant.SCHEMES)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(graph), load_external_data=True)
+    g = model.graph
+    head = next((n for n in g.node if n.op_type == "MatMulNBits" and "logits" in n.output), None)
+    attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute} if head is not None else {}
+    if head is None or attrs.get("bits") != 4 or attrs.get("block_size") != block:
+        return False
+    b_name, s_name = head.input[1], head.input[2]
+    if len(head.input) > 3 and head.input[3]:
+        return False  # a zero-point input: not the builder's symmetric int4 head
+    codes, scales = blockwise_int8(weight, block)
+    n, k = int(attrs["N"]), int(attrs["K"])
+    if codes.shape[:2] != (n, k // block):
+        raise ExportError(f"LM head is {n}x{k} in the graph but the model's weight is {tuple(weight.shape)}")
+    q_name = b_name.replace("_Q4", "") + "_Q8"
+    inits = {t.name: t for t in g.initializer}
+    inits[b_name].CopyFrom(numpy_helper.from_array(codes, q_name))
+    inits[s_name].CopyFrom(numpy_helper.from_array(scales, s_name))
+    flat_shape = f"/model/constants/INT64/[{n}, {k}]/head_int8"
+    g.initializer.append(numpy_helper.from_array(np.array([n, k], np.int64), flat_shape))
+    producer = {o: nd for nd in g.node for o in nd.output}
+    for nd in g.node:
+        for i, name in enumerate(nd.input):
+            if name == b_name:
+                nd.input[i] = q_name
+        if nd.op_type in ("MatMulNBits", "GatherBlockQuantized") and (
+                q_name in nd.input or (nd.input and producer.get(nd.input[0]) is not None
+                                       and q_name in producer[nd.input[0]].input)):
+            for a in nd.attribute:
+                if a.name == "bits":
+                    a.i = 8
+        if nd.op_type == "Reshape" and nd.input[0] == q_name:
+            nd.input[1] = flat_shape  # the embedding views the head weight as [N, K * bits / 8]
+    data = graph.with_name(graph.name + ".data")
+    data.unlink()
+    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+              size_threshold=1024)
+    return True
+
+
+HF_PREFIX = {"attn": "self_attn", "mlp": "mlp"}
+BODY_Q4_RE = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(\w+)/MatMul_Q4$")
+
+
+def _hf_tensors(hf_dir: Path) -> dict[str, Any]:
+    from safetensors.numpy import load_file
+
+    out: dict[str, Any] = {}
+    for f in sorted(Path(hf_dir).glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def int4_with_offsets(graph: Path, hf_dir: Path, block: int) -> int:
+    """Make every body int4 MatMulNBits of the builder's graph asymmetric and exact, in place; returns how many.
+
+    Per output row and group of `block` inputs, min-max asymmetric 4-bit is w = d * q + m, q in 0..15, i.e.
+    w = d * (q - 8) + c with c = m + 8d. MatMulNBits keeps the first term (its default zero point 8, scale d: the
+    codes are the source's own), and the offset c multiplies the input's group sums: y = MatMulNBits(x) +
+    ReduceSum_g(x) @ C. MatMulNBits' own zero points are 4-bit integers and cannot hold c; float zero points make
+    onnxruntime dequantize the weight on every call (~50x slower). Same split as the ExecuTorch path
+    (quant.GroupOffsetLinear): a Q4_0 / Q4_1 / Q4_K GGUF body comes back exactly instead of being re-rounded."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(graph), load_external_data=True)
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    names = {p for n in g.node for p in n.output}
+    hf = _hf_tensors(hf_dir)
+    sums: dict[str, str] = {}  # input tensor -> its group sums
+    extra: dict[str, list[Any]] = {}
+    done = 0
+    for node in list(g.node):
+        m = BODY_Q4_RE.match(node.name)
+        if node.op_type != "MatMulNBits" or not m or (len(node.input) > 3 and node.input[3]):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("bits") != 4 or attrs.get("block_size") != block:
+            continue
+        layer, sub, proj = int(m.group(1)), m.group(2), m.group(3)
+        mods = next((grp[2] for grp in GROUPS if grp[0] == proj and grp[1] == sub), None)
+        keys = [f"model.layers.{layer}.{HF_PREFIX[sub]}.{mod}.weight" for mod in mods or ()]
+        if not keys or any(k not in hf for k in keys):
+            raise ExportError(f"int4 offsets: no source weight for {node.name} (looked for {keys})")
+        w = np.concatenate([np.asarray(hf[k], np.float32) for k in keys], 0)
+        n_out, k_in = w.shape
+        if (n_out, k_in) != (attrs["N"], attrs["K"]) or k_in % block:
+            raise ExportError(f"int4 offsets: {node.name} is {attrs['N']}x{attrs['K']}, its source {n_out}x{k_in}")
+        grp_w = w.reshape(n_out, k_in // block, block)
+        lo, hi = grp_w.min(-1), grp_w.max(-1)
+        d = (hi - lo) / 15
+        codes = np.clip(np.rint((grp_w - lo[..., None]) / np.where(d == 0, 1, d)[..., None]), 0, 15).astype(np.uint8)
+        offset = (lo + 8 * d).astype(np.float32)  # c = m + 8d
+        b_name, s_name = node.input[1], node.input[2]
+        packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
+        inits[b_name].CopyFrom(numpy_helper.from_array(packed.astype(np.uint8), b_name))
+        shape = list(inits[s_name].dims)
+        inits[s_name].CopyFrom(numpy_helper.from_array(d.astype(np.float32).reshape(shape), s_name))
+        x, out = node.input[0], node.output[0]
+        prefix = node.name.rsplit("/", 1)[0]
+        new: list[Any] = []
+        if x not in sums:
+            # group sums as one MatMul with a 0/1 [K, K / block] matrix shared by every projection of that width
+            # (one node instead of Reshape + ReduceSum; decode speed measured the same)
+            ones = f"/model/constants/group_sum/{k_in}x{k_in // block}"
+            if ones not in inits:
+                eye = np.repeat(np.eye(k_in // block, dtype=np.float32), block, axis=0)
+                g.initializer.append(numpy_helper.from_array(eye, ones))
+                inits[ones] = g.initializer[-1]
+            sums[x] = f"{x}/group_sums"
+            new.append(helper.make_node("MatMul", [x, ones], [sums[x]], name=f"{prefix}/offset/GroupSum"))
+        c_name = f"{b_name.rsplit('_Q4', 1)[0]}_offsets"
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(offset.T), c_name))  # [K / block, N]
+        node.output[0] = f"{out}/q4"
+        assert f"{out}/q4" not in names
+        new += [helper.make_node("MatMul", [sums[x], c_name], [f"{out}/offset"], name=f"{prefix}/offset/MatMul"),
+                helper.make_node("Add", [f"{out}/q4", f"{out}/offset"], [out], name=f"{prefix}/offset/Add")]
+        extra[node.name] = new
+        done += 1
+    nodes = []
+    for n in g.node:
+        nodes.append(n)
+        nodes.extend(extra.get(n.name, []))
+    del g.node[:]
+    g.node.extend(nodes)
+    data = graph.with_name(graph.name + ".data")
+    data.unlink()
+    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+              size_threshold=1024)
+    return done
 
 
 # ------------------------------------------------------------------------------------------------- adapters
@@ -324,12 +500,17 @@ class OnnxProgram:
     adapter: Any | None  # merged: the adapter folded into this program
 
 
-def describe_quant(scheme: str, accuracy_level: int, group_size: int, tied: bool, variant: str) -> dict[str, str]:
+def describe_quant(scheme: str, accuracy_level: int, group_size: int, tied: bool, variant: str,
+                   head8: bool = False, offsets: bool = False) -> dict[str, str]:
     act = {4: "int8", 1: "fp32", 2: "fp16", 3: "bf16"}.get(accuracy_level, str(accuracy_level))
     if scheme == "int4":
-        return {"linear": f"MatMulNBits int4 weight, block {group_size}, symmetric; {act} activations "
+        bits = 8 if head8 else 4
+        kind = ("asymmetric: min-max 4-bit codes with scale d, plus fp32 per-group offsets applied to the input's "
+                "group sums" if offsets else "symmetric")
+        return {"linear": f"MatMulNBits int4 weight, block {group_size}, {kind}; {act} activations "
                           f"(accuracy_level {accuracy_level})",
-                "embedding": ("GatherBlockQuantized int4, shared with the LM head" if tied else "fp32"),
+                "lm_head": f"MatMulNBits int{bits} weight, block {group_size}, symmetric",
+                "embedding": (f"GatherBlockQuantized int{bits}, shared with the LM head" if tied else "fp32"),
                 "lora": "fp32 MatMul (excluded from quantization)"}
     if scheme == "int8":
         linear = (f"MatMulNBits int8 weight, block {group_size}, symmetric; {act} activations (accuracy_level "
@@ -370,6 +551,7 @@ class OnnxGenAI:
         max_length = builder_max_length(arch)
         scratch_root = Path(tempfile.mkdtemp(prefix=".onnx-scratch-", dir=out))
         ops: dict[str, dict[str, Any]] = {}
+        head8, offsets = False, 0
         info: dict[str, Any] = {"genai_config": GENAI_CONFIG, "max_length": max_length, "builder": {}}
         modules = sorted({mod for a in adapters.values() for (_, mod) in a.weights}) if separate else []
         try:
@@ -385,6 +567,8 @@ class OnnxGenAI:
                 graph = run_builder(Path(hf_dir), work, precision, opts, max_length, prog.stem)
                 if dynamic8:
                     quantize_dynamic_int8(graph)
+                if scheme == "int4" and spec.quant.lm_head_bits == 8:
+                    head8 = head_to_int8(graph, head_weight(Path(hf_dir)), spec.quant.group_size)
                 info["builder"] = {"precision": precision, "execution_provider": "cpu",
                                    **{k: v for k, v in opts.items() if k not in ("filename", "hf_token")}}
                 if separate:
@@ -393,6 +577,8 @@ class OnnxGenAI:
                     info["lora"] = {"modules": modules, "groups": sorted({g.name for g in groups}),
                                     "ranks": {op: a.rank for op, a in adapters.items()},
                                     "default": "empty (rank 0): no adapter active = the bare base"}
+                if scheme == "int4" and spec.quant.int4_weights == "asymmetric":
+                    offsets = int4_with_offsets(graph, Path(hf_dir), spec.quant.group_size)
                 data = work / f"{filename}.data"
                 if not (out / GENAI_CONFIG).exists():
                     cfg = json.loads((work / GENAI_CONFIG).read_text())
@@ -419,7 +605,8 @@ class OnnxGenAI:
         info["quantization"] = {"scheme": scheme, "group_size": spec.quant.group_size,
                                 "accuracy_level": spec.quant.accuracy_level,
                                 **describe_quant(scheme, spec.quant.accuracy_level, spec.quant.group_size,
-                                                 info.get("tied_embeddings", False), self.int8_variant)}
+                                                 info.get("tied_embeddings", False), self.int8_variant, head8,
+                                                 offsets > 0)}
         return {"ops": ops, "info": info}
 
     @staticmethod
