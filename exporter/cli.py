@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", default="int4", choices=["int4", "int8", "fp32"])
     p.add_argument("--group-size", type=int, default=32, help="int4 weight group size")
     p.add_argument("--int4-weights", default="asymmetric", choices=["asymmetric", "symmetric"],
-                   help="ExecuTorch int4: asymmetric 4-bit codes as symmetric int4 + a per-group offset (default; "
-                        "exact for Q4_1 GGUF weights) or XNNPACK's plain symmetric int4 with HQQ scales")
+                   help="int4 linears: asymmetric 4-bit codes as symmetric int4 + a per-group offset (default; "
+                        "exact for Q4_1 GGUF weights) or the backend's plain symmetric int4 (faster decode)")
     p.add_argument("--accuracy-level", type=int, default=4, choices=[1, 4],
                    help="ONNX MatMulNBits activations: 4 = int8 (fast), 1 = fp32")
     p.add_argument("--lm-head-bits", type=int, default=8, choices=[4, 8],

@@ -108,7 +108,7 @@ def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program],
     for prog in tqdm(programs, desc="lower", unit="program", disable=None):
         with step(f"lower {prog.stem}", timings):
             dec = with_adapter(base_decoder, prog.adapter, spec.adapters.strategy)
-            counts = quantize(dec, spec.quant)
+            counts = quantize(dec, spec.quant, merged_adapter=prog.adapter is not None and not separate)
             scratch = out / f".scratch-{prog.stem}"
             scratch.mkdir()
             res = target.lower(dec, example, foundation_file=FOUNDATION if separate else None, out_dir=scratch,
@@ -172,7 +172,10 @@ def run(spec: ExportSpec) -> dict[str, Any]:
             "quantization": {"scheme": spec.quant.scheme, "group_size": spec.quant.group_size,
                              "lora": "fp32 (never quantized)", **QUANT_DESCRIPTION[spec.quant.scheme],
                              **({"int4_weights": INT4_WEIGHTS[spec.quant.int4_weights]}
-                                if spec.quant.scheme == "int4" else {})},
+                                if spec.quant.scheme == "int4" else {}),
+                             **({"int4_weights_merged": INT4_WEIGHTS["symmetric"] + " (a merged LoRA delta is below "
+                                 "one 4-bit step: min-max codes would snap it back onto the base's grid)"}
+                                if spec.quant.scheme == "int4" and spec.adapters.strategy == "merged" else {})},
             "format": spec.format,
             "target": spec.target,
             "versions": versions(),

@@ -73,8 +73,10 @@ class QuantSpec:
     activations + int8 per-channel weights; fp32: no quantization. LoRA weights always stay float."""
     group_size: int = 32
     int4_weights: str = "asymmetric"
-    """ExecuTorch int4 linears: "asymmetric" = min-max 4-bit codes with a per-group offset (quant.GroupOffsetLinear;
-    exact for Q4_0/Q4_1-style GGUF weights), "symmetric" = XNNPACK's plain symmetric int4 with HQQ scales."""
+    """int4 linears: "asymmetric" = min-max 4-bit codes with a per-group float offset applied to the input's group
+    sums (exact for Q4_0/Q4_1-style GGUF weights; ExecuTorch: quant.GroupOffsetLinear, ONNX: MatMulNBits + offset
+    MatMul, targets.onnx_genai.int4_with_offsets), "symmetric" = the backend's plain symmetric int4 (XNNPACK with HQQ
+    scales; the ORT GenAI builder's MatMulNBits), faster to decode."""
     accuracy_level: int = 4
     """ONNX only: activation precision of MatMulNBits (int4/int8 weights): 4 = int8 activations (fastest on CPU),
     1 = fp32 activations."""

@@ -232,6 +232,9 @@ def test_merged_int4_one_graph_per_op(tmp_path, tiny_llama, llama_adapters):
     head = next(n for n in graph(tmp_path / "m" / "extract.onnx").graph.node if "logits" in n.output)
     assert {a.name: onnx.helper.get_attribute_value(a) for a in head.attribute}["bits"] == 4  # the builder's head
     assert "int4" in m["backends"]["onnx"]["quantization"]["lm_head"]
+    # Merged LoRA deltas are far below one 4-bit step: merged programs keep the symmetric grid (quant.int4_weights_for)
+    assert not any("/offset/" in n.name for n in graph(tmp_path / "m" / "extract.onnx").graph.node)
+    assert "symmetric" in m["backends"]["onnx"]["quantization"]["linear"]
     assert {f for f in m["files"] if f.endswith(".onnx")} == {f"{op}.onnx" for op in OPS}
     for op in OPS:
         e = m["ops"][op]["backends"]["onnx"]

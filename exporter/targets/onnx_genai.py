@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterMismatchError, ExportError
+from ..quant import int4_weights_for
 from . import register_target
 
 log = logging.getLogger("memlora.export.onnx")
@@ -577,8 +578,8 @@ class OnnxGenAI:
                     info["lora"] = {"modules": modules, "groups": sorted({g.name for g in groups}),
                                     "ranks": {op: a.rank for op, a in adapters.items()},
                                     "default": "empty (rank 0): no adapter active = the bare base"}
-                if scheme == "int4" and spec.quant.int4_weights == "asymmetric":
-                    offsets = int4_with_offsets(graph, Path(hf_dir), spec.quant.group_size)
+                if scheme == "int4" and int4_weights_for(spec.quant, prog.adapter is not None) == "asymmetric":
+                    offsets += int4_with_offsets(graph, Path(hf_dir), spec.quant.group_size)
                 data = work / f"{filename}.data"
                 if not (out / GENAI_CONFIG).exists():
                     cfg = json.loads((work / GENAI_CONFIG).read_text())
