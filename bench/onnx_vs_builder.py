@@ -3,9 +3,10 @@
     nice -n 10 python bench/onnx_vs_builder.py [--base smollm2-135m] [--work DIR] [--stages int4,separate,int8,dynamo]
 
 Stages (each prints its own table; everything lands in DIR/results.json and DIR/onnx_bench.png):
-- int4:     decode / prefill tok/s of our int4 bundle (strategy none) vs the ORT GenAI model builder's untouched output
-            (`builder.py -p int4 -e cpu`, no options) on the same model. Both run through onnxruntime-genai with the
-            same loop, threads and max_length, rounds interleaved.
+- int4:     decode / prefill tok/s of our int4 bundles (strategy none; the default recipe: exact asymmetric body +
+            8-bit head, and the fast one: `--int4-weights symmetric --lm-head-bits 4`) vs the ORT GenAI model builder's
+            untouched output (`builder.py -p int4 -e cpu`, no options) on the same model. All run through
+            onnxruntime-genai with the same loop, threads and max_length, rounds interleaved.
 - separate: three ops (random LoRA, the trainer's default shape: rank 16, alpha 32, all seven linears): separate
             (foundation + .onnx_adapter) vs merged decode tok/s per op, adapter switch ms (fresh generator +
             set_active_adapter, and set_active_adapter alone), storage of 3 ops vs one base; int4 fidelity per op vs
@@ -69,7 +70,8 @@ def make_adapters(hf_dir: Path, root: Path, rank: int, targets: tuple[str, ...],
 
 
 def export(base: str, out: Path, *, quant: str, strategy: str | None = None, adapters: dict[str, Path] | None = None,
-           fidelity: bool = False, accuracy_level: int = 4, seq: int = 1024, tokens: int = 64) -> dict[str, Any]:
+           fidelity: bool = False, accuracy_level: int = 4, seq: int = 1024, tokens: int = 64,
+           **quant_options: Any) -> dict[str, Any]:
     from exporter.pipeline import run
     from exporter.spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
 
@@ -78,7 +80,8 @@ def export(base: str, out: Path, *, quant: str, strategy: str | None = None, ada
     t0 = time.perf_counter()
     spec = ExportSpec(model=ModelSpec(base=base, max_seq_len=seq),
                       adapters=AdapterSpec(paths={k: str(v) for k, v in (adapters or {}).items()}, strategy=strategy),
-                      quant=QuantSpec(quant, accuracy_level=accuracy_level), output=OutputSpec(str(out)),
+                      quant=QuantSpec(quant, accuracy_level=accuracy_level, **quant_options),
+                      output=OutputSpec(str(out)),
                       fidelity=FidelitySpec(enabled=fidelity, tokens=tokens), target="host", format="onnx")
     m = run(spec)["manifest"]
     log(f"exported {out.name} in {time.perf_counter() - t0:.0f} s")
@@ -214,26 +217,33 @@ def print_table(title: str, rows: list[list[Any]], header: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------------- stages
 
 def stage_int4(a, ctx) -> dict[str, Any]:
+    # Two memlora recipes: the default (exact asymmetric int4 body + 8-bit head) and the fast one (the builder's
+    # symmetric int4 everywhere: --int4-weights symmetric --lm-head-bits 4), both against the builder's own output.
     ours = ctx["work"] / "ours_int4"
+    fast = ctx["work"] / "ours_int4_symmetric"
     export(a.base, ours, quant="int4", seq=a.max_length)
+    export(a.base, fast, quant="int4", seq=a.max_length, int4_weights="symmetric", lm_head_bits=4)
     builder = builder_untouched(ctx["hf_dir"], ctx["work"] / "builder_int4", "int4")
+    labels = {"memlora int4 (default: exact, 8-bit head)": ours, "memlora int4 (symmetric, 4-bit head)": fast}
     cases = [OgCase("builder int4 (untouched)", builder, None, a.threads, a.max_length),
-             OgCase("memlora int4", ours, "base.onnx", a.threads, a.max_length)]
+             *(OgCase(k, d, "base.onnx", a.threads, a.max_length) for k, d in labels.items())]
     res = measure(cases, ctx["prompt"], a.decode, a.rounds)
-    b, o = res["builder int4 (untouched)"], res["memlora int4"]
-    paired = [x / y for x, y in zip(o["decode_samples"], b["decode_samples"])]  # rounds are interleaved
-    out = {"cases": res, "decode_ratio": o["decode_tok_s"] / b["decode_tok_s"],
-           "decode_ratio_paired_median": statistics.median(paired),
-           "rounds_memlora_faster": sum(r > 1 for r in paired), "rounds": len(paired),
-           "prefill_ratio": o["prefill_tok_s"] / b["prefill_tok_s"],
-           "bytes": {"builder": dir_bytes(builder, ["model.onnx", "model.onnx.data"]),
-                     "memlora": dir_bytes(ours, ["base.onnx", "base.onnx.data"])}}
-    print_table("int4: memlora bundle vs the ORT GenAI builder's untouched output", [
-        [k, v["prefill_tok_s"], v["decode_tok_s"]] for k, v in res.items()] + [
-        ["ratio memlora / builder (of medians)", out["prefill_ratio"], out["decode_ratio"]],
-        ["decode ratio, median of per-round ratios", "", out["decode_ratio_paired_median"]],
-        ["rounds where memlora decoded faster", "", f"{out['rounds_memlora_faster']}/{out['rounds']}"]],
-        ["graph", "prefill tok/s", "decode tok/s"])
+    b = res["builder int4 (untouched)"]
+    out: dict[str, Any] = {"cases": res, "bytes": {"builder": dir_bytes(builder, ["model.onnx", "model.onnx.data"])}}
+    rows = [[k, v["prefill_tok_s"], v["decode_tok_s"]] for k, v in res.items()]
+    for k, d in labels.items():
+        o = res[k]
+        paired = [x / y for x, y in zip(o["decode_samples"], b["decode_samples"])]  # rounds are interleaved
+        out[k] = {"decode_ratio": o["decode_tok_s"] / b["decode_tok_s"],
+                  "decode_ratio_paired_median": statistics.median(paired),
+                  "rounds_memlora_faster": sum(r > 1 for r in paired), "rounds": len(paired),
+                  "prefill_ratio": o["prefill_tok_s"] / b["prefill_tok_s"]}
+        out["bytes"][k] = dir_bytes(d, ["base.onnx", "base.onnx.data"])
+        rows += [[f"{k} / builder (of medians)", out[k]["prefill_ratio"], out[k]["decode_ratio"]],
+                 [f"{k}: decode ratio, median of per-round ratios", "", out[k]["decode_ratio_paired_median"]],
+                 [f"{k}: rounds it decoded faster", "", f"{out[k]['rounds_memlora_faster']}/{out[k]['rounds']}"]]
+    print_table("int4: memlora bundles vs the ORT GenAI builder's untouched output", rows,
+                ["graph", "prefill tok/s", "decode tok/s"])
     return out
 
 
