@@ -162,8 +162,7 @@ def quantize_dynamic_int8(graph: Path) -> None:
         p.unlink(missing_ok=True)
     for p in tmp.parent.glob(f"{tmp.name}*"):
         p.unlink()
-    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=graph.name + ".data", size_threshold=1024)
+    save_with_data(model, graph)
 
 
 def blockwise_int8(weight: Any, block: int) -> tuple[Any, Any]:
@@ -181,34 +180,27 @@ def blockwise_int8(weight: Any, block: int) -> tuple[Any, Any]:
     return codes.astype(np.uint8), scale.astype(np.float32)
 
 
-def head_weight(hf_dir: Path) -> Any:
-    """The LM head weight [vocab, hidden] of a safetensors HF directory (the embedding when they are tied)."""
-    from safetensors import safe_open
-
-    found = {}
-    for f in sorted(Path(hf_dir).glob("*.safetensors")):
-        with safe_open(str(f), "np") as st:
-            for key in ("lm_head.weight", "model.embed_tokens.weight", "model.language_model.embed_tokens.weight"):
-                if key in st.keys() and key not in found:
-                    found[key] = st.get_tensor(key)
-    for key in ("lm_head.weight", "model.embed_tokens.weight", "model.language_model.embed_tokens.weight"):
-        if key in found:
-            return found[key]
-    raise ExportError(f"no LM head or embedding weight in {hf_dir}")
+HEAD_KEYS = ("lm_head.weight", "model.embed_tokens.weight", "model.language_model.embed_tokens.weight")
 
 
-def head_to_int8(graph: Path, weight: Any, block: int) -> bool:
+def head_weight(tensors: dict[str, Any]) -> Any:
+    """The LM head weight [vocab, hidden] among a HF checkpoint's tensors (the embedding when they are tied)."""
+    key = next((k for k in HEAD_KEYS if k in tensors), None)
+    if key is None:
+        raise ExportError("no LM head or embedding weight in the model's safetensors")
+    return tensors[key]
+
+
+def head_to_int8(model: Any, weight: Any, block: int) -> bool:
     """Rewrite the builder's int4 LM head (and the tied embedding that gathers from the same weight) as 8-bit
-    block-wise, in place: MatMulNBits bits=8, GatherBlockQuantized bits=8, one shared uint8 weight. Returns False
+    block-wise, in the loaded ModelProto: MatMulNBits bits=8, GatherBlockQuantized bits=8, one shared uint8 weight. Returns False
     when the graph has no 4-bit MatMulNBits producing `logits`.
 
     Why: the head maps straight to logits, so its int4 error flips near-tie greedy tokens; llama.cpp keeps it at
     8 bits (SmolLM2's Q4_1 GGUF stores token_embd as Q8_0) and so does the ExecuTorch int4 scheme (quant.SCHEMES)."""
     import numpy as np
-    import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(graph), load_external_data=True)
     g = model.graph
     head = next((n for n in g.node if n.op_type == "MatMulNBits" and "logits" in n.output), None)
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute} if head is not None else {}
@@ -240,10 +232,6 @@ def head_to_int8(graph: Path, weight: Any, block: int) -> bool:
                     a.i = 8
         if nd.op_type == "Reshape" and nd.input[0] == q_name:
             nd.input[1] = flat_shape  # the embedding views the head weight as [N, K * bits / 8]
-    data = graph.with_name(graph.name + ".data")
-    data.unlink()
-    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
-              size_threshold=1024)
     return True
 
 
@@ -260,8 +248,9 @@ def _hf_tensors(hf_dir: Path) -> dict[str, Any]:
     return out
 
 
-def int4_with_offsets(graph: Path, hf_dir: Path, block: int) -> int:
-    """Make every body int4 MatMulNBits of the builder's graph asymmetric and exact, in place; returns how many.
+def int4_with_offsets(model: Any, hf: dict[str, Any], block: int) -> int:
+    """Make every body int4 MatMulNBits of the loaded builder graph asymmetric and exact, from the checkpoint's
+    float weights `hf`; returns how many.
 
     Per output row and group of `block` inputs, min-max asymmetric 4-bit is w = d * q + m, q in 0..15, i.e.
     w = d * (q - 8) + c with c = m + 8d. MatMulNBits keeps the first term (its default zero point 8, scale d: the
@@ -271,13 +260,10 @@ def int4_with_offsets(graph: Path, hf_dir: Path, block: int) -> int:
     slower). Same split as the ExecuTorch path (quant.GroupOffsetLinear): a Q4_1 GGUF body (min-max codes per group
     of 32) comes back exactly instead of being re-rounded; other weights get min-max asymmetric rounding."""
     import numpy as np
-    import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(graph), load_external_data=True)
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    hf = _hf_tensors(hf_dir)
     sums: dict[str, str] = {}  # input tensor -> its group sums
     extra: dict[str, list[Any]] = {}
     done = 0
@@ -327,17 +313,41 @@ def int4_with_offsets(graph: Path, hf_dir: Path, block: int) -> int:
                 helper.make_node("Add", [f"{out}/q4", f"{out}/offset"], [out], name=f"{prefix}/offset/Add")]
         extra[node.name] = new
         done += 1
+    insert_after(g, extra)
+    return done
+
+
+def rewrite_int4(graph: Path, hf_dir: Path, block: int, head8: bool, offsets: bool) -> tuple[bool, int]:
+    """The int4 rewrites of one builder graph (`head_to_int8`, `int4_with_offsets`) with one load and one save of
+    the graph and its weights. Returns (head made 8-bit, projections given offsets)."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=True)
+    tensors = _hf_tensors(hf_dir)
+    did_head = head8 and head_to_int8(model, head_weight(tensors), block)
+    done = int4_with_offsets(model, tensors, block) if offsets else 0
+    if did_head or done:
+        save_with_data(model, graph)
+    return did_head, done
+
+
+def insert_after(g: Any, extra: dict[str, list[Any]]) -> None:
+    """Put each list of new nodes right after the node it is keyed by (keeps the graph topologically sorted)."""
     nodes = []
     for n in g.node:
         nodes.append(n)
         nodes.extend(extra.get(n.name, []))
     del g.node[:]
     g.node.extend(nodes)
-    data = graph.with_name(graph.name + ".data")
-    data.unlink()
-    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
-              size_threshold=1024)
-    return done
+
+
+def save_with_data(model: Any, graph: Path) -> None:
+    """Save `model` as `graph` with all weights in one `<graph>.data` file (replaced)."""
+    import onnx
+
+    graph.with_name(graph.name + ".data").unlink(missing_ok=True)
+    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=graph.name + ".data", size_threshold=1024)
 
 
 # ------------------------------------------------------------------------------------------------- adapters
@@ -435,12 +445,7 @@ def insert_lora(graph: Path, n_layers: int, modules: set[str], dims: dict[str, t
         g.initializer.extend([numpy_helper.from_array(np.zeros((grp.d_in, 0), np.float32), a),
                               numpy_helper.from_array(np.zeros((0, grp.d_out), np.float32), b)])
         lora[a], lora[b] = [grp.d_in, None], [None, grp.d_out]
-    nodes = []
-    for n in g.node:
-        nodes.append(n)
-        nodes.extend(extra.get(n.name, []))
-    del g.node[:]
-    g.node.extend(nodes)
+    insert_after(g, extra)
     onnx.save(model, str(graph))
     return groups, lora
 
@@ -567,8 +572,6 @@ class OnnxGenAI:
                 graph = run_builder(Path(hf_dir), work, precision, opts, max_length, prog.stem)
                 if dynamic8:
                     quantize_dynamic_int8(graph)
-                if scheme == "int4" and spec.quant.lm_head_bits == 8:
-                    head8 = head_to_int8(graph, head_weight(Path(hf_dir)), spec.quant.group_size)
                 info["builder"] = {"precision": precision, "execution_provider": "cpu",
                                    **{k: v for k, v in opts.items() if k not in ("filename", "hf_token")}}
                 if separate:
@@ -577,8 +580,11 @@ class OnnxGenAI:
                     info["lora"] = {"modules": modules, "groups": sorted({g.name for g in groups}),
                                     "ranks": {op: a.rank for op, a in adapters.items()},
                                     "default": "empty (rank 0): no adapter active = the bare base"}
-                if scheme == "int4" and int4_weights_for(spec.quant, prog.adapter is not None) == "asymmetric":
-                    offsets += int4_with_offsets(graph, Path(hf_dir), spec.quant.group_size)
+                if scheme == "int4":
+                    head8, n_offsets = rewrite_int4(
+                        graph, Path(hf_dir), spec.quant.group_size, head8=spec.quant.lm_head_bits == 8,
+                        offsets=int4_weights_for(spec.quant, prog.adapter is not None) == "asymmetric")
+                    offsets += n_offsets
                 data = work / f"{filename}.data"
                 if not (out / GENAI_CONFIG).exists():
                     cfg = json.loads((work / GENAI_CONFIG).read_text())
