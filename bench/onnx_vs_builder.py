@@ -8,7 +8,8 @@ Stages (each prints its own table; everything lands in DIR/results.json and DIR/
             untouched output (`builder.py -p int4 -e cpu`, no options) on the same model. All run through
             onnxruntime-genai with the same loop, threads and max_length, rounds interleaved.
 - separate: three ops (random LoRA, the trainer's default shape: rank 16, alpha 32, all seven linears): separate
-            (foundation + .onnx_adapter) vs merged decode tok/s per op, adapter switch ms (fresh generator +
+            (foundation + .onnx_adapter; fp32 LoRA and `--lora-dtype fp16`) vs merged decode tok/s per op, adapter
+            switch ms (fresh generator +
             set_active_adapter, and set_active_adapter alone), storage of 3 ops vs one base; int4 fidelity per op vs
             PyTorch + PEFT for accuracy_level 4 and 1.
 - int8:     MatMulNBits 8-bit vs onnxruntime dynamic int8 (quantize_dynamic): prefill + decode tok/s, size, fidelity.
@@ -258,10 +259,14 @@ def stage_separate(a, ctx) -> dict[str, Any]:
                   accuracy_level=1, seq=a.max_length) if fid else None
     mer = export(a.base, work / "merged_int4", quant="int4", strategy="merged", adapters=ads, fidelity=fid,
                  seq=a.max_length)
+    sep16 = export(a.base, work / "sep_int4_fp16", quant="int4", strategy="separate", adapters=ads, fidelity=fid,
+                   seq=a.max_length, lora_dtype="fp16")
     cases = []
     for op in OPS:
         cases.append(OgCase(f"separate {op}", work / "sep_int4_acc4", "foundation.onnx", a.threads, a.max_length,
                             adapter=(work / "sep_int4_acc4" / f"{op}.onnx_adapter", op)))
+        cases.append(OgCase(f"separate fp16 LoRA {op}", work / "sep_int4_fp16", "foundation.onnx", a.threads,
+                            a.max_length, adapter=(work / "sep_int4_fp16" / f"{op}.onnx_adapter", op)))
         cases.append(OgCase(f"merged {op}", work / "merged_int4", f"{op}.onnx", a.threads, a.max_length))
     cases.append(OgCase("foundation, no adapter", work / "sep_int4_acc4", "foundation.onnx", a.threads, a.max_length))
     res = measure(cases, ctx["prompt"], a.decode, a.rounds)
@@ -281,27 +286,36 @@ def stage_separate(a, ctx) -> dict[str, Any]:
     base_bytes = dir_bytes(base, ["base.onnx", "base.onnx.data"])
     sep_bytes = sum(e["bytes"] for f, e in sep["files"].items() if f.endswith((".onnx", ".data", ".onnx_adapter")))
     mer_bytes = sum(e["bytes"] for f, e in mer["files"].items() if f.endswith((".onnx", ".data")))
+    sep16_bytes = sum(e["bytes"] for f, e in sep16["files"].items() if f.endswith((".onnx", ".data", ".onnx_adapter")))
     out = {"cases": res, "adapter_switch_ms_median": statistics.median(switch), "adapter_switch_ms_max": max(switch),
            "fresh_generator_ms_median": statistics.median(gen_ms), "fresh_generator_ms_max": max(gen_ms),
            "merged_fresh_generator_ms_median": statistics.median(merged_gen),
            "storage": {"base": base_bytes, "separate_3ops": sep_bytes, "merged_3ops": mer_bytes,
                        "adapter_files": {op: sep["files"][f"{op}.onnx_adapter"]["bytes"] for op in OPS},
-                       "separate_over_base": sep_bytes / base_bytes, "merged_over_base": mer_bytes / base_bytes},
+                       "separate_over_base": sep_bytes / base_bytes, "merged_over_base": mer_bytes / base_bytes,
+                       "separate_fp16_3ops": sep16_bytes, "separate_fp16_over_base": sep16_bytes / base_bytes,
+                       "adapter_files_fp16": {op: sep16["files"][f"{op}.onnx_adapter"]["bytes"] for op in OPS}},
            "decode_separate_over_merged": {op: res[f"separate {op}"]["decode_tok_s"] / res[f"merged {op}"]["decode_tok_s"]
                                            for op in OPS},
+           "decode_separate_fp16_over_merged": {
+               op: res[f"separate fp16 LoRA {op}"]["decode_tok_s"] / res[f"merged {op}"]["decode_tok_s"] for op in OPS},
            "fidelity": {} if not fid else {f"separate acc{lvl}": {op: m["ops"][op]["fidelity"] for op in OPS}
                                           for lvl, m in ((4, sep), (1, sep1))}
-           | {"merged acc4": {op: mer["ops"][op]["fidelity"] for op in OPS}}}
+           | {"merged acc4": {op: mer["ops"][op]["fidelity"] for op in OPS},
+              "separate fp16 LoRA acc4": {op: sep16["ops"][op]["fidelity"] for op in OPS}}}
     print_table("separate vs merged (int4, accuracy_level 4)", [
-        [op, res[f"separate {op}"]["decode_tok_s"], res[f"merged {op}"]["decode_tok_s"],
-         out["decode_separate_over_merged"][op]] for op in OPS], ["op", "separate decode tok/s", "merged decode tok/s",
-                                                                  "separate / merged"])
+        [op, res[f"separate {op}"]["decode_tok_s"], res[f"separate fp16 LoRA {op}"]["decode_tok_s"],
+         res[f"merged {op}"]["decode_tok_s"], out["decode_separate_over_merged"][op],
+         out["decode_separate_fp16_over_merged"][op]] for op in OPS],
+        ["op", "separate decode tok/s", "separate fp16 LoRA", "merged decode tok/s", "separate / merged",
+         "fp16 LoRA / merged"])
     print_table("adapter switch and storage", [
         ["adapter switch (set_active_adapter on the op's fresh generator), median ms", out["adapter_switch_ms_median"]],
         ["adapter switch, max of 30 ms", out["adapter_switch_ms_max"]],
         ["fresh generator per op (separate), median ms", out["fresh_generator_ms_median"]],
         ["fresh generator per op (merged), median ms", out["merged_fresh_generator_ms_median"]],
         ["storage separate (3 ops) / one base", out["storage"]["separate_over_base"]],
+        ["storage separate, fp16 LoRA (3 ops) / one base", out["storage"]["separate_fp16_over_base"]],
         ["storage merged (3 ops) / one base", out["storage"]["merged_over_base"]],
         ["one base MiB", base_bytes / 2**20], ["separate 3 ops MiB", sep_bytes / 2**20]], ["figure", "value"])
     print_table("int4 fidelity vs PyTorch + PEFT (64 greedy tokens, teacher-forced)", [

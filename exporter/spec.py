@@ -84,8 +84,14 @@ class QuantSpec:
     """ONNX int4 only: bits of the LM head and of the tied embedding that shares its weight (8 = symmetric block-wise
     8-bit, llama.cpp's Q8_0; 4 = the builder's int4). The ExecuTorch int4 scheme keeps its head at 8 bits always."""
 
+    lora_dtype: str = "fp32"
+    """ONNX separate bundles only: how the LoRA weights are stored in the adapter files and fed to the foundation
+    graph. fp32, or fp16 (half the bytes; the graph casts them to fp32, so the LoRA path still computes in fp32)."""
+
     def __post_init__(self) -> None:
         _choice("quant.scheme", self.scheme, Quant)
+        if self.lora_dtype not in ("fp32", "fp16"):
+            raise SpecError(f"quant.lora_dtype must be fp32 or fp16, got {self.lora_dtype!r}")
         if self.int4_weights not in ("asymmetric", "symmetric"):
             raise SpecError(f"quant.int4_weights must be asymmetric or symmetric, got {self.int4_weights!r}")
         if self.accuracy_level not in (1, 4):
@@ -146,6 +152,9 @@ class ExportSpec:
         _choice("format", self.format, Format)
         if self.embedder.enabled is None:
             self.embedder.enabled = self.target == "android"
+        if self.quant.lora_dtype != "fp32" and (self.format == "executorch" or self.adapters.strategy != "separate"):
+            raise SpecError(f"quant.lora_dtype {self.quant.lora_dtype} applies to the ONNX adapter files of a separate "
+                            "bundle: use it with --format onnx|both and --adapters separate")
         if self.fidelity.enabled and self.fidelity.tokens >= self.model.max_seq_len // 2:
             raise SpecError(
                 f"fidelity.tokens ({self.fidelity.tokens}) must be below half of model.max_seq_len ({self.model.max_seq_len})"

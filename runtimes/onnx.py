@@ -53,10 +53,12 @@ def read_adapter(path: Path) -> tuple[int, dict[str, np.ndarray]]:
 
 
 def check_adapter_params(name: str, model_version: int, params: dict[str, Any],
-                         lora_inputs: dict[str, list[int | None]], graph_id: int) -> None:
+                         lora_inputs: dict[str, list[int | None]], graph_id: int, dtype: str = "float32",
+                         blocks: dict[str, int] | None = None) -> None:
     """The adapter's parameters must be LoRA inputs of the foundation graph with the graph's shapes (None = the
-    symbolic rank, which A and B of one module must share), float32, and the adapter must have been written for this
-    very graph (its model_version is the graph id)."""
+    symbolic rank, which A and B of one module must share) and element type (`dtype`: float32, or float16 for a bundle
+    exported with quant.lora_dtype fp16), and the adapter must have been written for this very graph (its
+    model_version is the graph id). `blocks`: projections whose A holds n blocks of B's rank (the fp16 layout)."""
     if model_version != graph_id:
         raise AdapterFileError(f"adapter file {name} was exported for another foundation graph "
                                f"(graph id {model_version}, this bundle's graph is {graph_id})")
@@ -72,10 +74,12 @@ def check_adapter_params(name: str, model_version: int, params: dict[str, Any],
         if len(shape) != len(want) or any(w is not None and s != w for s, w in zip(shape, want)):
             shown = ["r" if w is None else w for w in want]
             raise AdapterFileError(f"adapter file {name}: {k} has shape {shape}, the foundation graph's input is {shown}")
-        if np.asarray(v).dtype != np.float32:
-            raise AdapterFileError(f"adapter file {name}: {k} is {np.asarray(v).dtype}, the graph expects float32")
+        if np.asarray(v).dtype != np.dtype(dtype):
+            raise AdapterFileError(f"adapter file {name}: {k} is {np.asarray(v).dtype}, the graph expects {dtype}")
         module = k.rpartition(".lora_")[0]
         rank = shape[want.index(None)] if None in want else None
+        if rank is not None and k.endswith(".lora_B.MatMul.weight"):
+            rank *= (blocks or {}).get(module, 1)
         if rank is not None and ranks.setdefault(module, rank) != rank:
             raise AdapterFileError(f"adapter file {name}: {module} has lora_A and lora_B of different ranks")
     pairs = {k.rpartition(".lora_")[0] for k in params}
@@ -85,9 +89,10 @@ def check_adapter_params(name: str, model_version: int, params: dict[str, Any],
             raise AdapterFileError(f"adapter file {name}: {module} has no lora_{missing[0]}")
 
 
-def check_adapter_file(path: Path, lora_inputs: dict[str, list[int | None]], graph_id: int) -> None:
+def check_adapter_file(path: Path, lora_inputs: dict[str, list[int | None]], graph_id: int,
+                       dtype: str = "float32", blocks: dict[str, int] | None = None) -> None:
     version, params = read_adapter(path)
-    check_adapter_params(path.name, version, params, lora_inputs, graph_id)
+    check_adapter_params(path.name, version, params, lora_inputs, graph_id, dtype, blocks)
 
 
 class OnnxRuntime(Runtime):
@@ -144,7 +149,8 @@ class OnnxRuntime(Runtime):
             import onnxruntime_genai as og
 
             path = self.manifest.root / e["adapter_file"]
-            check_adapter_file(path, self.info.get("lora_inputs") or {}, int(self.info.get("graph_id", -1)))
+            check_adapter_file(path, self.info.get("lora_inputs") or {}, int(self.info.get("graph_id", -1)),
+                               (self.info.get("lora") or {}).get("dtype", "float32"), self.info.get("lora_blocks"))
             adapters = self._adapters.get(e["program"])
             if adapters is None:
                 adapters = self._adapters[e["program"]] = og.Adapters(model)

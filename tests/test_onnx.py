@@ -307,6 +307,70 @@ def test_adapter_params_checked_against_graph():
         check_adapter_params("x", 7, {**ok, a: ok[a].astype(np.float16)}, sig, 7)
     with pytest.raises(AdapterFileError, match="not LoRA inputs"):
         check_adapter_params("x", 7, {**ok, "model.layers.9.mlp.up_proj.lora_A.MatMul.weight": ok[a]}, sig, 7)
+    half = {k: v.astype(np.float16) for k, v in ok.items()}
+    check_adapter_params("x", 7, half, sig, 7, "float16")  # a bundle exported with quant.lora_dtype fp16
+    with pytest.raises(AdapterFileError, match=f"{a} is float32, the graph expects float16"):
+        check_adapter_params("x", 7, ok, sig, 7, "float16")
+    # fp16 layout of a packed projection: A [in, n * r], B [r, out]
+    packed = {a: half[a], b: half[b][:4]}
+    check_adapter_params("x", 7, packed, sig, 7, "float16", {"model.layers.0.attn.q_proj": 2})
+    with pytest.raises(AdapterFileError, match="different ranks"):
+        check_adapter_params("x", 7, packed, sig, 7, "float16", {"model.layers.0.attn.q_proj": 3})
+
+
+def test_fp16_lora_small_adapter_files_same_outputs(tmp_path, sep_fp32, tiny_llama, llama_adapters):
+    from exporter.errors import SpecError
+
+    out32, m32 = sep_fp32
+    m16 = export(tiny_llama, tmp_path / "sep16", llama_adapters, "separate", "fp32", lora_dtype="fp16")
+    info = m16["backends"]["onnx"]
+    assert info["lora"]["dtype"] == "float16" and "fp16 weights" in info["quantization"]["lora"]
+    # Half the bytes per weight, and packed projections (QKV [64 -> 64 + 32 + 32], gate/up [64 -> 128 + 128]) store
+    # each module's B rows once ([r, out]) instead of a block-diagonal B; their A keeps a zero block for a module the
+    # adapter leaves out. Weights per layer / r, fp16 vs fp32: extract (q, v) 64*3 + 128 vs 64*2 + 2*128; update
+    # (q, k, o, down) 64*3 + 128 + 128 + 192 vs 64*2 + 2*128 + 128 + 192; generate (v, gate, up) 64*3 + 128 + 64*2 +
+    # 256 vs 64 + 128 + 64*2 + 2*256.
+    from runtimes.onnx import read_adapter
+
+    want = {"extract": (320, 384), "update": (640, 704), "generate": (704, 832)}
+    for op in OPS:
+        f = f"{op}.onnx_adapter"
+        n16, n32 = (sum(v.nbytes for v in read_adapter(d / f)[1].values()) for d in (tmp_path / "sep16", out32))
+        assert n16 / n32 == pytest.approx(want[op][0] * 2 / (want[op][1] * 4)), op
+        assert m16["files"][f]["bytes"] < 0.5 * m32["files"][f]["bytes"], op  # names and headers included
+        assert m16["ops"][op]["fidelity"]["token_agreement"] == 1.0
+        assert m16["ops"][op]["fidelity"]["max_abs_logit_diff"] < 1e-2
+    assert info["lora_blocks"] == {f"model.layers.{i}.{s}": n for i in range(2)
+                                   for s, n in (("attn.qkv_proj", 3), ("mlp.gate_up_proj", 2))}
+    g = graph(tmp_path / "sep16" / "foundation.onnx").graph
+    lora = {i.name: i.type.tensor_type.elem_type for i in g.input if ".lora_" in i.name}
+    assert lora and set(lora.values()) == {onnx.TensorProto.FLOAT16}
+    casts = [n for n in g.node if n.op_type == "Cast" and n.input[0] in lora]
+    assert len(casts) == len(lora)  # each fp16 weight is cast to fp32 once, where it enters the path
+    assert info["lora_inputs"]["model.layers.0.attn.qkv_proj.lora_B.MatMul.weight"] == [None, 128]
+    assert sum(n.op_type == "Mul" and n.name.endswith("lora_B/Blocks") for n in g.node) == 4
+    # Same logits as the fp32 bundle, op by op, through the runtime (which checks each file's dtype at load).
+    rt16, rt32 = OnnxRuntime.from_bundle(tmp_path / "sep16"), OnnxRuntime.from_bundle(out32)
+    ids = rt16.encode(prompt="Where does Caroline live?")
+    for op in OPS:
+        assert np.abs(rt16.forward(op, ids, 0) - rt32.forward(op, ids, 0)).max() < 1e-2, op
+    # With no adapter active the empty defaults still add exactly nothing (the masks spread a [0, out] B).
+    import onnxruntime_genai as og
+
+    p = og.GeneratorParams(rt16._models["foundation.onnx"])
+    p.set_search_options(max_length=128)
+    bare = og.Generator(rt16._models["foundation.onnx"], p)
+    bare.append_tokens(np.asarray(ids, dtype=np.int32))
+    rt32.ensure_loaded("extract")
+    p32 = og.GeneratorParams(rt32._models["foundation.onnx"])
+    p32.set_search_options(max_length=128)
+    bare32 = og.Generator(rt32._models["foundation.onnx"], p32)
+    bare32.append_tokens(np.asarray(ids, dtype=np.int32))
+    assert np.abs(bare.get_logits() - bare32.get_logits()).max() < 1e-5
+    for bad in ({"format": "executorch"}, {"adapters": {"paths": {"extract": "a"}, "strategy": "merged"}}):
+        with pytest.raises(SpecError, match="lora_dtype fp16 applies to the ONNX adapter files of a separate bundle"):
+            ExportSpec.from_dict({"format": "onnx", "quant": {"lora_dtype": "fp16"},
+                                  "adapters": {"paths": {"extract": "a"}}, **bad})
 
 
 # ------------------------------------------------------------------------------------------- bad inputs, via CLIs

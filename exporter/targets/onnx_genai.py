@@ -19,7 +19,8 @@ a Hugging Face directory. This module is glue around it:
 
 Quantization: int4 = MatMulNBits 4-bit, block `quant.group_size` (32), symmetric, activations at `accuracy_level`
 (4 = int8), the LM head and the tied embedding that shares its weight at 8 bits (`quant.lm_head_bits`, `head_to_int8`);
-fp32 = no quantization; int8 = see `INT8_VARIANT`. The LoRA path is added after quantization: always float.
+fp32 = no quantization; int8 = see `INT8_VARIANT`. The LoRA path is added after quantization: always float (its
+weights fp32, or fp16 in the adapter files with `quant.lora_dtype`, cast to fp32 in the graph).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ LORA_INPUT_RE = re.compile(r"^model\.layers\.(\d+)\.(attn|mlp)\.(\w+)\.lora_([AB
 # "matmulnbits" = the builder's own int8 precision (MatMulNBits bits=8, block 32, int8 activations at accuracy_level 4).
 INT8_VARIANTS = ("matmulnbits", "dynamic")
 INT8_VARIANT = "matmulnbits"
+# quant.lora_dtype -> the numpy / onnx element type of the LoRA graph inputs and adapter parameters
+LORA_DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
 # ----------------------------------------------------------------------------------------------- builder invocation
@@ -385,9 +388,14 @@ class LoraGroup:
     modules: list[tuple[str, int, int]]  # (module, output offset, output size) in the projection's output
     d_in: int
     d_out: int
+    compact: bool = False  # B holds each module's rows once ([r, out]); the graph spreads them into blocks
 
     def input_name(self, ab: str) -> str:
         return f"model.layers.{self.layer}.{self.sub}.{self.name}.lora_{ab}.MatMul.weight"
+
+    @property
+    def prefix(self) -> str:
+        return f"model.layers.{self.layer}.{self.sub}.{self.name}"
 
 
 def linear_dims(base_model: Any, mod: str) -> tuple[int, int]:
@@ -396,11 +404,18 @@ def linear_dims(base_model: Any, mod: str) -> tuple[int, int]:
     return int(lin.in_features), int(lin.out_features)
 
 
-def insert_lora(graph: Path, n_layers: int, modules: set[str], dims: dict[str, tuple[int, int]]) -> tuple[
-        list[LoraGroup], dict[str, list[int | None]]]:
+def insert_lora(graph: Path, n_layers: int, modules: set[str], dims: dict[str, tuple[int, int]],
+                dtype: str = "float32") -> tuple[list[LoraGroup], dict[str, list[int | None]], dict[str, int]]:
     """Add `y += B_g (A_g x)` beside every projection of the builder's graph that holds a module in `modules`. A_g /
-    B_g are float graph inputs with a symbolic rank and an empty default. Only the graph file is rewritten (the new
-    initializers are 0-byte and inline); the weights' external data stays as the builder wrote it."""
+    B_g are graph inputs with a symbolic rank and an empty default. Only the graph file is rewritten (the new
+    initializers are 0-byte and inline); the weights' external data stays as the builder wrote it.
+
+    `dtype` float32: B_g of a packed projection is block-diagonal ([n * r, out], zeros outside each module's rows and
+    columns): the fewest nodes per token. float16 (the small-file layout): the inputs are cast to float32 where they
+    enter the path, which computes in float32 either way, and a packed projection's B_g holds each module's rows
+    once, side by side ([r, out]); the graph rebuilds the blocks with a 0/1 mask (Mul + Reshape), so the adapter
+    files carry no zeros. Returns the groups, the LoRA inputs' shapes (None = the symbolic rank) and, per compact
+    group, how many blocks its A's rank holds (A [in, n * r] vs B [r, out])."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -427,6 +442,8 @@ def insert_lora(graph: Path, n_layers: int, modules: set[str], dims: dict[str, t
                               "attach their LoRA")
     extra: dict[str, list[Any]] = {}
     lora: dict[str, list[int | None]] = {}
+    blocks: dict[str, int] = {}
+    inits = {t.name for t in g.initializer}
     for grp in groups:
         node = producer[f"/model/layers.{grp.layer}/{grp.sub}/{grp.name}/MatMul/output_0"]
         out, x = node.output[0], node.input[0]
@@ -434,44 +451,82 @@ def insert_lora(graph: Path, n_layers: int, modules: set[str], dims: dict[str, t
         node.output[0] = base_out
         prefix = f"/model/layers.{grp.layer}/{grp.sub}/{grp.name}"
         a, b, rank = grp.input_name("A"), grp.input_name("B"), f"lora_rank_{grp.layer}_{grp.name}"
-        extra.setdefault(node.name, []).extend([
-            helper.make_node("MatMul", [x, a], [f"{prefix}/lora_A/output_0"], name=f"{prefix}/lora_A/MatMul"),
-            helper.make_node("MatMul", [f"{prefix}/lora_A/output_0", b], [f"{prefix}/lora_B/output_0"],
+        new, (a32, b32), b_rank = [], (a, b), rank
+        if dtype == "float16":
+            a32, b32 = f"{prefix}/lora_A/weight_fp32", f"{prefix}/lora_B/weight_fp32"
+            grp.compact = len(grp.modules) > 1
+            b_cast = f"{b32}/rows" if grp.compact else b32
+            new += [helper.make_node("Cast", [a], [a32], to=onnx.TensorProto.FLOAT, name=f"{prefix}/lora_A/Cast"),
+                    helper.make_node("Cast", [b], [b_cast], to=onnx.TensorProto.FLOAT, name=f"{prefix}/lora_B/Cast")]
+            if grp.compact:
+                # mask [n, 1, out]: block i keeps module i's output columns; B [r, out] * mask -> [n, r, out] ->
+                # [n * r, out], the block-diagonal B of the fp32 layout
+                mask = f"/model/constants/lora_blocks/{'x'.join(str(m[2]) for m in grp.modules)}"
+                if mask not in inits:
+                    m01 = np.zeros((len(grp.modules), 1, grp.d_out), np.float32)
+                    for i, (_, off, size) in enumerate(grp.modules):
+                        m01[i, 0, off:off + size] = 1
+                    g.initializer.extend([numpy_helper.from_array(m01, mask),
+                                          numpy_helper.from_array(np.array([-1, grp.d_out], np.int64), f"{mask}/shape")])
+                    inits.add(mask)
+                new += [helper.make_node("Mul", [b_cast, mask], [f"{b32}/blocks"], name=f"{prefix}/lora_B/Blocks"),
+                        helper.make_node("Reshape", [f"{b32}/blocks", f"{mask}/shape"], [b32],
+                                         name=f"{prefix}/lora_B/Reshape")]
+                b_rank = f"{rank}_per_module"
+                blocks[grp.prefix] = len(grp.modules)
+        extra.setdefault(node.name, []).extend(new + [
+            helper.make_node("MatMul", [x, a32], [f"{prefix}/lora_A/output_0"], name=f"{prefix}/lora_A/MatMul"),
+            helper.make_node("MatMul", [f"{prefix}/lora_A/output_0", b32], [f"{prefix}/lora_B/output_0"],
                              name=f"{prefix}/lora_B/MatMul"),
             helper.make_node("Add", [base_out, f"{prefix}/lora_B/output_0"], [out], name=f"{prefix}/lora/Add"),
         ])
-        g.input.extend([helper.make_tensor_value_info(a, onnx.TensorProto.FLOAT, [grp.d_in, rank]),
-                        helper.make_tensor_value_info(b, onnx.TensorProto.FLOAT, [rank, grp.d_out])])
-        g.initializer.extend([numpy_helper.from_array(np.zeros((grp.d_in, 0), np.float32), a),
-                              numpy_helper.from_array(np.zeros((0, grp.d_out), np.float32), b)])
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        g.input.extend([helper.make_tensor_value_info(a, elem, [grp.d_in, rank]),
+                        helper.make_tensor_value_info(b, elem, [b_rank, grp.d_out])])
+        g.initializer.extend([numpy_helper.from_array(np.zeros((grp.d_in, 0), dtype), a),
+                              numpy_helper.from_array(np.zeros((0, grp.d_out), dtype), b)])
         lora[a], lora[b] = [grp.d_in, None], [None, grp.d_out]
     insert_after(g, extra)
     onnx.save(model, str(graph))
-    return groups, lora
+    return groups, lora, blocks
 
 
-def adapter_params(adapter: Any, groups: list[LoraGroup]) -> dict[str, Any]:
-    """The op's LoRA as the foundation graph's inputs, float32: per group A_g = [A_m^T ...] side by side ([in, sum r])
-    and B_g with each module's (scale * B_m)^T in its rank rows and output columns (zeros elsewhere). Groups the
-    adapter does not touch keep the graph's empty default."""
+def adapter_params(adapter: Any, groups: list[LoraGroup], dtype: str = "float32") -> dict[str, Any]:
+    """The op's LoRA as the foundation graph's inputs, of `dtype` (float32 or float16): per group A_g = [A_m^T ...]
+    side by side ([in, sum r]) and B_g with each module's (scale * B_m)^T in its rank rows and output columns (zeros
+    elsewhere). A compact group's B_g is those rows summed into one [r, out] (the modules' columns do not overlap),
+    and its A_g has a block of zeros for a module the adapter leaves out. Groups the adapter does not touch keep the
+    graph's empty default."""
     import numpy as np
 
     params: dict[str, Any] = {}
     placed = set()
     for grp in groups:
-        present = [(m, off, size) for m, off, size in grp.modules if (grp.layer, m) in adapter.weights]
+        present = {m for m, _, _ in grp.modules if (grp.layer, m) in adapter.weights}
         if not present:
             continue
-        a_parts, b_rows = [], []
-        for m, off, size in present:
+        ranks = {int(adapter.weights[(grp.layer, m)][0].shape[0]) for m in present}
+        if grp.compact and len(ranks) > 1:
+            raise AdapterMismatchError(f"adapter {adapter.op!r}: layer {grp.layer} {grp.name} mixes LoRA ranks "
+                                       f"{sorted(ranks)}; the fp16 layout needs one rank per projection")
+        a_parts, b_rows, r = [], [], min(ranks)
+        for m, off, size in grp.modules:
+            if m not in present:
+                if grp.compact:  # keep the block structure: this module's rank columns of A are zero
+                    a_parts.append(np.zeros((grp.d_in, r), np.float32))
+                    b_rows.append(np.zeros((r, grp.d_out), np.float32))
+                continue
             a, b = adapter.weights[(grp.layer, m)]
             a_parts.append(a.detach().float().numpy().T)
             row = np.zeros((a.shape[0], grp.d_out), np.float32)
             row[:, off:off + size] = (adapter.scale * b).detach().float().numpy().T
             b_rows.append(row)
             placed.add((grp.layer, m))
-        params[grp.input_name("A")] = np.ascontiguousarray(np.concatenate(a_parts, axis=1), dtype=np.float32)
-        params[grp.input_name("B")] = np.ascontiguousarray(np.concatenate(b_rows, axis=0), dtype=np.float32)
+        b_all = np.concatenate(b_rows, axis=0)
+        if grp.compact:
+            b_all = b_all.reshape(len(grp.modules), -1, grp.d_out).sum(0)
+        params[grp.input_name("A")] = np.ascontiguousarray(np.concatenate(a_parts, axis=1), dtype=dtype)
+        params[grp.input_name("B")] = np.ascontiguousarray(b_all, dtype=dtype)
     left = sorted(set(adapter.weights) - placed)
     if left:
         raise AdapterMismatchError(f"adapter {adapter.op!r}: layer {left[0][0]} {left[0][1]} has no LoRA input in the "
@@ -506,8 +561,10 @@ class OnnxProgram:
 
 
 def describe_quant(scheme: str, accuracy_level: int, group_size: int, tied: bool, variant: str,
-                   head8: bool = False, offsets: bool = False) -> dict[str, str]:
+                   head8: bool = False, offsets: bool = False, lora_dtype: str = "fp32") -> dict[str, str]:
     act = {4: "int8", 1: "fp32", 2: "fp16", 3: "bf16"}.get(accuracy_level, str(accuracy_level))
+    lora = ("fp32 MatMul (excluded from quantization)" if lora_dtype == "fp32" else
+            f"{lora_dtype} weights in the adapter files, cast to fp32; fp32 MatMul (excluded from quantization)")
     if scheme == "int4":
         bits = 8 if head8 else 4
         kind = ("asymmetric: min-max 4-bit codes with scale d, plus fp32 per-group offsets applied to the input's "
@@ -516,14 +573,15 @@ def describe_quant(scheme: str, accuracy_level: int, group_size: int, tied: bool
                           f"(accuracy_level {accuracy_level})",
                 "lm_head": f"MatMulNBits int{bits} weight, block {group_size}, symmetric",
                 "embedding": (f"GatherBlockQuantized int{bits}, shared with the LM head" if tied else "fp32"),
-                "lora": "fp32 MatMul (excluded from quantization)"}
+                "lora": lora}
     if scheme == "int8":
         linear = (f"MatMulNBits int8 weight, block {group_size}, symmetric; {act} activations (accuracy_level "
                   f"{accuracy_level})" if variant == "matmulnbits"
                   else "DynamicQuantizeMatMul: int8 per-channel weight, dynamic int8 activations")
         return {"linear": linear, "embedding": "fp32 (the builder quantizes a Gather to int4 only)",
-                "lora": "fp32 MatMul (excluded from quantization)", "int8_variant": variant}
-    return {"linear": "fp32", "embedding": "fp32" + (", shared with the LM head" if tied else ""), "lora": "fp32"}
+                "lora": lora, "int8_variant": variant}
+    return {"linear": "fp32", "embedding": "fp32" + (", shared with the LM head" if tied else ""),
+            "lora": "fp32" if lora_dtype == "fp32" else f"{lora_dtype} weights cast to fp32"}
 
 
 @register_target("onnx")
@@ -553,6 +611,7 @@ class OnnxGenAI:
         precision = {"int4": "int4", "fp32": "fp32", "int8": "int8" if self.int8_variant == "matmulnbits" else "fp32"}[scheme]
         dynamic8 = scheme == "int8" and self.int8_variant == "dynamic"
         separate = spec.adapters.strategy == "separate"
+        lora_dtype = LORA_DTYPES[spec.quant.lora_dtype]
         max_length = builder_max_length(arch)
         scratch_root = Path(tempfile.mkdtemp(prefix=".onnx-scratch-", dir=out))
         ops: dict[str, dict[str, Any]] = {}
@@ -576,9 +635,10 @@ class OnnxGenAI:
                                    **{k: v for k, v in opts.items() if k not in ("filename", "hf_token")}}
                 if separate:
                     dims = {m: linear_dims(base.model, m) for g in GROUPS for m in g[2]}
-                    groups, lora_inputs = insert_lora(graph, arch.n_layers, set(modules), dims)
+                    groups, lora_inputs, lora_blocks = insert_lora(graph, arch.n_layers, set(modules), dims,
+                                                                   lora_dtype)
                     info["lora"] = {"modules": modules, "groups": sorted({g.name for g in groups}),
-                                    "ranks": {op: a.rank for op, a in adapters.items()},
+                                    "ranks": {op: a.rank for op, a in adapters.items()}, "dtype": lora_dtype,
                                     "default": "empty (rank 0): no adapter active = the bare base"}
                 if scheme == "int4":
                     head8, n_offsets = rewrite_int4(
@@ -595,11 +655,12 @@ class OnnxGenAI:
                 entry = {"program": filename, "data_files": [data.name]}
                 if separate:
                     gid = graph_id(out / filename, out / data.name)
-                    info.update(lora_inputs=lora_inputs, graph_id=gid)
+                    info.update(lora_inputs=lora_inputs, graph_id=gid, **({"lora_blocks": lora_blocks}
+                                                                          if lora_blocks else {}))
                     for op in prog.ops:
                         path = out / f"{op}.onnx_adapter"
-                        write_adapter_file(path, adapter_params(adapters[op], groups), gid)
-                        self.check_adapter(path, lora_inputs, gid)
+                        write_adapter_file(path, adapter_params(adapters[op], groups, lora_dtype), gid)
+                        self.check_adapter(path, lora_inputs, gid, lora_dtype, lora_blocks)
                         ops[op] = {**entry, "adapter_file": path.name, "adapter_name": op}
                 else:
                     for op in prog.ops:
@@ -612,16 +673,17 @@ class OnnxGenAI:
                                 "accuracy_level": spec.quant.accuracy_level,
                                 **describe_quant(scheme, spec.quant.accuracy_level, spec.quant.group_size,
                                                  info.get("tied_embeddings", False), self.int8_variant, head8,
-                                                 offsets > 0)}
+                                                 offsets > 0, spec.quant.lora_dtype)}
         return {"ops": ops, "info": info}
 
     @staticmethod
-    def check_adapter(path: Path, lora_inputs: dict[str, list[int]], gid: int) -> None:
+    def check_adapter(path: Path, lora_inputs: dict[str, list[int]], gid: int, dtype: str,
+                      blocks: dict[str, int]) -> None:
         """The written adapter file read back through onnxruntime and held against the graph's inputs."""
         from runtimes.onnx import AdapterFileError, check_adapter_file
 
         try:
-            check_adapter_file(path, lora_inputs, gid)
+            check_adapter_file(path, lora_inputs, gid, dtype, blocks)
         except AdapterFileError as e:
             raise ExportError(str(e)) from e
 
