@@ -9,9 +9,8 @@ Stages (each prints its own table; everything lands in DIR/results.json and DIR/
             onnxruntime-genai with the same loop, threads and max_length, rounds interleaved.
 - separate: three ops (random LoRA, the trainer's default shape: rank 16, alpha 32, all seven linears): separate
             (foundation + .onnx_adapter; fp32 LoRA and `--lora-dtype fp16`) vs merged decode tok/s per op, adapter
-            switch ms (fresh generator +
-            set_active_adapter, and set_active_adapter alone), storage of 3 ops vs one base; int4 fidelity per op vs
-            PyTorch + PEFT for accuracy_level 4 and 1.
+            switch ms (fresh generator + set_active_adapter, and set_active_adapter alone), storage of 3 ops vs one
+            base; int4 fidelity per op vs PyTorch + PEFT for accuracy_level 4 and 1.
 - int8:     MatMulNBits 8-bit vs onnxruntime dynamic int8 (quantize_dynamic): prefill + decode tok/s, size, fidelity.
 - dynamo:   a plain `torch.onnx.export(dynamo=True)` of the Hugging Face model with its KV cache as graph inputs /
             outputs, run by onnxruntime (fp32 and dynamic int8), vs the builder's fp32 graph.
