@@ -18,6 +18,7 @@ Quant = Literal["int4", "int8", "fp32"]
 Strategy = Literal["merged", "separate", "none"]
 Format = Literal["executorch", "onnx", "both"]  # both: .pte programs and ONNX graphs in one bundle and manifest
 Target = Literal["android", "host"]
+LoraDtype = Literal["fp32", "fp16"]  # ONNX separate adapter files
 
 MEMORY_OPS = ("extract", "update", "generate")
 OP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -83,15 +84,13 @@ class QuantSpec:
     lm_head_bits: int = 8
     """ONNX int4 only: bits of the LM head and of the tied embedding that shares its weight (8 = symmetric block-wise
     8-bit, llama.cpp's Q8_0; 4 = the builder's int4). The ExecuTorch int4 scheme keeps its head at 8 bits always."""
-
-    lora_dtype: str = "fp32"
+    lora_dtype: LoraDtype = "fp32"
     """ONNX separate bundles only: how the LoRA weights are stored in the adapter files and fed to the foundation
     graph. fp32, or fp16 (half the bytes; the graph casts them to fp32, so the LoRA path still computes in fp32)."""
 
     def __post_init__(self) -> None:
         _choice("quant.scheme", self.scheme, Quant)
-        if self.lora_dtype not in ("fp32", "fp16"):
-            raise SpecError(f"quant.lora_dtype must be fp32 or fp16, got {self.lora_dtype!r}")
+        _choice("quant.lora_dtype", self.lora_dtype, LoraDtype)
         if self.int4_weights not in ("asymmetric", "symmetric"):
             raise SpecError(f"quant.int4_weights must be asymmetric or symmetric, got {self.int4_weights!r}")
         if self.accuracy_level not in (1, 4):

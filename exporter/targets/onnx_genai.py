@@ -325,6 +325,8 @@ def rewrite_int4(graph: Path, hf_dir: Path, block: int, head8: bool, offsets: bo
     the graph and its weights. Returns (head made 8-bit, projections given offsets)."""
     import onnx
 
+    if not (head8 or offsets):
+        return False, 0  # the builder's own int4: nothing to read or rewrite
     model = onnx.load(str(graph), load_external_data=True)
     tensors = _hf_tensors(hf_dir)
     did_head = head8 and head_to_int8(model, head_weight(tensors), block)
@@ -390,12 +392,12 @@ class LoraGroup:
     d_out: int
     compact: bool = False  # B holds each module's rows once ([r, out]); the graph spreads them into blocks
 
-    def input_name(self, ab: str) -> str:
-        return f"model.layers.{self.layer}.{self.sub}.{self.name}.lora_{ab}.MatMul.weight"
-
     @property
     def prefix(self) -> str:
         return f"model.layers.{self.layer}.{self.sub}.{self.name}"
+
+    def input_name(self, ab: str) -> str:
+        return f"{self.prefix}.lora_{ab}.MatMul.weight"
 
 
 def linear_dims(base_model: Any, mod: str) -> tuple[int, int]:
@@ -435,7 +437,8 @@ def insert_lora(graph: Path, n_layers: int, modules: set[str], dims: dict[str, t
             for m in mods:
                 parts.append((m, off, dims[m][1]))
                 off += dims[m][1]
-            groups.append(LoraGroup(layer, name, sub, parts, dims[mods[0]][0], off))
+            groups.append(LoraGroup(layer, name, sub, parts, dims[mods[0]][0], off,
+                                    compact=dtype == "float16" and len(parts) > 1))
         missing = modules - covered
         if missing:
             raise ExportError(f"the builder's graph has no projection for {sorted(missing)} in layer {layer}: cannot "
@@ -454,7 +457,6 @@ def insert_lora(graph: Path, n_layers: int, modules: set[str], dims: dict[str, t
         new, (a32, b32), b_rank = [], (a, b), rank
         if dtype == "float16":
             a32, b32 = f"{prefix}/lora_A/weight_fp32", f"{prefix}/lora_B/weight_fp32"
-            grp.compact = len(grp.modules) > 1
             b_cast = f"{b32}/rows" if grp.compact else b32
             new += [helper.make_node("Cast", [a], [a32], to=onnx.TensorProto.FLOAT, name=f"{prefix}/lora_A/Cast"),
                     helper.make_node("Cast", [b], [b_cast], to=onnx.TensorProto.FLOAT, name=f"{prefix}/lora_B/Cast")]
