@@ -1,7 +1,8 @@
 """MemoryStore: one transaction per update (a SIGKILLed writer leaves nothing half-applied), id mapping, skipped
-events, append-only history, cosine retrieval."""
+events, append-only history, cosine retrieval; a file that is not a memory store is refused and left untouched."""
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from runtimes.memory.prompts import format_memories
-from runtimes.memory.store import MemoryStore, StoreError
+from runtimes.memory.store import APPLICATION_ID, SCHEMA_VERSION, MemoryStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,3 +189,108 @@ def test_search_ranks_by_cosine_and_filters_owner(tmp_path):
             s.search(np.ones(4), k=1)
         assert s.delete(hits[0][0].id) and not s.delete(hits[0][0].id)
         assert s.history(hits[0][0].id)[-1]["event"] == "DELETE"
+
+
+# ---------------------------------------------------------------------------------------------------- opening files
+def _sqlite(path, *statements, wal=False):
+    con = sqlite3.connect(path)
+    if wal:
+        con.execute("PRAGMA journal_mode=WAL")
+    for q in statements:
+        con.execute(q)
+    con.commit()
+    con.close()
+    return path
+
+
+def _legacy(path):
+    """A store as memlora wrote them before the application id: no stamp, no memories_text index."""
+    with MemoryStore(path) as s:
+        s.add(["Caroline lives in Boston"], owner="u", embed_fn=embed, now="2023-05-08T13:56:00")
+    return _sqlite(path, "PRAGMA application_id = 0", "PRAGMA user_version = 0", "DROP INDEX memories_text")
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+FOREIGN = {
+    "text file": lambda p: _bytes(p, b"Caroline lives in Boston\n"),
+    "binary junk": lambda p: _bytes(p, bytes(range(256)) * 8),
+    "truncated SQLite header": lambda p: _bytes(p, b"SQLite format 3\x00\x10\x00"),
+    "SQLite of another app": lambda p: _sqlite(p, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+                                               "INSERT INTO notes (body) VALUES ('keep me')"),
+    "SQLite of another app, WAL": lambda p: _sqlite(p, "CREATE TABLE notes (body TEXT)", "INSERT INTO notes VALUES ('x')",
+                                                    wal=True),
+    "another application_id": lambda p: _sqlite(p, "PRAGMA application_id = 1179011410",
+                                                "CREATE TABLE memories (id INTEGER PRIMARY KEY, text TEXT)"),
+    "SQLite without tables": lambda p: _sqlite(p, "PRAGMA page_size = 4096", "VACUUM"),
+    "same table names, other columns": lambda p: _sqlite(
+        p, "CREATE TABLE memories (id INTEGER PRIMARY KEY, text TEXT)", "CREATE TABLE history (seq INTEGER)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)", "INSERT INTO meta VALUES ('schema_version', '1')"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FOREIGN))
+def test_a_file_that_is_not_a_store_is_refused_and_left_untouched(tmp_path, kind):
+    path = FOREIGN[kind](tmp_path / "other.db")
+    before, listing = path.read_bytes(), sorted(os.listdir(tmp_path))
+    with pytest.raises(StoreError, match=f"^{re.escape(str(path))}: not a memlora memory store"):
+        MemoryStore(path)
+    # Byte-identical (so not switched to WAL, no tables, no stamp) and no -wal / -shm / -journal left next to it.
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == listing
+
+
+def test_new_store_is_stamped_and_reopens(tmp_path):
+    path = tmp_path / "m.sqlite"
+    MemoryStore(path).close()
+    header = path.read_bytes()[:100]
+    assert header[68:72] == b"MemL" and int.from_bytes(header[60:64], "big") == SCHEMA_VERSION
+    assert int.from_bytes(header[68:72], "big") == APPLICATION_ID
+    with MemoryStore(path) as s:
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal" and s.count() == 0
+    path.write_bytes(b"")  # an empty file is a new store too
+    MemoryStore(path).close()
+    assert path.read_bytes()[68:72] == b"MemL"
+
+
+def test_store_from_before_the_stamp_opens_and_is_stamped(tmp_path):
+    path = _legacy(tmp_path / "old.sqlite")
+    with MemoryStore(path) as s:
+        assert [m.text for m in s.all("u")] == ["Caroline lives in Boston"] and s.dim == 16
+        assert s.conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        plan = s.conn.execute("EXPLAIN QUERY PLAN SELECT id FROM memories WHERE text = ? AND owner IS ?", ("x", "u"))
+        assert "USING INDEX memories_text" in " ".join(r[-1] for r in plan)
+
+
+def test_other_schema_versions_are_refused_untouched(tmp_path):
+    stamped = tmp_path / "v2.sqlite"
+    MemoryStore(stamped).close()
+    _sqlite(stamped, "PRAGMA user_version = 2")
+    legacy = _legacy(tmp_path / "old.sqlite")
+    _sqlite(legacy, "UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    for path, version in ((stamped, 2), (legacy, 0)):
+        before = path.read_bytes()
+        with pytest.raises(StoreError, match=f"^{re.escape(str(path))}: memory store schema {version} "):
+            MemoryStore(path)
+        assert path.read_bytes() == before
+
+
+def test_sqlite_and_os_failures_are_store_errors_naming_the_file(tmp_path):
+    with pytest.raises(StoreError, match=f"^{re.escape(str(tmp_path))}: cannot read the file"):
+        MemoryStore(tmp_path)  # a directory
+    missing_dir = tmp_path / "no" / "such" / "m.sqlite"
+    with pytest.raises(StoreError, match=f"^{re.escape(str(missing_dir))}: unable to open"):
+        MemoryStore(missing_dir)
+    path = tmp_path / "m.sqlite"
+    with MemoryStore(path) as a, MemoryStore(path, timeout=0.05) as b:
+        a.add(["x"], owner="u", embed_fn=embed)
+        a.conn.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        with pytest.raises(StoreError, match=f"^{re.escape(str(path))}: database is locked"):
+            b.add(["y"], owner="u", embed_fn=embed)
+        a.conn.execute("ROLLBACK")
+        assert [m.text for m in b.all("u")] == ["x"]
+        with pytest.raises(StoreError, match=f"^{re.escape(str(path))}: query has 3 dims"):
+            b.search(np.ones(3), k=1)

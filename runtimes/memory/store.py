@@ -3,24 +3,36 @@
 Each `apply_update` call is one transaction (`BEGIN IMMEDIATE` ... `COMMIT`): a process killed in the middle leaves
 the database as it was before the call, never half-applied (SQLite's journal rolls the open transaction back when
 the file is next opened). Embeddings are computed before the transaction opens, so the write lock is held only for
-the SQL itself. Events that cannot apply (unknown temporary id, UPDATE/DELETE of a memory that is not there, an ADD
-of a text already stored) change nothing and are listed in `ApplyResult.skipped`.
+the SQL itself, and that SQL is linear in the number of events (indexed look-ups only, nothing rescanned per
+event). Events that cannot apply (unknown temporary id, UPDATE/DELETE of a memory that is not there, an ADD of a
+text already stored) change nothing and are listed in `ApplyResult.skipped`.
+
+Opening: a missing or empty file becomes a new store (stamped with `APPLICATION_ID` and `user_version` =
+`SCHEMA_VERSION` in the SQLite header); a memlora store opens; a memlora store from before the stamp (application
+id 0, the memlora tables and columns) opens and is stamped; anything else (not SQLite, another application id,
+other tables) raises `StoreError` and the file is left byte-identical: it is inspected from its header bytes and a
+read-only connection before anything writes to it (switching to WAL mode rewrites the header). Every SQLite or OS
+failure surfaces as `StoreError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 log = logging.getLogger("memlora.memory")
 SCHEMA_VERSION = 1
+APPLICATION_ID = int.from_bytes(b"MemL", "big")  # 0x4d656d4c, SQLite header bytes 68-71 (`PRAGMA application_id`)
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
@@ -33,6 +45,7 @@ CREATE TABLE IF NOT EXISTS memories (
     embedding BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS memories_owner ON memories(owner);
+CREATE INDEX IF NOT EXISTS memories_text ON memories(text);
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     memory_id INTEGER NOT NULL,
@@ -53,8 +66,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+SCHEMA_STATEMENTS = [q.strip() for q in SCHEMA.split(";\n") if q.strip()]
+MEMORY_COLUMNS = ["id", "owner", "text", "created_at", "updated_at", "source_turns", "embedding"]
+HISTORY_COLUMNS = ["seq", "memory_id", "owner", "event", "old_text", "new_text", "source_turns", "at", "batch"]
+
+
 class StoreError(Exception):
-    """The store file cannot be used (other schema version, other embedding size)."""
+    """The store file cannot be used (not a memory store, other schema version, other embedding size) or SQLite
+    failed on it; the message starts with the file's path."""
 
 
 @dataclass
@@ -99,27 +118,137 @@ def _norm(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
+def _read_header(path: str) -> bytes | None:
+    """The first 100 bytes of the file (SQLite's database header); None when the file is missing or empty."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read the file ({e.strerror or e})") from e
+    return header or None
+
+
+def _check_header(path: str, header: bytes) -> None:
+    """Refuse, from the raw header alone, a file that is not SQLite or that another application stamped."""
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise StoreError(f"{path}: not a memlora memory store (not an SQLite database file)")
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id not in (0, APPLICATION_ID):
+        raise StoreError(f"{path}: not a memlora memory store (SQLite application_id 0x{app_id:08x}, a memlora "
+                         f"store has 0x{APPLICATION_ID:08x})")
+
+
+def _readonly_uri(path: str) -> str:
+    """A read-only SQLite URI for the file. `immutable=1` (no locks, no -shm / -wal side files created) unless a
+    -wal or -journal file is there, whose content a reader has to see."""
+    hot = any(os.path.exists(path + side) for side in ("-wal", "-journal"))
+    return Path(path).absolute().as_uri() + ("?mode=ro" if hot else "?mode=ro&immutable=1")
+
+
+def _inspect(conn: sqlite3.Connection, path: str, *, empty_ok: bool) -> str:
+    """What the open database is, by read-only queries: "memlora" (stamped), "legacy" (a memlora store from before
+    the stamp: application id 0 and the memlora tables) or, with `empty_ok`, "empty" (nothing in it: the file was
+    missing or empty). Anything else: StoreError."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0] & 0xFFFFFFFF
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id == APPLICATION_ID:
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{path}: memory store schema {version} (this code reads {SCHEMA_VERSION})")
+        return "memlora"
+    if app_id != 0:
+        raise StoreError(f"{path}: not a memlora memory store (SQLite application_id 0x{app_id:08x}, a memlora "
+                         f"store has 0x{APPLICATION_ID:08x})")
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")]
+    if not names and version == 0 and empty_ok:
+        return "empty"
+    columns = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in ("memories", "history", "meta")}
+    if (columns["memories"] == MEMORY_COLUMNS and columns["history"] == HISTORY_COLUMNS
+            and columns["meta"] == ["key", "value"]):
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            if row[0] != str(SCHEMA_VERSION):
+                raise StoreError(f"{path}: memory store schema {row[0]} (this code reads {SCHEMA_VERSION})")
+            return "legacy"
+    shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+    raise StoreError(f"{path}: not a memlora memory store (an SQLite database without the memlora tables; it holds: "
+                     f"{shown or 'nothing'})")
+
+
 class MemoryStore:
     def __init__(self, path: str | Path, *, dim: int | None = None, timeout: float = 30.0):
         self.path = str(path)
-        # isolation_level=None: autocommit; transactions are opened explicitly with BEGIN IMMEDIATE.
-        self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.executescript(SCHEMA)
-        meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
-        if "schema_version" not in meta:
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(meta["schema_version"]) != SCHEMA_VERSION:
-            raise StoreError(f"{path}: memory store schema {meta['schema_version']} (this code reads {SCHEMA_VERSION})")
-        self.dim = int(meta["dim"]) if "dim" in meta else None
-        if dim is not None:
-            self._check_dim(dim)
+        header = _read_header(self.path)
+        if header is not None:
+            # An existing file: judged before anything can write to it.
+            _check_header(self.path, header)
+            with self._errors():
+                ro = sqlite3.connect(_readonly_uri(self.path), uri=True, timeout=timeout)
+                try:
+                    kind = _inspect(ro, self.path, empty_ok=False)
+                finally:
+                    ro.close()
+        with self._errors():
+            # isolation_level=None: autocommit; transactions are opened explicitly with BEGIN IMMEDIATE.
+            self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            with self._errors():
+                if header is None or kind == "legacy":
+                    self._initialise(creating=header is None)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
+                self.conn.execute("PRAGMA foreign_keys=ON")
+                for q in SCHEMA_STATEMENTS:  # IF NOT EXISTS: adds what older stores lack (the memories_text index)
+                    self.conn.execute(q)
+                meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("schema_version") != str(SCHEMA_VERSION):
+                raise StoreError(f"{path}: memory store schema {meta.get('schema_version')} (this code reads "
+                                 f"{SCHEMA_VERSION})")
+            self.dim = int(meta["dim"]) if "dim" in meta else None
+            if dim is not None:
+                self._check_dim(dim)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _initialise(self, creating: bool) -> None:
+        """Create the store in an empty file, or stamp a memlora store from before the stamp: one transaction, the
+        file looked at again under the write lock (another process may have created it meanwhile)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            kind = _inspect(self.conn, self.path, empty_ok=creating)
+            if kind in ("empty", "legacy"):
+                self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if kind == "empty":
+                for q in SCHEMA_STATEMENTS:
+                    self.conn.execute(q)
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite failures as StoreError naming the file."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: {e}") from e
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error as e:  # the original error is the one to report; SQLite rolls back on close anyway
+                log.warning("%s: rollback failed: %s", self.path, e)
 
     # ------------------------------------------------------------------------------------------------ basics
     def close(self) -> None:
-        self.conn.close()
+        with self._errors():
+            self.conn.close()
 
     def __enter__(self) -> "MemoryStore":
         return self
@@ -129,7 +258,8 @@ class MemoryStore:
 
     def _check_dim(self, dim: int) -> None:
         if self.dim is None:
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
+            with self._errors():
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
             self.dim = dim
         elif self.dim != dim:
             raise StoreError(f"{self.path}: embeddings here have {self.dim} dims, got {dim} (another embedder?)")
@@ -139,40 +269,43 @@ class MemoryStore:
         return Memory(id=r[0], owner=r[1], text=r[2], created_at=r[3], updated_at=r[4], source_turns=json.loads(r[5]),
                       embedding=np.frombuffer(r[6], dtype=np.float32) if with_embedding else None)
 
+    def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._errors():
+            return self.conn.execute(sql, args).fetchall()
+
     def get(self, memory_id: int) -> Memory | None:
-        r = self.conn.execute("SELECT id, owner, text, created_at, updated_at, source_turns, embedding FROM memories "
-                              "WHERE id = ?", (memory_id,)).fetchone()
-        return self._row(r, True) if r else None
+        rows = self._fetch("SELECT id, owner, text, created_at, updated_at, source_turns, embedding FROM memories "
+                           "WHERE id = ?", (memory_id,))
+        return self._row(rows[0], True) if rows else None
 
     def all(self, owner: str | None = None) -> list[Memory]:
         q = "SELECT id, owner, text, created_at, updated_at, source_turns, embedding FROM memories"
-        rows = self.conn.execute(q + " WHERE owner = ? ORDER BY id" if owner is not None else q + " ORDER BY id",
-                                 (owner,) if owner is not None else ()).fetchall()
+        rows = self._fetch(q + " WHERE owner = ? ORDER BY id" if owner is not None else q + " ORDER BY id",
+                           (owner,) if owner is not None else ())
         return [self._row(r) for r in rows]
 
     def count(self, owner: str | None = None) -> int:
         if owner is None:
-            return self.conn.execute("SELECT COUNT(*) FROM memories").fetchone()[0]
-        return self.conn.execute("SELECT COUNT(*) FROM memories WHERE owner = ?", (owner,)).fetchone()[0]
+            return self._fetch("SELECT COUNT(*) FROM memories")[0][0]
+        return self._fetch("SELECT COUNT(*) FROM memories WHERE owner = ?", (owner,))[0][0]
 
     def history(self, memory_id: int | None = None) -> list[dict[str, Any]]:
         q = "SELECT seq, memory_id, owner, event, old_text, new_text, source_turns, at, batch FROM history"
-        rows = self.conn.execute(q + " WHERE memory_id = ? ORDER BY seq" if memory_id is not None else q + " ORDER BY seq",
-                                 (memory_id,) if memory_id is not None else ()).fetchall()
-        keys = ("seq", "memory_id", "owner", "event", "old_text", "new_text", "source_turns", "at", "batch")
-        return [dict(zip(keys, r), source_turns=json.loads(r[6])) for r in rows]
+        rows = self._fetch(q + " WHERE memory_id = ? ORDER BY seq" if memory_id is not None else q + " ORDER BY seq",
+                           (memory_id,) if memory_id is not None else ())
+        return [dict(zip(HISTORY_COLUMNS, r), source_turns=json.loads(r[6])) for r in rows]
 
     # ------------------------------------------------------------------------------------------------ retrieval
     def search(self, query_embedding: np.ndarray, k: int, owner: str | None = None) -> list[tuple[Memory, float]]:
         """The k memories most similar to the query (cosine), best first."""
         q = "SELECT id, owner, text, created_at, updated_at, source_turns, embedding FROM memories"
-        rows = self.conn.execute(q + " WHERE owner = ?" if owner is not None else q,
-                                 (owner,) if owner is not None else ()).fetchall()
+        rows = self._fetch(q + " WHERE owner = ?" if owner is not None else q, (owner,) if owner is not None else ())
         if not rows or k <= 0:
             return []
         mat = np.stack([np.frombuffer(r[6], dtype=np.float32) for r in rows])
         if mat.shape[1] != np.asarray(query_embedding).size:
-            raise StoreError(f"query has {np.asarray(query_embedding).size} dims, stored embeddings {mat.shape[1]}")
+            raise StoreError(f"{self.path}: query has {np.asarray(query_embedding).size} dims, stored embeddings "
+                             f"{mat.shape[1]}")
         norms = np.linalg.norm(mat, axis=1)
         scores = mat @ _norm(query_embedding) / np.where(norms > 0, norms, 1.0)
         order = np.argsort(-scores, kind="stable")[:k]
@@ -185,10 +318,10 @@ class MemoryStore:
         """Apply parsed update events (runtimes.memory.parse.parse_update) in one transaction.
 
         `id_map` maps the temporary ids shown to the model to row ids (from `format_memories`). ADD ignores the id
-        the model gave (new rows get new ids); UPDATE / DELETE / NONE must name a shown id."""
+        the model gave (new rows get new ids); UPDATE / DELETE / NONE must name a shown id. The work per event is a
+        few indexed statements, so the transaction's time grows linearly with the number of events."""
         events = list(events)
         now = now or _now()
-        turns = list(source_turns)
         texts = sorted({e["text"] for e in events if e["event"] in ("ADD", "UPDATE") and e.get("text")})
         vectors: dict[str, bytes] = {}
         if texts:
@@ -197,23 +330,23 @@ class MemoryStore:
                 raise ValueError(f"embed_fn returned shape {emb.shape} for {len(texts)} texts")
             self._check_dim(emb.shape[1])
             vectors = {t: _norm(v).tobytes() for t, v in zip(texts, emb)}
-        res = ApplyResult()
-        cur = self.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            for e in events:
-                self._apply_one(cur, e, id_map, owner, turns, vectors, now, batch, res)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        for s in res.skipped:
+        ctx = _Apply(id_map=id_map, owner=owner, turns=list(source_turns), vectors=vectors, now=now, batch=batch)
+        with self._errors():
+            cur = self.conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for e in events:
+                    self._apply_one(cur, e, ctx)
+                cur.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        for s in ctx.res.skipped:
             log.info("update skipped: %s", s)
-        return res
+        return ctx.res
 
-    def _apply_one(self, cur: sqlite3.Cursor, e: dict[str, Any], id_map: dict[str, int], owner: str | None,
-                   turns: list[str], vectors: dict[str, bytes], now: str, batch: str | None, res: ApplyResult) -> None:
-        ev, text = e["event"], e.get("text", "")
+    def _apply_one(self, cur: sqlite3.Cursor, e: dict[str, Any], ctx: "_Apply") -> None:
+        ev, text, owner, now, batch, res = e["event"], e.get("text", ""), ctx.owner, ctx.now, ctx.batch, ctx.res
 
         def skip(reason: str) -> None:
             res.skipped.append({"event": dict(e), "reason": reason})
@@ -223,18 +356,18 @@ class MemoryStore:
             if dup:
                 return skip(f"ADD of a text already stored (memory {dup[0]})")
             cur.execute("INSERT INTO memories (owner, text, created_at, updated_at, source_turns, embedding) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", (owner, text, now, now, json.dumps(turns), vectors[text]))
+                        "VALUES (?, ?, ?, ?, ?, ?)", (owner, text, now, now, ctx.turns_json, ctx.vectors[text]))
             mid = cur.lastrowid
             cur.execute("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
-                        "VALUES (?, ?, 'ADD', NULL, ?, ?, ?, ?)", (mid, owner, text, json.dumps(turns), now, batch))
+                        "VALUES (?, ?, 'ADD', NULL, ?, ?, ?, ?)", (mid, owner, text, ctx.turns_json, now, batch))
             res.added.append(mid)
             return None
-        real = id_map.get(str(e.get("id")))
+        real = ctx.id_map.get(str(e.get("id")))
         if ev == "NONE":
             res.unchanged += 1
             return None
         if real is None:
-            return skip(f"{ev} of unknown id {e.get('id')!r} (shown ids: {sorted(id_map)})")
+            return skip(f"{ev} of unknown id {e.get('id')!r} (shown ids: {ctx.shown_ids()})")
         row = cur.execute("SELECT text, source_turns FROM memories WHERE id = ?", (real,)).fetchone()
         if row is None:
             return skip(f"{ev} of memory {real}, which is not stored (already deleted?)")
@@ -243,16 +376,17 @@ class MemoryStore:
             if text == old_text:
                 res.unchanged += 1
                 return None
-            merged = old_turns + [t for t in turns if t not in old_turns]
+            seen = set(old_turns)
+            merged = old_turns + [t for t in ctx.turns if t not in seen]
             cur.execute("UPDATE memories SET text = ?, updated_at = ?, source_turns = ?, embedding = ? WHERE id = ?",
-                        (text, now, json.dumps(merged), vectors[text], real))
+                        (text, now, json.dumps(merged), ctx.vectors[text], real))
             cur.execute("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
-                        "VALUES (?, ?, 'UPDATE', ?, ?, ?, ?, ?)", (real, owner, old_text, text, json.dumps(turns), now, batch))
+                        "VALUES (?, ?, 'UPDATE', ?, ?, ?, ?, ?)", (real, owner, old_text, text, ctx.turns_json, now, batch))
             res.updated.append(real)
         elif ev == "DELETE":
             cur.execute("DELETE FROM memories WHERE id = ?", (real,))
             cur.execute("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
-                        "VALUES (?, ?, 'DELETE', ?, NULL, ?, ?, ?)", (real, owner, old_text, json.dumps(turns), now, batch))
+                        "VALUES (?, ?, 'DELETE', ?, NULL, ?, ?, ?)", (real, owner, old_text, ctx.turns_json, now, batch))
             res.deleted.append(real)
         return None
 
@@ -270,3 +404,26 @@ class MemoryStore:
         res = self.apply_update([{"id": "u", "text": "", "event": "DELETE", "old_memory": None}], {"u": memory_id},
                                 owner=m.owner, embed_fn=lambda t: np.zeros((len(t), 1)), now=now, batch="user")
         return bool(res.deleted)
+
+
+@dataclass
+class _Apply:
+    """What every event of one `apply_update` shares, computed once (not per event)."""
+
+    id_map: dict[str, int]
+    owner: str | None
+    turns: list[str]
+    vectors: dict[str, bytes]
+    now: str
+    batch: str | None
+    res: ApplyResult = field(default_factory=ApplyResult)
+    turns_json: str = field(init=False)
+    _shown: list[str] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.turns_json = json.dumps(self.turns)
+
+    def shown_ids(self) -> list[str]:
+        if self._shown is None:
+            self._shown = sorted(self.id_map)
+        return self._shown
