@@ -221,14 +221,15 @@ FOREIGN = {
     "truncated SQLite header": lambda p: _bytes(p, b"SQLite format 3\x00\x10\x00"),
     "SQLite of another app": lambda p: _sqlite(p, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
                                                "INSERT INTO notes (body) VALUES ('keep me')"),
-    "SQLite of another app, WAL": lambda p: _sqlite(p, "CREATE TABLE notes (body TEXT)", "INSERT INTO notes VALUES ('x')",
-                                                    wal=True),
+    "SQLite of another app, WAL": lambda p: _sqlite(p, "CREATE TABLE notes (body TEXT)",
+                                                    "INSERT INTO notes VALUES ('x')", wal=True),
     "another application_id": lambda p: _sqlite(p, "PRAGMA application_id = 1179011410",
                                                 "CREATE TABLE memories (id INTEGER PRIMARY KEY, text TEXT)"),
     "SQLite without tables": lambda p: _sqlite(p, "PRAGMA page_size = 4096", "VACUUM"),
     "same table names, other columns": lambda p: _sqlite(
         p, "CREATE TABLE memories (id INTEGER PRIMARY KEY, text TEXT)", "CREATE TABLE history (seq INTEGER)",
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)", "INSERT INTO meta VALUES ('schema_version', '1')"),
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "INSERT INTO meta VALUES ('schema_version', '1')"),
 }
 
 

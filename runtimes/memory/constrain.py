@@ -7,8 +7,9 @@ The same state drives the bundle runtimes (runtimes/base.py `stream(..., constra
 (`logits_processor()` for transformers' generate), so both decode under the same mask.
 
 Compact separators (", " and ": ") and no free whitespace: the model cannot loop on blanks, and what it writes is
-exactly what `json.dumps` writes. Schemas mirror runtimes.memory.parse; lists are capped (maxItems) so a looping
-model has to close the JSON.
+exactly what `json.dumps` writes. Schemas mirror runtimes.memory.parse, inside its bounds (MAX_TEXT < parse's
+MAX_TEXT_CHARS, maxItems <= MAX_FACTS / MAX_EVENTS; tests/test_memory_hostile.py checks); lists are capped
+(maxItems) so a looping model has to close the JSON.
 
 Closing within the token budget: given `max_new_tokens`, once fewer than `CLOSE_MARGIN` tokens remain the mask
 keeps only the allowed tokens made of closing characters (`"`, `]`, `}`) whenever there is one - those starting
@@ -24,6 +25,8 @@ import json
 from typing import Any, Sequence
 
 import numpy as np
+
+from .parse import MAX_EVENTS
 
 MAX_TEXT = 300
 EXTRACT_SCHEMA: dict[str, Any] = {
@@ -55,13 +58,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {"extract": EXTRACT_SCHEMA, "update": UPDAT
 def update_schema(n_ids: int) -> dict[str, Any]:
     """The update schema for one prompt: ids limited to the temporary ids in play ("0" .. n_ids-1: the shown
     memories, then one new id per fact), at least one item (every new fact yields an event, if only NONE) and at
-    most n_ids."""
+    most n_ids (and at most parse.MAX_EVENTS, which the parser refuses beyond)."""
     import copy
 
     s = copy.deepcopy(UPDATE_SCHEMA)
     arr = s["properties"]["memory"]
     arr["minItems"] = 1
-    arr["maxItems"] = max(1, n_ids)
+    arr["maxItems"] = max(1, min(n_ids, MAX_EVENTS))
     arr["items"]["properties"]["id"] = {"enum": [str(i) for i in range(max(1, n_ids))]}
     return s
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}

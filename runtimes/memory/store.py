@@ -381,12 +381,14 @@ class MemoryStore:
             cur.execute("UPDATE memories SET text = ?, updated_at = ?, source_turns = ?, embedding = ? WHERE id = ?",
                         (text, now, json.dumps(merged), ctx.vectors[text], real))
             cur.execute("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
-                        "VALUES (?, ?, 'UPDATE', ?, ?, ?, ?, ?)", (real, owner, old_text, text, ctx.turns_json, now, batch))
+                        "VALUES (?, ?, 'UPDATE', ?, ?, ?, ?, ?)",
+                        (real, owner, old_text, text, ctx.turns_json, now, batch))
             res.updated.append(real)
         elif ev == "DELETE":
             cur.execute("DELETE FROM memories WHERE id = ?", (real,))
             cur.execute("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
-                        "VALUES (?, ?, 'DELETE', ?, NULL, ?, ?, ?)", (real, owner, old_text, ctx.turns_json, now, batch))
+                        "VALUES (?, ?, 'DELETE', ?, NULL, ?, ?, ?)",
+                        (real, owner, old_text, ctx.turns_json, now, batch))
             res.deleted.append(real)
         return None
 
