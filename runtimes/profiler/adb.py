@@ -196,6 +196,7 @@ def profile_adb(bundle: str, settings: Any, serial: str | None, runner: str | No
 
     adb = find_adb(adb)
     dev = choose(parse_devices(_run([adb, "devices", "-l"]).stdout), serial)
+    bundle = str(Path(bundle).resolve())  # once, links resolved: the files pushed are those the manifest check saw
     plan = make_plan(bundle, settings)  # after the device check: no device -> fail fast
     m = plan.manifest
     props = {k: _run(getprop_cmd(adb, dev.serial, k)).stdout.strip()

@@ -359,6 +359,10 @@ def profile_host(bundle: str, settings: Any, profile: str | None = None, progres
     from .report import summarize
 
     s = settings
+    # Once, absolute, links resolved: the per-op processes run with cwd=ROOT (a relative path, e.g. `latest` ->
+    # bundle-v3 in the caller's directory, would not be found there), and a link re-pointed mid-run must not mix two
+    # bundles in one report.
+    bundle = str(Path(bundle).resolve())
     plan = make_plan(bundle, s)
     dev = devices.get(profile) if profile else None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
