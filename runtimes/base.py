@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .manifest import BundleError, Manifest, load_manifest
+from .manifest import BundleError, Manifest, load_manifest, one_line
 
 
 @dataclass
@@ -76,7 +76,11 @@ class Runtime(ABC):
         self.manifest = manifest
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(manifest.tokenizer_file))
+        path = manifest.tokenizer_file  # checked: a plain name the bundle lists, inside it (sha256 checked by verify)
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise BundleError(f"tokenizer {path.name} cannot be read: {one_line(e)}") from e
         self._template = None
         self.load_ms: dict[str, float] = {}
 

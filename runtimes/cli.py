@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result and stats as JSON instead of streaming")
-    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of bundle files")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the size and sha256 check of bundle files (names, fields and paths are still checked)")
     p.add_argument("--backend", choices=["auto", "executorch", "onnx"], default="auto",
                    help="which programs of the bundle to run; auto: ExecuTorch unless the bundle is ONNX-only")
     a = p.parse_args(argv)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .base import Runtime
-from .manifest import BundleError
+from .manifest import BundleError, one_line
 
 
 def _load_kernels() -> Any:
@@ -36,15 +36,28 @@ class ExecuTorchRuntime(Runtime):
         entry = self.manifest.ops[op]
         if entry.program in self._methods:
             return
-        if len(entry.data_files) > 1:
-            raise BundleError(f"op {op!r} names {len(entry.data_files)} data files; this runtime maps one")
-        data = self.manifest.root / entry.data_files[0] if entry.data_files else None
-        program = self._et.load_program(self.manifest.root / entry.program, data_path=data)
-        self._methods[entry.program] = program.load_method("forward")
+        program, data = program_files(self.manifest, op)
+        try:
+            self._methods[entry.program] = self._et.load_program(program, data_path=data).load_method("forward")
+        except Exception as e:  # ExecuTorch raises RuntimeError/ValueError for a damaged or foreign program
+            raise BundleError(f"op {op!r}: executorch cannot load {entry.program}: {one_line(e)}") from e
 
     def _forward(self, op: str, tokens: list[int], start_pos: int) -> np.ndarray:
         import torch
 
-        method = self._methods[self.manifest.ops[op].program]
-        out = method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start_pos], dtype=torch.long)])
-        return out[0][0].numpy()
+        program = self.manifest.ops[op].program
+        try:
+            out = self._methods[program].execute([torch.tensor([tokens], dtype=torch.long),
+                                                  torch.tensor([start_pos], dtype=torch.long)])
+            return out[0][0].numpy()
+        except Exception as e:  # a program that loads but does not run as a memlora decoder (damaged, foreign)
+            raise BundleError(f"op {op!r}: program {program} failed to run: {one_line(e)}") from e
+
+
+def program_files(manifest: Any, op: str) -> tuple[Any, Any]:
+    """The op's program and its data file (or None), opened through the manifest's checked accessor."""
+    entry = manifest.ops[op]
+    if len(entry.data_files) > 1:
+        raise BundleError(f"op {op!r} names {len(entry.data_files)} data files; this runtime maps one")
+    data = manifest.path(entry.data_files[0]) if entry.data_files else None
+    return manifest.path(entry.program), data

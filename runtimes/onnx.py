@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .base import Generation, Runtime
-from .manifest import BundleError, Manifest
+from .manifest import BundleError, Manifest, is_plain_name, one_line
 
 BACKEND = "onnx"
 GENAI_CONFIG = "genai_config.json"  # ORT GenAI reads this fixed name from the bundle root
@@ -113,8 +113,8 @@ class OnnxRuntime(Runtime):
     def _check_files(self, op: str, e: dict[str, Any]) -> None:
         """Cheap checks that hold even with verify=False: every file is there and has the size the manifest says."""
         files = self.manifest.raw["files"]
-        for f in [e["program"], *e.get("data_files", []), *([e["adapter_file"]] if e.get("adapter_file") else [])]:
-            p = self.manifest.root / f
+        for f in [e["program"], *(e.get("data_files") or []), *([e["adapter_file"]] if e.get("adapter_file") else [])]:
+            p = self.manifest.path(f, must_exist=False)  # listed, plain, inside the bundle
             kind = "external data file" if f.endswith(".data") else "file"
             if not p.is_file():
                 raise BundleError(f"op {op!r}: {kind} {f} is missing from the bundle")
@@ -127,8 +127,7 @@ class OnnxRuntime(Runtime):
         import onnxruntime_genai as og
 
         if program not in self._models:
-            if not (self.manifest.root / GENAI_CONFIG).is_file():
-                raise BundleError(f"{GENAI_CONFIG} is missing from the bundle")
+            self._check_genai_config()
             cfg = og.Config(str(self.manifest.root))  # reads <bundle>/genai_config.json; the op's graph is overlaid
             overlay: dict[str, Any] = {"model": {"decoder": {"filename": program}},
                                        "search": {"max_length": int(self.info.get("max_length", self.manifest.max_seq_len))}}
@@ -138,8 +137,33 @@ class OnnxRuntime(Runtime):
             try:
                 self._models[program] = og.Model(cfg)
             except Exception as e:
-                raise BundleError(f"onnxruntime-genai cannot load {program}: {e}") from e
+                raise BundleError(f"onnxruntime-genai cannot load {program}: {one_line(e)}") from e
         return self._models[program]
+
+    def _check_genai_config(self) -> None:
+        """ORT GenAI reads <bundle>/genai_config.json by its fixed name and opens the files it names: the config
+        must be a listed bundle file (sha256 checked by verify) and every file name in it a listed plain name."""
+        if not (self.manifest.root / GENAI_CONFIG).is_file():
+            raise BundleError(f"{GENAI_CONFIG} is missing from the bundle")
+        path = self.manifest.path(GENAI_CONFIG)
+        try:
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise BundleError(f"{GENAI_CONFIG}: invalid JSON: {one_line(e)}") from e
+
+        def walk(v: Any, where: str) -> None:
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    if k.endswith("filename") and x is not None:
+                        if not is_plain_name(x) or x not in self.manifest.raw["files"]:
+                            raise BundleError(f"{GENAI_CONFIG}: {where}{k} names {x!r}, which is not a file the "
+                                              "bundle lists")
+                    walk(x, f"{where}{k}.")
+            elif isinstance(v, list):
+                for i, x in enumerate(v):
+                    walk(x, f"{where}{i}.")
+
+        walk(cfg, "")
 
     def _load(self, op: str) -> None:
         e = self.entries[op]
@@ -148,7 +172,7 @@ class OnnxRuntime(Runtime):
         if e.get("adapter_file"):
             import onnxruntime_genai as og
 
-            path = self.manifest.root / e["adapter_file"]
+            path = self.manifest.path(e["adapter_file"])
             check_adapter_file(path, self.info.get("lora_inputs") or {}, int(self.info.get("graph_id", -1)),
                                (self.info.get("lora") or {}).get("dtype", "float32"), self.info.get("lora_blocks"))
             adapters = self._adapters.get(e["program"])
@@ -157,7 +181,7 @@ class OnnxRuntime(Runtime):
             try:
                 adapters.load(str(path), op)
             except Exception as err:
-                raise AdapterFileError(f"onnxruntime-genai refused adapter file {e['adapter_file']}: {err}") from err
+                raise AdapterFileError(f"onnxruntime-genai refused adapter file {e['adapter_file']}: {one_line(err)}") from err
 
     # ------------------------------------------------------------------ running
     def new_generator(self, op: str) -> Any:
@@ -192,8 +216,11 @@ class OnnxRuntime(Runtime):
                 gen.rewind_to(start_pos)
             elif start_pos > n:
                 raise ValueError(f"op {op!r}: position {start_pos} skips past the {n} tokens already decoded")
-        gen.append_tokens(np.asarray(tokens, dtype=np.int32))
-        return np.array(gen.get_logits(), dtype=np.float32).reshape(-1)
+        try:
+            gen.append_tokens(np.asarray(tokens, dtype=np.int32))
+            return np.array(gen.get_logits(), dtype=np.float32).reshape(-1)
+        except Exception as e:  # a graph that loads but does not run as this decoder (damaged, foreign)
+            raise BundleError(f"op {op!r}: program {self.entries[op]['program']} failed to run: {one_line(e)}") from e
 
     def stream(self, op: str, *args: Any, **kwargs: Any) -> Iterator[str | Generation]:
         for item in super().stream(op, *args, **kwargs):

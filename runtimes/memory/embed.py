@@ -59,15 +59,22 @@ class BundleEmbedder:
         from tokenizers import Tokenizer
 
         from ..executorch import _load_kernels
+        from ..manifest import BundleError, one_line
 
         if pooling != "mean":
             raise ValueError(f"embedder pooling {pooling!r} is not supported (mean only)")
         self.name = Path(program).name
         self.dim, self.max_len = int(dim), int(max_len)
-        self.tokenizer = Tokenizer.from_file(str(tokenizer))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tokenizer))
+        except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise BundleError(f"embedder tokenizer {Path(tokenizer).name} cannot be read: {one_line(e)}") from e
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_len)
-        self.method = _load_kernels().load_program(Path(program)).load_method(method)
+        try:
+            self.method = _load_kernels().load_program(Path(program)).load_method(method)
+        except Exception as e:  # ExecuTorch raises RuntimeError/ValueError for a damaged or foreign program
+            raise BundleError(f"executorch cannot load the embedder {self.name}: {one_line(e)}") from e
 
     @classmethod
     def from_bundle(cls, bundle: str | Path | Any) -> "BundleEmbedder":
@@ -77,8 +84,9 @@ class BundleEmbedder:
         e = m.embedder
         if not e:
             raise BundleError(f"bundle {m.root} has no embedder (export it with --embedder)")
-        return cls(m.root / e["program"], m.root / e["tokenizer"], e["dim"], e["max_len"], e.get("pooling", "mean"),
-                   e.get("method", "forward"))
+        # checked accessor: plain names the bundle lists (sha256 checked by load_manifest's verify), inside it
+        return cls(m.path(e["program"]), m.path(e["tokenizer"]), e["dim"], e["max_len"], e.get("pooling", "mean"),
+                   e.get("method") or "forward")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         import torch

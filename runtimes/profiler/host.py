@@ -222,7 +222,8 @@ def job_cycle(job: dict[str, Any]) -> dict[str, Any]:
 # ---- ETDump: ExecuTorch's own event tracer, parsed by executorch.devtools.Inspector
 def _traced_executorch(manifest: Any) -> Any:
     """An ExecuTorchRuntime whose programs load with the event tracer on (same files, same kernels)."""
-    from runtimes.executorch import ExecuTorchRuntime
+    from runtimes.executorch import ExecuTorchRuntime, program_files
+    from runtimes.manifest import BundleError, one_line
 
     class Traced(ExecuTorchRuntime):
         def __init__(self, m: Any) -> None:
@@ -233,9 +234,11 @@ def _traced_executorch(manifest: Any) -> Any:
             entry = self.manifest.ops[op]
             if entry.program in self._methods:
                 return
-            data = self.manifest.root / entry.data_files[0] if entry.data_files else None
-            program = self._et.load_program(self.manifest.root / entry.program, data_path=data, enable_etdump=True,
-                                            debug_buffer_size=0)
+            path, data = program_files(self.manifest, op)
+            try:
+                program = self._et.load_program(path, data_path=data, enable_etdump=True, debug_buffer_size=0)
+            except Exception as e:  # a damaged program: one line, as ExecuTorchRuntime says it
+                raise BundleError(f"op {op!r}: executorch cannot load {entry.program}: {one_line(e)}") from e
             self.programs[entry.program] = program
             self._methods[entry.program] = program.load_method("forward")
 
