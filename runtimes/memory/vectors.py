@@ -11,12 +11,14 @@ Files written (atomically: a temp dir renamed into place):
   text.json         Python's str.isspace table
   json.json         json.JSONDecoder.raw_decode on model-output-like documents (values or error msg + position)
   templates.json    the prompt template table and generation defaults
-  parse.json        raw model outputs -> parse_extract / parse_update results or ParseError messages
+  parse.json        raw model outputs -> parse_extract / parse_update results or ParseError messages (with hostile
+                    ones: over-long, too deep, too many items, long integers / texts / ids, at and past each bound)
   format.json       turns / facts / memories / dates formatting and the rendered op messages
   chat.json         chat templates applied to messages (the bundle's template, none, and common template styles)
   manifest.json     load_manifest on a real exported bundle and on variants of it (under manifests/)
   wordpiece.json    the retrieval embedder's tokenizer: texts -> token ids
-  store.json        update events applied to a store: rows, history and results after every step (stores/)
+  store.json        update events applied to a store: rows, history and results after every step (stores/); files
+                    that are or are not memory stores opened (stores/open/): refused with which message, or stamped
   ranking.json      cosine search over real all-MiniLM-L6-v2 embeddings (stores/ranking.sqlite)
   pipeline.json     MemoryPipeline runs with recorded model outputs replayed: every op call, the final store, answers
   bench.json        the profiler's reading (runtimes.profiler.adb.parse_observer) of an ExecuTorch runner stats line
@@ -183,6 +185,41 @@ PARSE_TEXTS = {
 }
 
 
+def hostile_texts() -> list[str]:
+    """Outputs at and just past every bound of runtimes.memory.parse, for both ops (vectors of the limits)."""
+    from runtimes.memory import parse as P
+
+    ev = '{"id": "0", "text": "x", "event": "DELETE"}'
+    emoji = "\U0001f600"  # one code point, two UTF-16 units: lengths count code points on both sides
+    return [
+        '{"memory": [' + ", ".join([ev] * P.MAX_EVENTS) + "]}", '{"memory": [' + ", ".join([ev] * (P.MAX_EVENTS + 1)) + "]}",
+        '{"facts": [' + ", ".join(f'"f{i}"' for i in range(P.MAX_FACTS)) + "]}",
+        '{"facts": [' + ", ".join(f'"f{i}"' for i in range(P.MAX_FACTS + 1)) + "]}",
+        '{"facts": ["' + "y" * P.MAX_TEXT_CHARS + '"], "memory": [{"id": "1", "text": "' + "y" * P.MAX_TEXT_CHARS
+        + '", "event": "UPDATE", "old_memory": "' + "o " * P.MAX_TEXT_CHARS + '"}]}',
+        '{"facts": ["' + "y" * (P.MAX_TEXT_CHARS + 1) + '"], "memory": [{"id": "1", "text": "' + "y" * (P.MAX_TEXT_CHARS + 1)
+        + '", "event": "ADD"}]}',
+        '{"memory": [{"id": "1", "text": "x", "event": "UPDATE", "old_memory": "' + "o" * (P.MAX_TEXT_CHARS + 1) + '"}]}',
+        '{"facts": ["' + emoji * P.MAX_TEXT_CHARS + '"]}', '{"facts": ["' + emoji * (P.MAX_TEXT_CHARS + 1) + '"]}',
+        '{"facts": ["' + "     ".join(["w"] * 500) + '"]}',  # 2,496 characters, 999 once whitespace is normalised
+        '{"memory": [{"id": "' + "7" * P.MAX_ID_CHARS + '", "event": "NONE"}, {"id": ' + "8" * (P.MAX_ID_CHARS + 1)
+        + ', "event": "NONE"}]}',
+        '{"memory": [{"id": ' + "9" * P.MAX_INT_CHARS + ', "event": "NONE"}]}',
+        '{"memory": [{"id": -' + "9" * P.MAX_INT_CHARS + ', "event": "NONE"}]}', '{"facts": [' + "9" * 5000 + "]}",
+        '{"facts": [1' + "0" * 400 + ".5, 1e999999]}",
+        '{"facts": ' + "[" * (P.MAX_DEPTH - 1) + "]" * (P.MAX_DEPTH - 1) + "}",
+        '{"facts": ' + "[" * P.MAX_DEPTH + "]" * P.MAX_DEPTH + "}", '{"facts": ' + "[" * 30_000,
+        '{"memory": [{"id": "0", "text": ' + '{"a": ' * 40 + "1" + "}" * 40 + ', "event": "ADD"}]}',
+        '{"facts": ' + '["]", ' * 40, '{"facts": ["a \\" ' + "[" * 40 + '", "\\\\", "' + "{" * 40 + '"]}',
+        'x {"a": "' + "[" * 40 + '\\"] ' + "[" * 40 + '"} {"facts": ["after"]}', "{ " * 40 + '{"facts": ["x"]}',
+        '{"facts": ["\\' + emoji + '"]}', '{"facts": ["' + emoji + '\\"' + "[" * 40 + '"]}',
+        "{ x } " * P.MAX_CANDIDATES + '{"facts": ["late"]}', "{ x } " * (P.MAX_CANDIDATES - 1) + '{"facts": ["late"]}',
+        "```json\n" + "{ x } " * P.MAX_CANDIDATES + "\n```\n" + '{"facts": ["outside"]}',
+        "pad " * 8187 + '{"facts": ["end"]}', "pad " * 8188 + '{"facts": ["end"]}',
+        emoji * 16_000 + '{"facts": ["' + emoji + '"]}',  # 16,016 code points, 32,016 UTF-16 units: within the bound
+    ]
+
+
 def _parse_case(fn: Callable[[str], Any], text: str) -> dict[str, Any]:
     from runtimes.memory.parse import ParseError
 
@@ -196,7 +233,8 @@ def parse_vectors() -> dict[str, Any]:
     from runtimes.memory.parse import parse_extract, parse_update
 
     fns = {"extract": parse_extract, "update": parse_update}
-    cases: dict[str, list[dict[str, Any]]] = {op: [_parse_case(fns[op], t) for t in texts] for op, texts in PARSE_TEXTS.items()}
+    cases: dict[str, list[dict[str, Any]]] = {op: [_parse_case(fns[op], t) for t in texts + hostile_texts()]
+                                              for op, texts in PARSE_TEXTS.items()}
     # Every truncation of a valid output: what an op cut off by max_new_tokens leaves behind.
     for op, full in (("extract", EXTRACT_OK), ("update", UPDATE_OK)):
         cases[op] += [_parse_case(fns[op], "Output: " + full[:n]) for n in range(0, len(full) + 1, 3)]
@@ -389,7 +427,72 @@ def store_vectors(out: Path) -> dict[str, Any]:
     history_1 = store.history(id_map["1"])
     store.close()
     return {"steps": steps, "embeddings": table, "schema": _schema(db), "counts": counts,
-            "history_of": {"memory_id": id_map["1"], "rows": history_1}, "db": "stores/steps.sqlite"}
+            "history_of": {"memory_id": id_map["1"], "rows": history_1}, "db": "stores/steps.sqlite",
+            "open": open_vectors(out, db)}
+
+
+def open_vectors(out: Path, store_db: Path) -> list[dict[str, Any]]:
+    """Files opened as a store (each on a copy, the original kept under stores/open/ for the JVM side): Python's
+    StoreError message with the path as <db>, or what opening made of the file (stamp, rows)."""
+    from runtimes.memory.store import MemoryStore, StoreError
+
+    d = out / "stores" / "open"
+    d.mkdir(parents=True, exist_ok=True)
+
+    def sql(name: str, *statements: str, wal: bool = False, base: Path | None = None) -> Path:
+        path = d / name
+        if base is not None:
+            shutil.copyfile(base, path)
+        con = sqlite3.connect(path)
+        if wal:
+            con.execute("PRAGMA journal_mode=WAL")
+        for q in statements:
+            con.execute(q)
+        con.commit()
+        if wal:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        return path
+
+    def raw(name: str, data: bytes) -> Path:
+        (d / name).write_bytes(data)
+        return d / name
+
+    files = [
+        raw("text.txt", "Caroline lives in Boston\n".encode()), raw("junk.bin", bytes(range(256)) * 4),
+        raw("short-header.db", b"SQLite format 3\x00\x10\x00"), raw("empty.db", b""),
+        sql("notes.db", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", "INSERT INTO notes (body) VALUES ('x')"),
+        sql("notes-wal.db", "CREATE TABLE notes (body TEXT)", wal=True),
+        sql("many-tables.db", *[f"CREATE TABLE t{i} (x)" for i in range(7)]),
+        sql("other-app.db", "PRAGMA application_id = 1179011410", "CREATE TABLE memories (id INTEGER PRIMARY KEY)"),
+        sql("no-tables.db", "PRAGMA page_size = 4096", "VACUUM"),
+        sql("lookalike.db", "CREATE TABLE memories (id INTEGER PRIMARY KEY, text TEXT)", "CREATE TABLE history (seq INTEGER)",
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)", "INSERT INTO meta VALUES ('schema_version', '1')"),
+        sql("legacy.db", "PRAGMA application_id = 0", "PRAGMA user_version = 0", "DROP INDEX memories_text", base=store_db),
+        sql("legacy-v0.db", "PRAGMA application_id = 0", "PRAGMA user_version = 0",
+            "UPDATE meta SET value = '0' WHERE key = 'schema_version'", base=store_db),
+        sql("stamped-v2.db", "PRAGMA user_version = 2", base=store_db),
+    ]
+    cases = []
+    for path in files:
+        case: dict[str, Any] = {"db": f"stores/open/{path.name}"}
+        work = out / "stores" / f"opening-{path.name}"
+        shutil.copyfile(path, work)
+        before = work.read_bytes()
+        try:
+            MemoryStore(work).close()
+            con = sqlite3.connect(work)
+            case["opened"] = {"application_id": con.execute("PRAGMA application_id").fetchone()[0],
+                              "user_version": con.execute("PRAGMA user_version").fetchone()[0]}
+            con.close()
+            case["opened"].update(_rows(work))
+        except StoreError as e:
+            case["error"] = str(e).replace(str(work), "<db>")
+            case["untouched"] = work.read_bytes() == before
+        for side in ("", "-wal", "-shm", "-journal"):
+            Path(str(work) + side).unlink(missing_ok=True)
+        cases.append(case)
+    return cases
 
 
 RANK_MEMORIES = ["Caroline attended an LGBTQ support group", "Melanie paints sunrises with her kids", "Caroline moved to Denver",

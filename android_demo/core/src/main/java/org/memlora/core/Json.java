@@ -16,9 +16,28 @@ import java.util.TreeMap;
  * array = {@code ArrayList<Object>}, string = {@code String}, integer = {@code Long} (or {@code BigInteger} beyond
  * 64 bits), real = {@code Double}, true/false = {@code Boolean}, null = {@code null}. Like Python it accepts
  * {@code NaN}, {@code Infinity} and {@code -Infinity}. Error messages and positions are CPython's (C scanner).
+ *
+ * <p>Nesting: CPython's scanner recurses and stops with a RecursionError near its recursion limit (about 1000
+ * levels); this one stops with a {@link DecodeError} ("maximum nesting depth exceeded") beyond {@link #MAX_NESTING}
+ * levels, before a thread's stack could overflow. Model outputs never get that far: OpParser refuses more than
+ * {@code OpParser.MAX_DEPTH} levels before decoding.
  */
 public final class Json {
     private Json() {}
+
+    /** Arrays / objects nested deeper than this are a DecodeError (a StackOverflowError otherwise). */
+    public static final int MAX_NESTING = 512;
+
+    /** An integer literal longer than the limit given to {@link #rawDecode(String, int, int)} (runtimes.memory.parse
+     *  refuses those through json's parse_int hook, at the same point of the scan). */
+    public static final class IntTooLong extends IllegalArgumentException {
+        public final int length;
+
+        IntTooLong(int length) {
+            super("JSON integer of " + length + " characters");
+            this.length = length;
+        }
+    }
 
     /** Python's {@code JSONDecodeError}: {@code msg} and {@code pos} (a UTF-16 index into the document). */
     public static final class DecodeError extends IllegalArgumentException {
@@ -64,7 +83,14 @@ public final class Json {
 
     /** {@code json.JSONDecoder().raw_decode(s, idx)}. */
     public static Decoded rawDecode(String s, int idx) {
-        return new Scanner(s).scan(idx);
+        return new Scanner(s, 0).scan(idx);
+    }
+
+    /** {@link #rawDecode(String, int)} that throws {@link IntTooLong} on an integer literal longer than
+     *  {@code maxIntChars} characters (0: no limit), as {@code json.JSONDecoder(parse_int=...)} with a hook that
+     *  raises. */
+    public static Decoded rawDecode(String s, int idx, int maxIntChars) {
+        return new Scanner(s, maxIntChars).scan(idx);
     }
 
     private static boolean isWs(char c) {
@@ -78,9 +104,16 @@ public final class Json {
 
     private static final class Scanner {
         final String s;
+        final int maxIntChars;
+        int depth = 0;
 
-        Scanner(String s) {
+        Scanner(String s, int maxIntChars) {
             this.s = s;
+            this.maxIntChars = maxIntChars;
+        }
+
+        void enter(int pos) {
+            if (++depth > MAX_NESTING) throw err("maximum nesting depth exceeded", pos);
         }
 
         char at(int i) {
@@ -99,8 +132,18 @@ public final class Json {
             if (!has(idx)) throw err("Expecting value", idx);
             char c = s.charAt(idx);
             if (c == '"') return string(idx + 1);
-            if (c == '{') return object(idx + 1);
-            if (c == '[') return array(idx + 1);
+            if (c == '{') {
+                enter(idx);
+                Decoded d = object(idx + 1);
+                depth--;
+                return d;
+            }
+            if (c == '[') {
+                enter(idx);
+                Decoded d = array(idx + 1);
+                depth--;
+                return d;
+            }
             if (c == 'n' && s.startsWith("null", idx)) return new Decoded(null, idx + 4);
             if (c == 't' && s.startsWith("true", idx)) return new Decoded(Boolean.TRUE, idx + 4);
             if (c == 'f' && s.startsWith("false", idx)) return new Decoded(Boolean.FALSE, idx + 5);
@@ -142,6 +185,7 @@ public final class Json {
             }
             String text = s.substring(idx, real ? i : intEnd);
             if (real) return new Decoded(Double.parseDouble(text), i);
+            if (maxIntChars > 0 && text.length() > maxIntChars) throw new IntTooLong(text.length());
             BigInteger big = new BigInteger(text);
             Object v = big.bitLength() < 64 ? (Object) big.longValue() : big;
             return new Decoded(v, intEnd);

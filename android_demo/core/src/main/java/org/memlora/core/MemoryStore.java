@@ -1,7 +1,13 @@
 package org.memlora.core;
 
+import java.io.File;
+import java.io.FileInputStream;
+import java.io.FileNotFoundException;
+import java.io.IOException;
+import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
@@ -11,6 +17,7 @@ import java.sql.Statement;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -21,10 +28,21 @@ import java.util.TreeSet;
  * phone): the same schema, so a store file moves between the phone and Python; {@link #applyUpdate} applies parsed
  * update events in ONE transaction ({@code BEGIN IMMEDIATE} ... {@code COMMIT}) with the same rules (unknown id,
  * UPDATE/DELETE of nothing, ADD of a stored text: skipped, nothing changed) and an append-only history;
- * {@link #search} ranks by cosine similarity, best first, ties in row order.
+ * {@link #search} ranks by cosine similarity, best first, ties in row order. Applying is linear in the number of
+ * events (row-id and memories_text look-ups only).
+ *
+ * <p>Opening, as in Python: a missing or empty file becomes a new store stamped with {@link #APPLICATION_ID} and
+ * {@code user_version} = {@link #SCHEMA_VERSION}; a stamped store opens; a store from before the stamp (application
+ * id 0, the memlora tables and columns) opens and is stamped; anything else is a {@link StoreError} and the file is
+ * left byte-identical (judged from its header bytes and a read-only connection before anything writes to it). Every
+ * SQLite or I/O failure is a StoreError whose message starts with the file's path.
  */
 public final class MemoryStore implements AutoCloseable {
     public static final int SCHEMA_VERSION = 1;
+    /** {@code PRAGMA application_id} of a memlora store: "MemL" (0x4d656d4c), store.APPLICATION_ID. */
+    public static final long APPLICATION_ID = 0x4d656d4cL;
+    static final List<String> MEMORY_COLUMNS = Arrays.asList("id", "owner", "text", "created_at", "updated_at", "source_turns", "embedding");
+    static final List<String> HISTORY_COLUMNS = Arrays.asList("seq", "memory_id", "owner", "event", "old_text", "new_text", "source_turns", "at", "batch");
 
     /** runtimes/memory/store.py SCHEMA, statement by statement (the JVM tests compare sqlite_master with Python's). */
     static final String[] SCHEMA = {
@@ -38,6 +56,7 @@ public final class MemoryStore implements AutoCloseable {
             + "    embedding BLOB NOT NULL\n"
             + ")",
         "CREATE INDEX IF NOT EXISTS memories_owner ON memories(owner)",
+        "CREATE INDEX IF NOT EXISTS memories_text ON memories(text)",
         "CREATE TABLE IF NOT EXISTS history (\n"
             + "    seq INTEGER PRIMARY KEY AUTOINCREMENT,\n"
             + "    memory_id INTEGER NOT NULL,\n"
@@ -62,7 +81,8 @@ public final class MemoryStore implements AutoCloseable {
         float[][] embed(List<String> texts);
     }
 
-    /** The store file cannot be used (another schema version, another embedding size) or SQLite failed. */
+    /** The store file cannot be used (not a memory store, another schema version, another embedding size) or SQLite
+     *  failed on it; the message starts with the file's path. */
     public static final class StoreError extends RuntimeException {
         public StoreError(String msg) {
             super(msg);
@@ -97,31 +117,184 @@ public final class MemoryStore implements AutoCloseable {
         } catch (ClassNotFoundException e) {
             throw new StoreError("the SQLite JDBC driver (org.xerial:sqlite-jdbc) is not on the classpath", e);
         }
+        byte[] header = readHeader(path);
+        String kind = null;
+        if (header != null) {
+            // An existing file: judged before anything can write to it.
+            checkHeader(path, header);
+            try (Connection ro = DriverManager.getConnection("jdbc:sqlite:" + readOnlyUri(path))) {
+                kind = inspect(ro, path, false);
+            } catch (SQLException e) {
+                throw error(e);
+            }
+        }
         try {
             conn = DriverManager.getConnection("jdbc:sqlite:" + path);
+        } catch (SQLException e) {
+            throw error(e);
+        }
+        try {
             conn.setAutoCommit(true); // transactions are opened explicitly with BEGIN IMMEDIATE, as in Python
             try (Statement st = conn.createStatement()) {
                 st.setQueryTimeout(30);
                 st.execute("PRAGMA busy_timeout=30000");
+            }
+            if (header == null || "legacy".equals(kind)) initialise(header == null);
+            try (Statement st = conn.createStatement()) {
                 try (ResultSet rs = st.executeQuery("PRAGMA journal_mode=WAL")) {
                     rs.next();
                 }
                 st.execute("PRAGMA synchronous=FULL");
                 st.execute("PRAGMA foreign_keys=ON");
-                for (String sql : SCHEMA) st.execute(sql);
+                for (String sql : SCHEMA) st.execute(sql); // IF NOT EXISTS: adds what older stores lack (memories_text)
             }
             Map<String, String> meta = new LinkedHashMap<>();
             try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT key, value FROM meta")) {
                 while (rs.next()) meta.put(rs.getString(1), rs.getString(2));
             }
-            if (!meta.containsKey("schema_version")) {
-                exec("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", String.valueOf(SCHEMA_VERSION));
-            } else if (Integer.parseInt(meta.get("schema_version")) != SCHEMA_VERSION) {
-                throw new StoreError(path + ": memory store schema " + meta.get("schema_version") + " (this code reads " + SCHEMA_VERSION + ")");
-            }
+            if (!String.valueOf(SCHEMA_VERSION).equals(meta.get("schema_version")))
+                throw new StoreError(path + ": memory store schema " + Py.str(meta.get("schema_version")) + " (this code reads " + SCHEMA_VERSION + ")");
             dim = meta.containsKey("dim") ? Integer.valueOf(meta.get("dim")) : null;
+        } catch (SQLException | RuntimeException e) {
+            try {
+                conn.close();
+            } catch (SQLException ignored) {
+                // the first error is the one to report
+            }
+            throw e instanceof SQLException ? error((SQLException) e) : (RuntimeException) e;
+        }
+    }
+
+    private StoreError error(SQLException e) {
+        return new StoreError(path + ": " + e.getMessage(), e);
+    }
+
+    /** The first 100 bytes of the file (SQLite's database header); null when the file is missing or empty. */
+    static byte[] readHeader(String path) {
+        File f = new File(path);
+        if (!f.exists()) return null;
+        try (InputStream in = new FileInputStream(f)) {
+            byte[] buf = new byte[100];
+            int n = 0;
+            while (n < buf.length) {
+                int r = in.read(buf, n, buf.length - n);
+                if (r < 0) break;
+                n += r;
+            }
+            return n == 0 ? null : Arrays.copyOf(buf, n);
+        } catch (FileNotFoundException e) {
+            if (f.isDirectory()) throw new StoreError(path + ": cannot read the file (Is a directory)", e);
+            throw new StoreError(path + ": cannot read the file (" + e.getMessage() + ")", e);
+        } catch (IOException e) {
+            throw new StoreError(path + ": cannot read the file (" + e.getMessage() + ")", e);
+        }
+    }
+
+    private static final byte[] SQLITE_MAGIC = "SQLite format 3\u0000".getBytes(StandardCharsets.US_ASCII);
+
+    static String notAStore(String path, String why) {
+        return path + ": not a memlora memory store (" + why + ")";
+    }
+
+    static String otherApplication(long appId) {
+        return String.format("SQLite application_id 0x%08x, a memlora store has 0x%08x", appId, APPLICATION_ID);
+    }
+
+    /** Refuses, from the raw header alone, a file that is not SQLite or that another application stamped. */
+    static void checkHeader(String path, byte[] header) {
+        if (header.length < 100 || !Arrays.equals(Arrays.copyOf(header, SQLITE_MAGIC.length), SQLITE_MAGIC))
+            throw new StoreError(notAStore(path, "not an SQLite database file"));
+        long appId = ByteBuffer.wrap(header, 68, 4).order(ByteOrder.BIG_ENDIAN).getInt() & 0xFFFFFFFFL;
+        if (appId != 0 && appId != APPLICATION_ID) throw new StoreError(notAStore(path, otherApplication(appId)));
+    }
+
+    /** A read-only SQLite URI for the file: {@code immutable=1} (no locks, no side files) unless a -wal or -journal
+     *  file is there, whose content a reader has to see. */
+    static String readOnlyUri(String path) {
+        boolean hot = new File(path + "-wal").exists() || new File(path + "-journal").exists();
+        return new File(path).getAbsoluteFile().toURI().toString() + (hot ? "?mode=ro" : "?mode=ro&immutable=1");
+    }
+
+    private static long pragma(Connection c, String name) throws SQLException {
+        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("PRAGMA " + name)) {
+            return rs.next() ? rs.getLong(1) : 0;
+        }
+    }
+
+    private static List<String> columns(Connection c, String table) throws SQLException {
+        List<String> out = new ArrayList<>();
+        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("PRAGMA table_info(" + table + ")")) {
+            while (rs.next()) out.add(rs.getString("name"));
+        }
+        return out;
+    }
+
+    /** store._inspect: "memlora", "legacy" or (emptyOk) "empty", by read-only queries; anything else a StoreError. */
+    static String inspect(Connection c, String path, boolean emptyOk) throws SQLException {
+        long appId = pragma(c, "application_id") & 0xFFFFFFFFL;
+        long version = pragma(c, "user_version");
+        if (appId == APPLICATION_ID) {
+            if (version != SCHEMA_VERSION)
+                throw new StoreError(path + ": memory store schema " + version + " (this code reads " + SCHEMA_VERSION + ")");
+            return "memlora";
+        }
+        if (appId != 0) throw new StoreError(notAStore(path, otherApplication(appId)));
+        List<String> names = new ArrayList<>();
+        try (Statement st = c.createStatement();
+             ResultSet rs = st.executeQuery("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")) {
+            while (rs.next()) names.add(rs.getString(1));
+        }
+        if (names.isEmpty() && version == 0 && emptyOk) return "empty";
+        if (columns(c, "memories").equals(MEMORY_COLUMNS) && columns(c, "history").equals(HISTORY_COLUMNS)
+                && columns(c, "meta").equals(Arrays.asList("key", "value"))) {
+            String sv = null;
+            try (Statement st = c.createStatement();
+                 ResultSet rs = st.executeQuery("SELECT value FROM meta WHERE key = 'schema_version'")) {
+                if (rs.next()) sv = rs.getString(1);
+            }
+            if (sv != null) {
+                if (!sv.equals(String.valueOf(SCHEMA_VERSION)))
+                    throw new StoreError(path + ": memory store schema " + sv + " (this code reads " + SCHEMA_VERSION + ")");
+                return "legacy";
+            }
+        }
+        String shown = String.join(", ", names.subList(0, Math.min(5, names.size())))
+                + (names.size() > 5 ? ", ... (" + names.size() + " in all)" : "");
+        throw new StoreError(notAStore(path, "an SQLite database without the memlora tables; it holds: " + (shown.isEmpty() ? "nothing" : shown)));
+    }
+
+    /** Creates the store in an empty file, or stamps a store from before the stamp: one transaction, the file looked
+     *  at again under the write lock (another process may have created it meanwhile). */
+    private void initialise(boolean creating) throws SQLException {
+        try (Statement st = conn.createStatement()) {
+            st.execute("BEGIN IMMEDIATE");
+        }
+        try {
+            String kind = inspect(conn, path, creating);
+            try (Statement st = conn.createStatement()) {
+                if (kind.equals("empty") || kind.equals("legacy")) {
+                    st.execute("PRAGMA application_id = " + APPLICATION_ID);
+                    st.execute("PRAGMA user_version = " + SCHEMA_VERSION);
+                }
+                if (kind.equals("empty")) {
+                    for (String sql : SCHEMA) st.execute(sql);
+                    st.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '" + SCHEMA_VERSION + "')");
+                }
+                st.execute("COMMIT");
+            }
+        } catch (SQLException | RuntimeException e) {
+            rollback();
+            throw e;
+        }
+    }
+
+    private void rollback() {
+        try {
+            try (Statement st = conn.createStatement()) {
+                st.execute("ROLLBACK");
+            }
         } catch (SQLException e) {
-            throw new StoreError(path + ": " + e.getMessage(), e);
+            // no transaction open any more (SQLite rolled it back itself), or the connection is gone
         }
     }
 
@@ -130,7 +303,7 @@ public final class MemoryStore implements AutoCloseable {
         try {
             conn.close();
         } catch (SQLException e) {
-            throw new StoreError(e.getMessage(), e);
+            throw error(e);
         }
     }
 
@@ -276,7 +449,7 @@ public final class MemoryStore implements AutoCloseable {
         List<Scored> all = new ArrayList<>();
         for (Memory m : rows) {
             if (m.embedding.length != q.length)
-                throw new StoreError("query has " + q.length + " dims, stored embeddings " + m.embedding.length);
+                throw new StoreError(path + ": query has " + q.length + " dims, stored embeddings " + m.embedding.length);
             double dot = 0, nn = 0;
             for (int i = 0; i < q.length; i++) {
                 dot += (double) m.embedding[i] * q[i];
@@ -296,7 +469,8 @@ public final class MemoryStore implements AutoCloseable {
     /**
      * Applies parsed update events in one transaction. {@code idMap} maps the temporary ids shown to the model to row
      * ids ({@link MemoryFormat#formatMemories}); ADD ignores the id the model gave; UPDATE / DELETE / NONE must name a
-     * shown id. Embeddings of the new texts are computed before the transaction opens.
+     * shown id. Embeddings of the new texts are computed before the transaction opens; the work per event is a few
+     * indexed statements, so the transaction's time grows linearly with the number of events.
      */
     public ApplyResult applyUpdate(List<UpdateEvent> events, Map<String, Long> idMap, String owner, List<String> sourceTurns,
                                    EmbedFn embedFn, String now, String batch) {
@@ -313,24 +487,51 @@ public final class MemoryStore implements AutoCloseable {
                 checkDim(emb[0].length);
                 for (int i = 0; i < texts.size(); i++) vectors.put(texts.get(i), toBlob(normalize(emb[i])));
             }
-            ApplyResult res = new ApplyResult();
+            Apply ctx = new Apply(idMap, owner, turns, vectors, when, batch);
             try (Statement st = conn.createStatement()) {
                 st.execute("BEGIN IMMEDIATE");
             }
             try {
-                for (UpdateEvent e : events) applyOne(e, idMap, owner, turns, vectors, when, batch, res);
+                for (UpdateEvent e : events) applyOne(e, ctx);
                 try (Statement st = conn.createStatement()) {
                     st.execute("COMMIT");
                 }
             } catch (Throwable t) {
-                try (Statement st = conn.createStatement()) {
-                    st.execute("ROLLBACK");
-                }
+                rollback();
                 throw t;
             }
-            return res;
+            return ctx.res;
         } catch (SQLException e) {
-            throw new StoreError(path + ": " + e.getMessage(), e);
+            throw error(e);
+        }
+    }
+
+    /** What every event of one applyUpdate shares, computed once (not per event). */
+    private static final class Apply {
+        final Map<String, Long> idMap;
+        final String owner, now, batch, turnsJson;
+        final List<String> turns;
+        final Map<String, byte[]> vectors;
+        final ApplyResult res = new ApplyResult();
+        private String shownIds;
+
+        Apply(Map<String, Long> idMap, String owner, List<String> turns, Map<String, byte[]> vectors, String now, String batch) {
+            this.idMap = idMap;
+            this.owner = owner;
+            this.turns = turns;
+            this.vectors = vectors;
+            this.now = now;
+            this.batch = batch;
+            this.turnsJson = Json.dumps(new ArrayList<Object>(turns));
+        }
+
+        String shownIds() {
+            if (shownIds == null) {
+                List<String> shown = new ArrayList<>(idMap.keySet());
+                shown.sort(Py.CODE_POINT_ORDER);
+                shownIds = Py.repr(shown);
+            }
+            return shownIds;
         }
     }
 
@@ -341,10 +542,10 @@ public final class MemoryStore implements AutoCloseable {
         }
     }
 
-    private void applyOne(UpdateEvent e, Map<String, Long> idMap, String owner, List<String> turns, Map<String, byte[]> vectors,
-                          String now, String batch, ApplyResult res) throws SQLException {
+    private void applyOne(UpdateEvent e, Apply ctx) throws SQLException {
         String ev = e.event, text = e.text == null ? "" : e.text;
-        String turnsJson = Json.dumps(new ArrayList<Object>(turns));
+        String owner = ctx.owner, now = ctx.now, batch = ctx.batch, turnsJson = ctx.turnsJson;
+        ApplyResult res = ctx.res;
         if (ev.equals("ADD")) {
             Long dup = null;
             try (PreparedStatement ps = conn.prepareStatement("SELECT id FROM memories WHERE text = ? AND owner IS ?")) {
@@ -358,22 +559,20 @@ public final class MemoryStore implements AutoCloseable {
                 return;
             }
             exec("INSERT INTO memories (owner, text, created_at, updated_at, source_turns, embedding) VALUES (?, ?, ?, ?, ?, ?)",
-                    owner, text, now, now, turnsJson, vectors.get(text));
+                    owner, text, now, now, turnsJson, ctx.vectors.get(text));
             long mid = lastRowId();
             exec("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
                     + "VALUES (?, ?, 'ADD', NULL, ?, ?, ?, ?)", mid, owner, text, turnsJson, now, batch);
             res.added.add(mid);
             return;
         }
-        Long real = idMap.get(e.id);
+        Long real = ctx.idMap.get(e.id);
         if (ev.equals("NONE")) {
             res.unchanged++;
             return;
         }
         if (real == null) {
-            List<String> shown = new ArrayList<>(idMap.keySet());
-            shown.sort(Py.CODE_POINT_ORDER);
-            skip(res, e, ev + " of unknown id " + Py.repr(e.id) + " (shown ids: " + Py.repr(shown) + ")");
+            skip(res, e, ev + " of unknown id " + Py.repr(e.id) + " (shown ids: " + ctx.shownIds() + ")");
             return;
         }
         String oldText = null, oldTurnsJson = null;
@@ -396,9 +595,10 @@ public final class MemoryStore implements AutoCloseable {
                 return;
             }
             List<Object> merged = new ArrayList<>(jsonStrings(oldTurnsJson));
-            for (String t : turns) if (!merged.contains(t)) merged.add(t);
+            HashSet<Object> seen = new HashSet<>(merged);
+            for (String t : ctx.turns) if (!seen.contains(t)) merged.add(t);
             exec("UPDATE memories SET text = ?, updated_at = ?, source_turns = ?, embedding = ? WHERE id = ?",
-                    text, now, Json.dumps(merged), vectors.get(text), real);
+                    text, now, Json.dumps(merged), ctx.vectors.get(text), real);
             exec("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
                     + "VALUES (?, ?, 'UPDATE', ?, ?, ?, ?, ?)", real, owner, oldText, text, turnsJson, now, batch);
             res.updated.add(real);

@@ -13,6 +13,7 @@ import java.sql.DriverManager;
 import java.sql.ResultSet;
 import java.sql.Statement;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -20,7 +21,8 @@ import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
 
-/** The SQLite store on the JVM (real SQLite through sqlite-jdbc) replays Python's update steps with the same results. */
+/** The SQLite store on the JVM (real SQLite through sqlite-jdbc) replays Python's update steps with the same results,
+ *  and opens or refuses the same files with the same messages (a refused file left byte-identical). */
 public class StoreTest {
     @Rule public TemporaryFolder tmp = new TemporaryFolder();
 
@@ -219,6 +221,77 @@ public class StoreTest {
             }
             assertRows("after failed update", before, rows(db), false);
             assertFalse(store.delete(99, null));
+        }
+    }
+
+    static long pragma(File db, String name) throws Exception {
+        try (Connection c = DriverManager.getConnection("jdbc:sqlite:" + db); Statement st = c.createStatement();
+             ResultSet rs = st.executeQuery("PRAGMA " + name)) {
+            rs.next();
+            return rs.getLong(1);
+        }
+    }
+
+    @Test
+    public void opensOrRefusesFilesLikePython() throws Exception {
+        List<Object> cases = Vectors.arr(Vectors.obj(Vectors.load("store.json")).get("open"));
+        assertTrue(cases.size() >= 10);
+        int n = 0;
+        for (Object o : cases) {
+            Map<String, Object> c = Vectors.obj(o);
+            String name = (String) c.get("db");
+            File dir = tmp.newFolder("open" + n++);
+            File db = new File(dir, "store.db");
+            Files.copy(new File(Vectors.dir(), name).toPath(), db.toPath());
+            byte[] before = Files.readAllBytes(db.toPath());
+            if (c.containsKey("error")) {
+                try {
+                    new MemoryStore(db.getPath()).close();
+                    fail(name + ": Python refused it (" + c.get("error") + "), Java opened it");
+                } catch (MemoryStore.StoreError e) {
+                    assertEquals(name, c.get("error"), e.getMessage().replace(db.getPath(), "<db>"));
+                }
+                assertTrue(name + " was changed", Arrays.equals(before, Files.readAllBytes(db.toPath())));
+                assertEquals(name + ": files left next to it", Arrays.asList("store.db"), Arrays.asList(dir.list()));
+            } else {
+                new MemoryStore(db.getPath()).close();
+                Map<String, Object> opened = new LinkedHashMap<>(Vectors.obj(c.get("opened")));
+                assertEquals(name, opened.remove("application_id"), pragma(db, "application_id"));
+                assertEquals(name, opened.remove("user_version"), pragma(db, "user_version"));
+                assertRows(name, opened, rows(db), false);
+            }
+        }
+    }
+
+    @Test
+    public void newStoresAreStampedAndFailuresNameTheFile() throws Exception {
+        File db = new File(tmp.getRoot(), "new.sqlite");
+        new MemoryStore(db.getPath()).close();
+        byte[] header = Arrays.copyOf(Files.readAllBytes(db.toPath()), 100);
+        assertEquals("MemL", new String(header, 68, 4, java.nio.charset.StandardCharsets.US_ASCII));
+        assertEquals(MemoryStore.APPLICATION_ID, pragma(db, "application_id"));
+        assertEquals(MemoryStore.SCHEMA_VERSION, pragma(db, "user_version"));
+        try {
+            new MemoryStore(tmp.getRoot().getPath());
+            fail("opened a directory");
+        } catch (MemoryStore.StoreError e) {
+            assertTrue(e.getMessage(), e.getMessage().startsWith(tmp.getRoot().getPath() + ": cannot read the file"));
+        }
+        String missing = new File(tmp.getRoot(), "no/such/dir.sqlite").getPath();
+        try {
+            new MemoryStore(missing);
+            fail("opened a store in a missing directory");
+        } catch (MemoryStore.StoreError e) {
+            assertTrue(e.getMessage(), e.getMessage().startsWith(missing + ": "));
+        }
+        try (MemoryStore store = new MemoryStore(db.getPath())) {
+            store.add(Arrays.asList("a"), "user", t -> new float[][] {{1, 0}}, null, null);
+            try {
+                store.search(new float[] {1, 0, 0}, 1, "user");
+                fail("searched 2-dim embeddings with a 3-dim query");
+            } catch (MemoryStore.StoreError e) {
+                assertEquals(db.getPath() + ": query has 3 dims, stored embeddings 2", e.getMessage());
+            }
         }
     }
 }
