@@ -1,69 +1,61 @@
 """Bundle directory writing: everything goes into a temp dir beside the target and is renamed into place at the
-end, so an interrupted or failed export leaves no bundle (and never a half-written one)."""
+end, so an interrupted or failed export leaves no bundle (and never a half-written one). The rules for replacing an
+existing path are the ones every memlora output follows (runtimes.outdir)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from runtimes.manifest import MANIFEST, dump, file_entry
+from runtimes.outdir import OutputDir, OutputError as _OutputError, check_output as _check, json_file_has
 
 from .errors import OutputError
 
+KIND = "bundle"
 
-def check_output(out: Path, force: bool) -> None:
-    """Fail early (before any model work) if the output cannot be written."""
-    if out.exists() and not force:
-        raise OutputError(f"output {out} already exists (pass --force to replace it)")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output {out} exists and is not a directory")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise OutputError(f"output parent directory {parent} does not exist")
-    try:  # a real probe: os.access says yes to root even on a read-only filesystem
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
-    except OSError as e:
-        raise OutputError(f"output directory {parent} is not writable: {e.strerror}") from e
+
+def is_bundle(path: Path) -> bool:
+    """A directory this tool wrote: its manifest names memlora as the tool."""
+    return json_file_has(path / MANIFEST, lambda m: (m.get("tool") or {}).get("name") == "memlora")
+
+
+def check_output(out: Path, force: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """Fail early (before any model work) if the output cannot or must not be written."""
+    try:
+        _check(out, force=force, owned=is_bundle, kind=KIND, inputs=inputs)
+    except _OutputError as e:
+        raise OutputError(str(e)) from None
 
 
 class BundleWriter:
     """`with BundleWriter(out, force) as w:` — write files into `w.dir`; on success call `w.commit(manifest)`."""
 
-    def __init__(self, out: Path, force: bool):
+    def __init__(self, out: Path, force: bool, inputs: Iterable[str | Path] = ()):
         self.out = Path(out)
-        self.force = force
+        self._od = OutputDir(out, force=force, owned=is_bundle, kind=KIND, inputs=inputs)
         self.dir: Path | None = None
-        self.committed = False
 
     def __enter__(self) -> "BundleWriter":
-        check_output(self.out, self.force)
         try:
-            self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.resolve().parent))
-        except OSError as e:
-            raise OutputError(f"cannot create a directory next to {self.out}: {e}") from e
+            self.dir = self._od.__enter__()
+        except _OutputError as e:
+            raise OutputError(str(e)) from None
         return self
 
     def file_table(self) -> dict[str, Any]:
         assert self.dir is not None
-        return {p.name: file_entry(p) for p in sorted(self.dir.iterdir()) if p.is_file() and p.name != MANIFEST}
+        return {p.name: file_entry(p) for p in sorted(self.dir.iterdir())
+                if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
 
     def commit(self, manifest: dict[str, Any]) -> Path:
         assert self.dir is not None
         manifest["files"] = self.file_table()
         (self.dir / MANIFEST).write_text(dump(manifest))
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, old)
-        os.replace(self.dir, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        self.committed = True
-        return self.out
+        try:
+            return self._od.commit()
+        except _OutputError as e:
+            raise OutputError(str(e)) from None
 
     def __exit__(self, *exc: Any) -> None:
-        if not self.committed and self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        self._od.__exit__(*exc)

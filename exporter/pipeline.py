@@ -136,18 +136,22 @@ def run(spec: ExportSpec) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     out = spec.out_path
-    check_output(out, spec.output.force)
+    # Inputs the output may not overlap (it would be replaced or land inside them): the base and adapter paths.
+    inputs = [*([spec.model.base] if Path(spec.model.base).exists() else []), *spec.adapters.paths.values()]
+    check_output(out, spec.output.force, inputs)
+    with step("load adapters", timings):  # small and checked first: a bad adapter fails before the base loads
+        adapters = {op: load_adapter(op, path) for op, path in spec.adapters.paths.items()}
     with step("load base", timings):
         base = load_base(spec.model.base)
+        inputs.append(base.hf_dir)
+        check_output(out, spec.output.force, inputs)
         arch = ArchConfig.from_hf(base.config, spec.model.max_seq_len)
         base_decoder = build_decoder(arch, base.model.state_dict())
-    with step("load adapters", timings):
-        adapters = {op: load_adapter(op, path) for op, path in spec.adapters.paths.items()}
-        for a in adapters.values():
-            check_adapter(a, base_decoder)
+    for a in adapters.values():
+        check_adapter(a, base_decoder)
     programs = plan(spec, adapters)
     stops = stop_token_ids(base.tokenizer, base.config)
-    with BundleWriter(out, spec.output.force) as w:
+    with BundleWriter(out, spec.output.force, inputs) as w:
         assert w.dir is not None
         base.tokenizer.backend_tokenizer.save(str(w.dir / "tokenizer.json"))
         formats = FORMATS[spec.format]

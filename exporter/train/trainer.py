@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from runtimes.outdir import OutputDir, OutputError as OutputDirError, check_output
+
 from ..errors import InputError, OutputError, SpecError
 from .data import OPS, Example
 
@@ -201,6 +203,16 @@ def save_checkpoint(model: Any, opt: Any, step: int, cfg: TrainConfig, history: 
     return final
 
 
+def is_checkpoint_dir(path: Path) -> bool:
+    """Only memlora-train's own checkpoints (step-NNNNNN directories, and its temporary ones) may be removed."""
+    try:
+        return path.is_dir() and not path.is_symlink() and all(
+            p.is_dir() and not p.is_symlink() and (p.name.startswith("step-") or p.name.startswith(".tmp-"))
+            for p in path.iterdir())
+    except OSError:
+        return False
+
+
 def latest_checkpoint(cfg: TrainConfig) -> Path | None:
     if not cfg.checkpoint_dir.is_dir():
         return None
@@ -306,9 +318,14 @@ def train(cfg: TrainConfig, *, train_examples: Sequence[Example], val_examples: 
     import torch
 
     out = Path(cfg.out)
-    if out.exists() and stop_after is None:
-        raise OutputError(f"output {out} exists; remove it or pass another --out")
+    if stop_after is None:
+        try:
+            check_output(out, force=False, owned=lambda p: False, kind="adapter directory", inputs=[cfg.data])
+        except OutputDirError as e:
+            raise OutputError(str(e)) from None
     if restart and cfg.checkpoint_dir.exists():
+        if not is_checkpoint_dir(cfg.checkpoint_dir):
+            raise OutputError(f"{cfg.checkpoint_dir} is not a memlora-train checkpoint directory; not removing it")
         shutil.rmtree(cfg.checkpoint_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -420,8 +437,8 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
         with model.disable_adapter():
             val["base_val_loss"] = loss_over(val_enc)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    od = OutputDir(out, force=False, owned=lambda p: False, kind="adapter directory", inputs=[cfg.data])
+    with od as tmp:
         model.peft_config["default"].base_model_name_or_path = cfg.base
         model.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
@@ -445,10 +462,11 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
         (tmp / "training_config.json").write_text(json.dumps(summary, indent=1) + "\n")
         (tmp / "validation.json").write_text(json.dumps(val, indent=1) + "\n")
         _readable(tmp)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not cfg.keep_checkpoints:
+        try:
+            od.commit()
+        except OutputDirError as e:
+            raise OutputError(str(e)) from None
+    if not cfg.keep_checkpoints and is_checkpoint_dir(cfg.checkpoint_dir):
         shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
     summary["validation"] = val
     return summary

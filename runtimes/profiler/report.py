@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from runtimes.outdir import OutputDir, json_file_has
 
 SCHEMA = "memlora.profile"
 SCHEMA_VERSION = 1
@@ -102,25 +101,27 @@ def compare_with_baseline(current: dict[str, Any], baseline: dict[str, Any]) -> 
 
 
 # ------------------------------------------------------------------------------------------------- writing
-def write(report: dict[str, Any], out_dir: str | Path, plots: bool = True) -> Path:
-    """report.json + report.md (+ PNG plots) into `out_dir`, atomically (temp dir, then rename)."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+def is_report(path: Path) -> bool:
+    """An earlier memlora-profile report directory (what --force may replace)."""
+    return json_file_has(path / "report.json", lambda r: r.get("schema") == SCHEMA)
+
+
+def output(out_dir: str | Path, force: bool = False, inputs: Iterable[str | Path] = ()) -> OutputDir:
+    """The report directory, checked now (before any profiling) and written atomically by `write`."""
+    od = OutputDir(out_dir, force=force, owned=is_report, kind="memlora-profile report", inputs=inputs)
+    od.check()
+    return od
+
+
+def write(report: dict[str, Any], out: OutputDir | str | Path, plots: bool = True) -> Path:
+    """report.json + report.md (+ PNG plots) into the report directory, atomically (temp dir, then a no-replace
+    rename; an existing directory is replaced only when it is an earlier report and `--force` was given)."""
+    od = out if isinstance(out, OutputDir) else output(out)
+    with od as tmp:
         images = render_plots(report, tmp) if plots else []
         (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
         (tmp / "report.md").write_text(markdown(report, images))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return od.commit()
 
 
 def _json_default(o: Any) -> Any:
