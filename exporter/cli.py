@@ -7,6 +7,9 @@ import logging
 import sys
 from typing import Any
 
+from runtimes.clikit import Parser, quiet_startup, run_main
+from runtimes.outdir import OutputError as _OutputError
+
 from .errors import MemloraError, SpecError
 from .spec import AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
 
@@ -26,7 +29,7 @@ def parse_adapters(items: list[str]) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Export a small LM + its MemLoRA adapters to a phone-ready bundle.")
+    p = Parser(prog=PROG, description="Export a small LM + its MemLoRA adapters to a phone-ready bundle.")
     p.add_argument("--target", default="android", choices=["android", "host"], help="where the bundle will run")
     p.add_argument("--base", default="smollm2-135m",
                    help="embedded model name (smollm2-135m, gemma3-270m), a Hugging Face directory or a .gguf file")
@@ -64,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then adb push the bundle to /data/local/tmp/memlora and adb install the demo app if built")
     p.add_argument("--serial", help="with --install: the adb serial of the phone (default: the only one attached)")
     p.add_argument("--apk", help="with --install: the APK to install (default: android_demo's debug build)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--debug", "--verbose", "-v", dest="debug", action="store_true",
+                   help="show library logs and warnings, and tracebacks")
     return p
 
 
@@ -136,40 +140,32 @@ def print_summary(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
-                        format="%(name)s: %(message)s")
-    for noisy in ("torch", "executorch", "torchao", "transformers", "root"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.ERROR)
-    if not args.debug:  # library deprecation chatter is not for users of the CLI
-        import warnings
+    quiet_startup(args.debug, PROG)
+    logging.getLogger("memlora").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    state: dict[str, Any] = {}
 
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
+    def export() -> int:
         spec = spec_from_args(args)
-        device = None
         if args.install:  # adb and a phone are checked before minutes of export, not after
             from .install import preflight
 
-            device = preflight(args.serial)
+            state["device"] = preflight(args.serial)
         from .pipeline import run
 
-        result = run(spec)
-    except MemloraError as e:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no bundle was written", file=sys.stderr)
-        return 130
+        state["result"] = run(spec)
+        return 0
+
+    code = run_main(PROG, export, debug=args.debug, user_errors=(MemloraError, _OutputError),
+                    interrupted="no bundle was written")
+    if code:
+        return code
+    result = state["result"]
     print_summary(result)
-    if device is not None:
+    if state.get("device") is not None:
         from .install import install
 
         try:
-            done = install(device, result["bundle"], args.apk)
+            done = install(state["device"], result["bundle"], args.apk)
         except MemloraError as e:
             print(f"{PROG}: error: {e} (the bundle is at {result['bundle']})", file=sys.stderr)
             return 1

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from .clikit import Parser, quiet_startup, run_main
 from .manifest import BundleError
 
 PROG = "memlora-run"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description="Run one operation of a memlora bundle on this host.")
+    p = Parser(prog=PROG, description="Run one operation of a memlora bundle on this host.")
     p.add_argument("bundle")
     p.add_argument("--op", default="generate")
     p.add_argument("--prompt", required=True, help="user message (rendered with the bundle's chat template)")
@@ -25,9 +25,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the size and sha256 check of bundle files (names, fields and paths are still checked)")
     p.add_argument("--backend", choices=["auto", "executorch", "onnx"], default="auto",
                    help="which programs of the bundle to run; auto: ExecuTorch unless the bundle is ONNX-only")
+    p.add_argument("--debug", "--verbose", "-v", dest="debug", action="store_true",
+                   help="show library logs and warnings, and tracebacks")
     a = p.parse_args(argv)
-    try:
+    quiet_startup(a.debug, PROG)
+    state: dict = {}
+
+    def body() -> int:
         from .manifest import load_manifest
+
+        try:  # argv bytes that are not UTF-8 arrive as lone surrogates
+            a.prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("--prompt is not valid UTF-8 text") from None
 
         manifest = load_manifest(a.bundle, verify=not a.no_verify)
         backend = a.backend if a.backend != "auto" else ("onnx" if manifest.raw["format"] == "onnx" else "executorch")
@@ -41,10 +51,13 @@ def main(argv: list[str] | None = None) -> int:
             g = rt.generate(a.op, prompt=a.prompt, **kw)
             print(json.dumps({"op": g.op, "text": g.text, "stop_reason": g.stop_reason, "stats": g.stats.to_dict()}))
             return 0
-        g = rt.generate(a.op, prompt=a.prompt, on_token=lambda s: print(s, end="", flush=True), **kw)
-    except (BundleError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+        state["g"] = rt.generate(a.op, prompt=a.prompt, on_token=lambda s: print(s, end="", flush=True), **kw)
+        return 0
+
+    code = run_main(PROG, body, debug=a.debug, user_errors=(BundleError, ValueError), interrupted="stopped")
+    if code or "g" not in state:
+        return code
+    g = state["g"]
     s = g.stats
     print(f"\n[{g.stop_reason}] load {s.load_ms:.0f} ms | prompt {s.prompt_tokens} tok, prefill {s.prefill_tok_s:.1f} tok/s | "
           f"{len(g.tokens)} new tok, decode {s.decode_tok_s:.1f} tok/s | ttft {s.ttft_ms:.0f} ms"

@@ -13,6 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from runtimes.clikit import Parser, quiet_startup, run_main
+from runtimes.outdir import OutputError as OutputDirError, check_output
+
 from ..errors import MemloraError, SpecError
 
 PROG = "memlora-train"
@@ -29,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .trainer import TrainConfig
 
     d = TrainConfig(op="extract", out="")
-    p = argparse.ArgumentParser(prog=PROG, description="Train a MemLoRA adapter (PEFT LoRA) for one memory operation "
+    p = Parser(prog=PROG, description="Train a MemLoRA adapter (PEFT LoRA) for one memory operation "
                                 "on distillation data built from LoCoMo-format conversations.")
     p.add_argument("--op", required=True, choices=["extract", "update", "generate"])
     p.add_argument("--out", help="adapter directory to create (default: memlora_adapters/<base>/<op>)")
@@ -54,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
     p.add_argument("--cache-dir", default=None, help="where built examples are cached (default: $MEMLORA_CACHE/train-data)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--debug", "--verbose", "-v", dest="debug", action="store_true",
+                   help="show library logs and warnings, and tracebacks")
     return p
 
 
@@ -62,16 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other jobs, spinning threads stall training.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
-                        format="%(name)s: %(message)s")
-    for noisy in ("torch", "transformers", "peft", "root", "httpx", "sentence_transformers"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.ERROR)
-    if not args.debug:
-        import warnings
+    quiet_startup(args.debug, PROG)
+    logging.getLogger("memlora").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    state: dict = {}
 
-        for cat in (FutureWarning, UserWarning, DeprecationWarning):
-            warnings.filterwarnings("ignore", category=cat)
-    try:
+    def body() -> int:
         from . import data as D
         from ..load import cache_root
         from .trainer import TrainConfig, train
@@ -84,10 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             bf16=not args.no_bf16, val_examples=args.val_examples, val_decode=args.val_decode,
             eval_base=not args.no_eval_base, checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints)
-        if Path(cfg.out).exists():
-            raise SpecError(f"output {cfg.out} exists; remove it or pass another --out")
         if not Path(cfg.data).is_file():
             raise SpecError(f"data file not found: {cfg.data} (pass --data PATH to a LoCoMo-format JSON)")
+        check_output(cfg.out, force=False, owned=lambda p: False, kind="adapter directory", inputs=[cfg.data])
         cache = Path(args.cache_dir) if args.cache_dir else cache_root() / "train-data"
         embedder = D.default_embedder() if (args.op != "extract" or args.val_decode) else None
         log = logging.getLogger("memlora.train")
@@ -98,16 +96,16 @@ def main(argv: list[str] | None = None) -> int:
                 "train": D.summary(tr), "val": D.summary(va)}
         log.info("train: %s", info["train"])
         log.info("val: %s", info["val"])
-        summary = train(cfg, train_examples=tr, val_examples=va, restart=args.restart, data_info=info,
-                        embed=embedder.embed if embedder is not None else None)
-    except MemloraError as e:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+        state["summary"] = train(cfg, train_examples=tr, val_examples=va, restart=args.restart, data_info=info,
+                                 embed=embedder.embed if embedder is not None else None)
+        state["cfg"] = cfg
+        return 0
+
+    code = run_main(PROG, body, debug=args.debug, user_errors=(MemloraError, OutputDirError),
+                    interrupted="rerun the same command to resume from the last checkpoint")
+    if code:
+        return code
+    summary, cfg = state["summary"], state["cfg"]
     v = summary["validation"]
     print(json.dumps({"adapter": cfg.out, "train_seconds": summary["seconds"]["train"],
                       "val_loss": v.get("val_loss"), "base_val_loss": v.get("base_val_loss"),

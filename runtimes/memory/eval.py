@@ -14,14 +14,18 @@ Writes report.json and report.md into --out, and prints the Markdown table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ..clikit import Parser, quiet_startup, run_main
+from ..outdir import OutputDir, OutputError, json_file_has
 from . import locomo, metrics
 
 PROG = "memlora-eval"
@@ -107,14 +111,24 @@ def make_backend(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------------- evaluation
+def file_safe(name: str) -> str:
+    """A sample_id as a plain file-name part (the data is input: an id like '../x' must not name a path)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64]
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def is_eval_report(path: Path) -> bool:
+    """An earlier memlora-eval output (what --force may replace)."""
+    return json_file_has(path / "report.json", lambda r: r.get("tool") == PROG or ("qa" in r and "extraction" in r
+                                                                                   and "config" in r))
+
+
 def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: Any, args: argparse.Namespace,
                           judge_fn: Any = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    store_path = Path(args.out) / f"store-{conv.sample_id}.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(store_path) + suffix).unlink(missing_ok=True)
+    store_path = Path(args.store_dir) / f"store-{file_safe(conv.sample_id)}.sqlite"
     pipe = pipe_factory(store_path, conv.sample_id)
     sessions = conv.sessions[: args.max_sessions] if args.max_sessions else conv.sessions
     kept = {s.index for s in sessions}
@@ -241,7 +255,7 @@ def markdown(rep: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Evaluate the memory pipeline on LoCoMo-format conversations.")
+    p = Parser(prog=PROG, description="Evaluate the memory pipeline on LoCoMo-format conversations.")
     p.add_argument("--data", default=str(locomo.DEFAULT_DATA), help="LoCoMo JSON (default: ../shared/data/locomo_dev.json)")
     p.add_argument("--split", default="val", choices=["val", "train", "all"],
                    help="conversations to use (val: the last 2 of the file, or --split-file's)")
@@ -274,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (…/v1) for an LLM-judge score")
     p.add_argument("--judge-model", default="gpt-4o-mini")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--out", default="memlora_eval", help="output directory (report.json, report.md, stores)")
+    p.add_argument("--out", default="memlora_eval", help="output directory to create (report.json, report.md, stores)")
+    p.add_argument("--force", action="store_true", help="replace an earlier memlora-eval output at --out")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", "--verbose", "-v", dest="debug", action="store_true",
+                   help="show library logs and warnings, and tracebacks")
     return p
 
 
@@ -291,16 +307,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.data = str(data)
     try:
         convs = locomo.load(args.data)
+        if not args.conversations:
+            convs = locomo.split(convs, args.split, args.split_file)
     except (FileNotFoundError, ValueError) as e:
-        raise EvalError(str(e)) from e
+        raise EvalError(str(e)) from None
     if args.conversations:
         wanted = [x.strip() for x in args.conversations.split(",") if x.strip()]
         missing = sorted(set(wanted) - {c.sample_id for c in convs})
         if missing:
             raise EvalError(f"--conversations: {missing} not in {args.data}; it has {[c.sample_id for c in convs]}")
         convs = [c for c in convs if c.sample_id in wanted]
-    else:
-        convs = locomo.split(convs, args.split, args.split_file)
     if args.limit:
         convs = convs[: args.limit]
     if not convs:
@@ -308,14 +324,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("window", "update_batch", "top_k"):
         if getattr(args, name) < 1:
             raise EvalError(f"--{name.replace('_', '-')} must be >= 1")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = [args.data, args.split_file, args.bundle,
+              *[a.partition("=")[2] or a for a in (args.adapters or [])],
+              *([args.base] if Path(args.base).exists() else [])]
+    od = OutputDir(args.out, force=args.force, owned=is_eval_report, kind="memlora-eval output", inputs=inputs)
+    od.check()  # before minutes of model work
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    llm, embedder, desc = make_backend(args)
-    scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
     max_new: dict[str, int] = {}
     for item in (args.max_new_tokens or "").split(","):
         if item.strip():
@@ -323,6 +340,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not sep or not n.strip().isdigit() or op.strip() not in ("extract", "update", "generate"):
                 raise EvalError(f"--max-new-tokens expects OP=N items (ops extract, update, generate), got {item!r}")
             max_new[op.strip()] = int(n)
+    llm, embedder, desc = make_backend(args)
+    scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
     config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, constrained=args.constrained,
                             add_to_empty_store=args.add_to_empty_store,
                             max_new_tokens=max_new)
@@ -338,27 +357,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return judge(args.judge_url, args.judge_model, q, gold, pred, key)
 
     results = []
-    for conv in convs:
-        r = evaluate_conversation(conv, pipe_factory, scorer_model.embed, args, judge_fn)
-        print(f"{PROG}: {conv.sample_id}: {r['windows']} windows, {r['questions']} questions in {r['seconds']:.0f} s",
-              file=sys.stderr)
-        results.append(r)
-    rep = summarise(results, args, desc)
-    (out / "report.json").write_text(json.dumps({**rep, "details": results}, indent=1) + "\n")
-    md = markdown(rep)
-    (out / "report.md").write_text(md)
+    with od as tmp:
+        args.store_dir = tmp
+        for conv in convs:
+            r = evaluate_conversation(conv, pipe_factory, scorer_model.embed, args, judge_fn)
+            print(f"{PROG}: {conv.sample_id}: {r['windows']} windows, {r['questions']} questions in {r['seconds']:.0f} s",
+                  file=sys.stderr)
+            results.append(r)
+        rep = summarise(results, args, desc)
+        (tmp / "report.json").write_text(json.dumps({"tool": PROG, **rep, "details": results}, indent=1) + "\n")
+        md = markdown(rep)
+        (tmp / "report.md").write_text(md)
+        od.commit()
     return {"report": rep, "markdown": md}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr,
-                        format="%(name)s: %(message)s")
+    quiet_startup(args.debug, PROG)
     if not args.debug:
-        import warnings
-
-        for cat in (FutureWarning, UserWarning, DeprecationWarning):
-            warnings.filterwarnings("ignore", category=cat)
         try:
             from transformers.utils import logging as hf_logging
 
@@ -369,17 +386,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..manifest import BundleError
 
-    try:
-        result = run(args)
-    except (EvalError, MemloraError, BundleError) as e:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    print(result["markdown"])
+    state: dict[str, Any] = {}
+
+    def body() -> int:
+        state["result"] = run(args)
+        return 0
+
+    code = run_main(PROG, body, debug=args.debug, user_errors=(EvalError, MemloraError, BundleError, OutputError),
+                    interrupted="no report was written")
+    if code:
+        return code
+    print(state["result"]["markdown"])
     return 0
 
 

@@ -3,11 +3,12 @@ memory operation of a bundle; writes OUT/report.json, OUT/report.md and PNG plot
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from runtimes.clikit import Parser, quiet_startup, run_main
 from runtimes.manifest import BundleError
+from runtimes.outdir import OutputError
 
 from . import ProfileError
 
@@ -38,12 +39,13 @@ def parse_new_tokens(items: list[str]) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     from . import devices
 
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0].split(": ", 1)[1])
+    p = Parser(prog=PROG, description=__doc__.split("\n")[0].split(": ", 1)[1])
     p.add_argument("bundle", help="bundle directory (manifest.json + programs)")
     p.add_argument("--target", default="host",
                    help=f"host | host:PROFILE (profiles: {', '.join(devices.PROFILES)}; tiers: "
                         f"{', '.join(devices.TIERS)}) | adb | adb:SERIAL")
-    p.add_argument("--report", required=True, help="output directory for report.json, report.md and plots")
+    p.add_argument("--report", required=True, help="output directory to create for report.json, report.md and plots")
+    p.add_argument("--force", action="store_true", help="replace an earlier memlora-profile report at --report")
     p.add_argument("--ops", nargs="+", help="ops to profile (default: every op in the bundle)")
     p.add_argument("--backend", choices=["auto", "executorch", "onnx"], default="auto",
                    help="which programs of the bundle to run; auto: ExecuTorch unless the bundle is ONNX-only")
@@ -68,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adb", help="adb executable (default: $ADB or adb on PATH)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", "--verbose", "-v", dest="debug", action="store_true",
+                   help="show library logs and warnings, and tracebacks")
     a = p.parse_args(argv)
-    try:
+    quiet_startup(a.debug, PROG)
+    state: dict = {}
+
+    def body() -> int:
         from .plan import Settings, size_row
-        from .report import compare_with_baseline, write
+        from .report import compare_with_baseline, output, write
 
         kind, arg = parse_target(a.target)
         for name in ("warmup", "repeats", "samples", "rounds", "k", "window"):
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         s = Settings(warmup=a.warmup, repeats=a.repeats, samples=a.samples, rounds=a.rounds, k=a.k, window=a.window,
                      seed=a.seed, data=a.data, ops=a.ops, new_tokens=parse_new_tokens(a.new_tokens),
                      backend=a.backend, threads=a.threads, breakdown=not a.no_breakdown, cycle=not a.no_cycle)
+        od = output(a.report, a.force, inputs=[a.bundle, a.data, a.baseline, *a.also])  # checked before any run
         baseline = None
         if a.baseline:
             try:
@@ -105,10 +113,15 @@ def main(argv: list[str] | None = None) -> int:
             report["sizes"] += [size_row(load_manifest(b, verify=False)) for b in a.also]
         if baseline is not None:
             report["baseline"] = compare_with_baseline(report, baseline)
-        out = write(report, a.report, plots=not a.no_plots)
-    except (ProfileError, BundleError, ValueError, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+        state["out"] = write(report, od, plots=not a.no_plots)
+        state["report"] = report
+        return 0
+
+    code = run_main(PROG, body, debug=a.debug, user_errors=(ProfileError, BundleError, ValueError, OutputError),
+                    interrupted="no report was written")
+    if code:
+        return code
+    report, out = state["report"], state["out"]
     summary = {op: {"e2e_ms": round(o["summary"]["e2e_ms"]["median"], 1),
                     "prefill_tok_s": round(o["summary"]["prefill_tok_s"]["median"], 1),
                     "decode_tok_s": round(o["summary"]["decode_tok_s"]["median"], 1)} for op, o in report["ops"].items()}
