@@ -6,6 +6,7 @@ GGUF files are dequantized by transformers once and cached as a safetensors HF d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -179,6 +180,13 @@ def load_base(base: str) -> BaseModel:
     except Exception as e:
         raise InputError(f"cannot load base model from {hf_dir}: {type(e).__name__}: {e}") from e
     model.eval()
+    if getattr(tokenizer, "chat_template", None):
+        try:  # the template is input too: a sandbox refusal or a broken template is one line here, not mid-export
+            tokenizer.apply_chat_template([{"role": "user", "content": "u"}],
+                                          tokenize=False, add_generation_prompt=True)
+        except Exception as e:
+            raise InputError(f"base {name!r}: its chat template cannot be rendered: {type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:200]}") from None
     return BaseModel(name=name, source=source, hf_dir=Path(hf_dir), model=model, tokenizer=tokenizer)
 
 
@@ -205,6 +213,69 @@ class Adapter:
                 "source": str(self.path), "sha256": self.sha256, "tensors": 2 * len(self.weights)}
 
 
+# LoraConfig options that change what the adapter computes and that this exporter does not reproduce: an adapter
+# using any of them is refused with one line instead of being exported as something else.
+_UNSUPPORTED = {
+    "use_dora": "DoRA", "modules_to_save": "modules_to_save (full weights)", "rank_pattern": "per-module ranks",
+    "alpha_pattern": "per-module alphas", "layers_to_transform": "a subset of layers", "layers_pattern": "layers_pattern",
+    "layer_replication": "layer replication", "lora_bias": "LoRA bias", "target_parameters": "target_parameters",
+    "trainable_token_indices": "trainable tokens", "use_qalora": "QA-LoRA", "use_bdlora": "BD-LoRA",
+    "alora_invocation_tokens": "aLoRA", "fan_in_fan_out": "fan_in_fan_out (Conv1D weights)",
+    "exclude_modules": "exclude_modules",
+}
+
+
+def read_lora_config(op: str, d: Path) -> tuple[Any, dict[str, Any]]:
+    """adapter_config.json through PEFT's own LoraConfig, with its shape and types checked (one line naming the file
+    and the field) and the options we do not honour refused instead of ignored."""
+    cfg_path = d / "adapter_config.json"
+    try:
+        raw = json.loads(cfg_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"adapter {op!r}: {cfg_path} is not UTF-8 text") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise InputError(f"adapter {op!r}: {cfg_path} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise InputError(f"adapter {op!r}: cannot read {cfg_path}: {e.strerror}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"adapter {op!r}: {cfg_path} must hold a JSON object, got {type(raw).__name__}")
+    if str(raw.get("peft_type", "LORA")).upper() != "LORA":
+        raise InputError(f"adapter {op!r}: peft_type {raw.get('peft_type')!r} is not supported; supported: ['LORA']")
+
+    def bad(field: str, expected: str) -> InputError:
+        return InputError(f"adapter {op!r}: {cfg_path}: {field} must be {expected}, got {raw.get(field)!r}")
+
+    r = raw.get("r", 8)
+    if not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= 4096:
+        raise bad("r", "an integer rank in [1, 4096]")
+    a = raw.get("lora_alpha", 8)
+    if not isinstance(a, (int, float)) or isinstance(a, bool) or not 0 < a < 1e6:
+        raise bad("lora_alpha", "a positive number")
+    t = raw.get("target_modules")
+    if not (isinstance(t, str) or (isinstance(t, list) and t and all(isinstance(x, str) for x in t))):
+        raise bad("target_modules", "a module name, a regex or a non-empty list of module names")
+    for flag in ("use_rslora", "use_dora", "fan_in_fan_out", "lora_bias"):
+        if flag in raw and not isinstance(raw[flag], bool) and raw[flag] is not None:
+            raise bad(flag, "true or false")
+    if raw.get("bias", "none") != "none":
+        raise InputError(f"adapter {op!r}: bias={raw['bias']!r} is not supported; supported: ['none']")
+    for key, what in _UNSUPPORTED.items():
+        v = raw.get(key)
+        if v not in (None, False, {}, [], ""):
+            raise InputError(f"adapter {op!r}: {cfg_path}: {key}={v!r} ({what}) is not supported by this exporter")
+    from peft import LoraConfig
+
+    known = {f.name for f in dataclasses.fields(LoraConfig)}
+    try:  # PEFT's own loader: it knows every field of its version and drops what an older PEFT wrote
+        cfg = LoraConfig.from_pretrained(str(d))
+    except Exception as e:  # PEFT raises TypeError / ValueError / AttributeError for malformed fields
+        raise InputError(f"adapter {op!r}: {cfg_path}: PEFT cannot read it: {type(e).__name__}: {e}") from None
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        log.warning("adapter %r: %s has fields this PEFT version does not know: %s", op, cfg_path, unknown)
+    return cfg, raw
+
+
 def load_adapter(op: str, path: str | Path) -> Adapter:
     """Read a PEFT LoRA directory (adapter_config.json + adapter_model.safetensors), refusing pickles."""
     d = Path(path)
@@ -218,21 +289,9 @@ def load_adapter(op: str, path: str | Path) -> Adapter:
         raise InputError(f"adapter {op!r}: {st_path} not found")
     if not cfg_path.exists():
         raise InputError(f"adapter {op!r}: {cfg_path} not found")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"adapter {op!r}: adapter_config.json is not valid JSON: {e}") from e
-    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
-        raise InputError(f"adapter {op!r}: peft_type {cfg.get('peft_type')!r} is not supported; supported: ['LORA']")
-    for flag in ("use_dora",):
-        if cfg.get(flag):
-            raise InputError(f"adapter {op!r}: {flag}=true is not supported")
-    if cfg.get("modules_to_save"):
-        raise InputError(f"adapter {op!r}: modules_to_save={cfg['modules_to_save']} is not supported (LoRA weights only)")
-    if cfg.get("bias", "none") != "none":
-        raise InputError(f"adapter {op!r}: bias={cfg['bias']!r} is not supported; supported: ['none']")
-    rank, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
-    targets = cfg.get("target_modules") or []
+    lc, raw_cfg = read_lora_config(op, d)
+    rank, alpha = lc.r, float(lc.lora_alpha)
+    targets = raw_cfg["target_modules"]  # as written (PEFT's LoraConfig keeps a set)
     targets = [targets] if isinstance(targets, str) else list(targets)
 
     from safetensors import SafetensorError, safe_open
@@ -261,7 +320,7 @@ def load_adapter(op: str, path: str | Path) -> Adapter:
         pairs[key] = (ab["A"], ab["B"])
     from .arch import lora_scale
 
-    return Adapter(op=op, path=d, rank=rank, alpha=alpha, scale=lora_scale(alpha, rank, bool(cfg.get("use_rslora"))),
+    return Adapter(op=op, path=d, rank=rank, alpha=alpha, scale=lora_scale(alpha, rank, bool(lc.use_rslora)),
                    target_modules=targets, weights=pairs, sha256=hashlib.sha256(st_path.read_bytes()).hexdigest())
 
 

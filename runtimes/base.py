@@ -117,18 +117,24 @@ class Runtime(ABC):
         tpl = self.manifest.chat_template
         if not tpl:
             return "\n".join(m["content"] for m in messages) + "\n"
-        if self._template is None:
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from jinja2 import TemplateError
 
-            def raise_exception(msg: str) -> None:
-                raise ValueError(msg)
+        try:  # the template is bundle data: whatever it does wrong (sandbox refusal, syntax, recursion) is one line
+            if self._template is None:
+                from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-            env.globals["raise_exception"] = raise_exception
-            self._template = env.from_string(tpl)
-        tok = self.manifest.raw["tokenizer"]
-        return self._template.render(messages=messages, add_generation_prompt=True,
-                                     bos_token=tok.get("bos_token") or "", eos_token=tok.get("eos_token") or "")
+                def raise_exception(msg: str) -> None:
+                    raise TemplateError(msg)
+
+                env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+                env.globals["raise_exception"] = raise_exception
+                self._template = env.from_string(tpl)
+            tok = self.manifest.raw["tokenizer"]
+            return self._template.render(messages=messages, add_generation_prompt=True,
+                                         bos_token=tok.get("bos_token") or "", eos_token=tok.get("eos_token") or "")
+        except (TemplateError, RecursionError, TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+            raise BundleError(f"the bundle's chat template cannot be rendered: {type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]}") from None
 
     def encode(self, messages: list[dict[str, str]] | None = None, prompt: str | None = None) -> list[int]:
         if (messages is None) == (prompt is None):

@@ -369,10 +369,9 @@ def data_sha256(path: Path) -> str:
 
 def load_conversations(data: str | Path, split: str) -> list[locomo.Conversation]:
     try:
-        convs = locomo.load(data)
+        return locomo.split(locomo.load(data), split)
     except (FileNotFoundError, ValueError) as e:
         raise InputError(str(e)) from e
-    return locomo.split(convs, split)
 
 
 def build(op: str, split: str, data: str | Path = locomo.DEFAULT_DATA, *, seed: int = 0, embedder: Any = None,

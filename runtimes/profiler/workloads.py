@@ -55,13 +55,13 @@ def load_locomo(path: str | Path | None) -> list[dict[str, Any]]:
     if p is None or not p.is_file():
         raise ProfileError(f"LoCoMo data not found ({path or '../shared/data/' + DATA_NAME}); pass --data PATH to "
                            f"locomo10.json-shaped data")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ProfileError(f"{p}: invalid JSON: {e}") from e
-    if not isinstance(data, list) or not data or "conversation" not in data[0]:
-        raise ProfileError(f"{p}: not LoCoMo-shaped (a list of samples with 'conversation', 'observation', 'qa')")
-    return data
+    from runtimes.memory import locomo
+
+    try:  # the same checks as every other reader of LoCoMo-format data: one line naming the file and the field
+        locomo.load(p)
+    except (FileNotFoundError, ValueError) as e:
+        raise ProfileError(str(e)) from None
+    return json.loads(p.read_text(encoding="utf-8"))
 
 
 _WORD = re.compile(r"[a-z0-9']+")
