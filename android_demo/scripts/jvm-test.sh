@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `./build.sh android-test`: compile the app's shared JVM module (android_demo/core) with javac and run its JUnit 4
-# tests against the shared test vectors that the Python side writes (python -m runtimes.memory.vectors).
+# tests against the shared test vectors that the Python side writes (python -m runtimes.memory.vectors) and the
+# committed hostile bundle manifests (tests/data/hostile_manifests.json, also run by tests/test_manifest_closed_world.py).
 # Needs a JDK (javac >= 11) and Debian's junit4, libhamcrest-java, libxerial-sqlite-jdbc-java; no Gradle, no SDK.
 #   usage: android_demo/scripts/jvm-test.sh PYTHON
 # Env: MEMLORA_VECTORS_BUNDLE=DIR records that exported bundle's manifest instead of the cached tiny export.
@@ -35,7 +36,7 @@ javac "${JFLAGS[@]}" -cp "$OUT/classes:$CP" -d "$OUT/test-classes" $(find androi
 
 tests=$(cd android_demo/core/src/test/java && find . -name '*Test.java' | sed 's|^\./||; s|\.java$||; s|/|.|g' | sort)
 set +e
-java -Dmemlora.vectors="$OUT/vectors" -cp "$OUT/classes:$OUT/test-classes:$CP" org.junit.runner.JUnitCore $tests | tee "$OUT/junit.log"
+java -Dmemlora.vectors="$OUT/vectors" -Dmemlora.hostile=tests/data/hostile_manifests.json -cp "$OUT/classes:$OUT/test-classes:$CP" org.junit.runner.JUnitCore $tests | tee "$OUT/junit.log"
 rc=${PIPESTATUS[0]}
 set -e
 run=$(sed -n 's/^OK (\([0-9]*\) tests)$/\1/p; s/^Tests run: \([0-9]*\),.*/\1/p' "$OUT/junit.log" | tail -1)

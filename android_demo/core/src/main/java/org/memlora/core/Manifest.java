@@ -4,22 +4,33 @@ import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.math.BigInteger;
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.InvalidPathException;
+import java.nio.file.Paths;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.regex.Pattern;
 
 /**
  * The bundle manifest (schema v1) read exactly as runtimes/manifest.py {@code load_manifest} reads it: the same
- * required keys, schema check, file size + sha256 verification and op -> file checks, with the same messages. On top,
+ * required keys, schema check, field types, file size + sha256 verification and op -> file checks, with the same
+ * messages. A bundle is a closed world: every file name is a plain name ({@link #NAME_RULE}) listed in {@code files}
+ * and resolving inside the bundle directory; open bundle files only through {@link #file(String)}, which checks that
+ * again (tests/data/hostile_manifests.json holds both readers to the same verdicts). On top,
  * {@link #checkRuntimeVersion} refuses a bundle whose programs were exported with another ExecuTorch version than the
  * runtime the app links (a .pte must run on the runtime version it was exported with).
  */
@@ -31,7 +42,7 @@ public final class Manifest {
     static final Set<String> KNOWN = new HashSet<>(REQUIRED);
 
     static {
-        KNOWN.addAll(Arrays.asList("tool", "created_utc", "spec", "export", "backends", "embedder"));
+        KNOWN.addAll(Arrays.asList("tool", "created_utc", "spec", "export", "backends", "embedder", "target"));
     }
 
     /** One memory operation: its program, data files, prompt template and generation defaults. */
@@ -96,13 +107,18 @@ public final class Manifest {
         this.raw = raw;
     }
 
-    /** {@code load_manifest(bundle, verify)}. */
+    /** {@code load_manifest(bundle, verify)}: the same checks in the same order, with the same messages. */
     public static Manifest load(File bundle, boolean verify) {
         File path = new File(bundle, MANIFEST);
         if (!path.isFile()) throw new BundleError(bundle.getPath() + " is not a memlora bundle: " + MANIFEST + " not found");
+        String rootReal = realPath(bundle);
+        if (!inside(rootReal, path)) throw new BundleError(path.getPath() + ": " + MANIFEST + " leads outside the bundle (a link)");
         String text;
         try {
-            text = new String(Files.readAllBytes(path.toPath()), StandardCharsets.UTF_8);
+            text = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT).decode(ByteBuffer.wrap(Files.readAllBytes(path.toPath()))).toString();
+        } catch (CharacterCodingException e) {
+            throw new BundleError(path.getPath() + ": invalid JSON: not UTF-8 text");
         } catch (IOException e) {
             throw new BundleError(path.getPath() + ": cannot read: " + e.getMessage());
         }
@@ -111,6 +127,8 @@ public final class Manifest {
             parsed = Json.parse(text);
         } catch (Json.DecodeError e) {
             throw new BundleError(path.getPath() + ": invalid JSON: " + e.getMessage());
+        } catch (StackOverflowError e) {
+            throw new BundleError(path.getPath() + ": invalid JSON: nested too deeply");
         }
         if (!(parsed instanceof Map)) throw new BundleError(path.getPath() + ": the manifest is not a JSON object");
         Map<String, Object> raw = Json.obj(parsed, "manifest");
@@ -118,59 +136,323 @@ public final class Manifest {
         for (String k : REQUIRED) if (!raw.containsKey(k)) missing.add(k);
         if (!missing.isEmpty()) throw new BundleError(path.getPath() + ": missing required keys " + Py.repr(missing));
         Object sv = raw.get("schema_version");
-        boolean svOk = (sv instanceof Number && ((Number) sv).doubleValue() == SCHEMA_VERSION) || Boolean.TRUE.equals(sv) && SCHEMA_VERSION == 1;
-        if (!svOk)
+        if (!isInt(sv)) throw new BundleError(path.getPath() + ": schema_version: expected an integer, got " + kind(sv));
+        if (!sv.toString().equals(String.valueOf(SCHEMA_VERSION)))
             throw new BundleError(path.getPath() + ": schema_version " + Py.str(sv) + " is not supported (this runtime reads " + SCHEMA_VERSION + ")");
         Manifest m = new Manifest(bundle, raw);
         List<String> unknown = new ArrayList<>();
         for (String k : raw.keySet()) if (!KNOWN.contains(k)) unknown.add(k);
         unknown.sort(Py.CODE_POINT_ORDER);
         if (!unknown.isEmpty()) m.warnings.add(path.getPath() + ": unknown keys " + Py.repr(unknown) + " ignored");
+        checkFields(raw, path.getPath());
         Map<String, Object> files = Json.obj(raw.get("files"), "files");
+        for (String name : files.keySet())
+            if (!inside(rootReal, new File(bundle, name))) throw new BundleError("bundle file " + name + " leads outside the bundle (a link)");
         if (verify) {
             for (Map.Entry<String, Object> e : files.entrySet()) {
                 String name = e.getKey();
                 Map<String, Object> entry = Json.obj(e.getValue(), "files entry");
                 File f = new File(bundle, name);
                 if (!f.isFile()) throw new BundleError("bundle file missing: " + name);
-                long expect = ((Number) entry.get("bytes")).longValue();
-                if (f.length() != expect)
+                Object expect = entry.get("bytes");
+                if (!String.valueOf(f.length()).equals(expect.toString()))
                     throw new BundleError("bundle file " + name + ": " + f.length() + " bytes, manifest says " + expect + " (truncated?)");
                 if (!sha256(f).equals(entry.get("sha256"))) throw new BundleError("bundle file " + name + ": sha256 mismatch (corrupted or modified)");
             }
         }
-        Object emb = raw.get("embedder");
-        if (emb != null) {
-            Map<String, Object> em = Json.obj(emb, "embedder");
-            for (String key : Arrays.asList("program", "tokenizer", "dim", "max_len", "pooling"))
-                if (!em.containsKey(key)) throw new BundleError(path.getPath() + ": embedder entry misses " + Py.repr(key));
-            for (String key : Arrays.asList("program", "tokenizer"))
-                if (!files.containsKey(em.get(key)))
-                    throw new BundleError("embedder names " + Py.repr(em.get(key)) + ", which the manifest's files do not list");
-        }
-        for (Map.Entry<String, Object> e : Json.obj(raw.get("ops"), "ops").entrySet()) {
-            Map<String, Object> op = Json.obj(e.getValue(), "op " + e.getKey());
-            List<Object[]> places = new ArrayList<>(); // {format or null, entry}
-            places.add(new Object[] {null, op});
-            if (op.get("backends") instanceof Map)
-                for (Map.Entry<String, Object> b : Json.obj(op.get("backends"), "backends").entrySet())
-                    places.add(new Object[] {b.getKey(), Json.obj(b.getValue(), "backend")});
-            for (Object[] place : places) {
-                @SuppressWarnings("unchecked") Map<String, Object> b = (Map<String, Object>) place[1];
-                List<Object> needed = new ArrayList<>();
-                needed.add(b.get("program"));
-                if (b.get("data_files") != null) needed.addAll(Json.arr(b.get("data_files"), "data_files"));
-                Object af = b.get("adapter_file");
-                if (af instanceof String && !((String) af).isEmpty()) needed.add(af);
-                for (Object f : needed)
-                    if (!files.containsKey(f))
-                        throw new BundleError("op " + Py.repr(e.getKey()) + (place[0] != null ? " (" + place[0] + ")" : "")
-                                + " names " + Py.repr(f) + ", which the manifest's files do not list");
-            }
-            m.ops.put(e.getKey(), new OpEntry(e.getKey(), op));
-        }
+        for (Map.Entry<String, Object> e : Json.obj(raw.get("ops"), "ops").entrySet())
+            m.ops.put(e.getKey(), new OpEntry(e.getKey(), Json.obj(e.getValue(), "op")));
         return m;
     }
+
+    // ------------------------------------------------------------------------------------------------ closed world
+
+    /** runtimes/manifest.py NAME_RULE: the only file names a manifest may give. */
+    public static final String NAME_RULE =
+            "a plain file name in the bundle (no '/', '\\', ':' or control characters; not '.' or '..'; 1-255 bytes)";
+
+    /** A name that can only mean a file directly inside the bundle directory, on any OS ({@link #NAME_RULE}). */
+    public static boolean isPlainName(Object v) {
+        if (!(v instanceof String)) return false;
+        String s = (String) v;
+        if (s.isEmpty() || s.equals(".") || s.equals("..")) return false;
+        int bytes = 0;
+        for (int i = 0; i < s.length(); ) {
+            int cp = s.codePointAt(i);
+            if (cp >= 0xD800 && cp <= 0xDFFF) return false; // a lone surrogate: not text, not a file name
+            if (cp == '/' || cp == '\\' || cp == ':' || cp < 0x20 || cp == 0x7F) return false;
+            bytes += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+            i += Character.charCount(cp);
+        }
+        return bytes <= 255;
+    }
+
+    /**
+     * The bundle file {@code name}, after the checks runtimes/manifest.py's {@code Manifest.path} makes: a plain name
+     * ({@link #NAME_RULE}) that the manifest's files list, resolving (symlinks followed) inside the bundle directory,
+     * and a regular file. The one way to open a bundle file: with {@code load(dir, true)} its size and sha256 were
+     * checked too.
+     */
+    public File file(String name) {
+        return file(name, true);
+    }
+
+    public File file(String name, boolean mustExist) {
+        if (!isPlainName(name)) throw new BundleError(Py.repr(name) + " is not " + NAME_RULE);
+        if (!files().containsKey(name))
+            throw new BundleError(Py.repr(name) + " is not a file of this bundle (the manifest's files do not list it)");
+        File f = new File(root, name);
+        if (!inside(realPath(root), f)) throw new BundleError("bundle file " + name + " leads outside the bundle (a link)");
+        if (mustExist && !f.isFile()) throw new BundleError("bundle file missing: " + name);
+        return f;
+    }
+
+    static boolean inside(String rootReal, File f) {
+        String real = realPath(f);
+        String prefix = rootReal.endsWith("/") ? rootReal : rootReal + "/";
+        return !real.equals(rootReal) && real.startsWith(prefix);
+    }
+
+    /**
+     * Python's {@code os.path.realpath} (non-strict): symlinks resolved component by component, a dangling link's
+     * target taken as it reads, a loop left as is. {@code File.getCanonicalPath} would keep a dangling link's own
+     * name (and so call a link to a missing file outside the bundle "inside").
+     */
+    static String realPath(File f) {
+        String[] r = joinRealPath("", f.getAbsolutePath(), new HashMap<>());
+        return r[0].isEmpty() ? "/" : r[0];
+    }
+
+    private static String join(String a, String b) {
+        return a.isEmpty() ? b : a.endsWith("/") ? a + b : a + "/" + b;
+    }
+
+    /** posixpath._joinrealpath: {path, "ok" or "loop"}. */
+    private static String[] joinRealPath(String path, String rest, Map<String, String> seen) {
+        if (rest.startsWith("/")) {
+            rest = rest.substring(1);
+            path = "/";
+        }
+        while (!rest.isEmpty()) {
+            int slash = rest.indexOf('/');
+            String name = slash < 0 ? rest : rest.substring(0, slash);
+            rest = slash < 0 ? "" : rest.substring(slash + 1);
+            if (name.isEmpty() || name.equals(".")) continue;
+            if (name.equals("..")) {
+                if (!path.isEmpty()) {
+                    int cut = path.lastIndexOf('/');
+                    String head = cut < 0 ? "" : path.substring(0, cut == 0 ? 1 : cut), tail = path.substring(cut + 1);
+                    path = tail.equals("..") ? join(join(head, ".."), "..") : head;
+                } else path = "..";
+                continue;
+            }
+            String newPath = join(path, name);
+            boolean isLink;
+            try {
+                isLink = Files.isSymbolicLink(Paths.get(newPath));
+            } catch (InvalidPathException e) {
+                isLink = false;
+            }
+            if (!isLink) {
+                path = newPath;
+                continue;
+            }
+            if (seen.containsKey(newPath)) {
+                String known = seen.get(newPath);
+                if (known != null) {
+                    path = known;
+                    continue;
+                }
+                return new String[] {join(newPath, rest), "loop"};
+            }
+            seen.put(newPath, null);
+            String target;
+            try {
+                target = Files.readSymbolicLink(Paths.get(newPath)).toString();
+            } catch (IOException | RuntimeException e) {
+                path = newPath;
+                continue;
+            }
+            String[] r = joinRealPath(path, target, seen);
+            if (!r[1].equals("ok")) return new String[] {join(r[0], rest), "loop"};
+            path = r[0];
+            seen.put(newPath, path);
+        }
+        return new String[] {path, "ok"};
+    }
+
+    // ------------------------------------------------------------------------------------------------ field checks
+
+    static final BigInteger INT32 = BigInteger.valueOf(Integer.MAX_VALUE), INT64 = BigInteger.valueOf(Long.MAX_VALUE),
+            INT64_MIN = BigInteger.valueOf(Long.MIN_VALUE);
+
+    /** A JSON value's type as error messages name it (runtimes/manifest.py {@code kind}). */
+    static String kind(Object v) {
+        if (v == null) return "null";
+        if (v instanceof Boolean) return "a boolean";
+        if (isInt(v)) return "an integer";
+        if (v instanceof Number) return "a number";
+        if (v instanceof String) return "a string";
+        if (v instanceof List) return "an array";
+        return "an object";
+    }
+
+    static boolean isInt(Object v) {
+        return v instanceof Long || v instanceof Integer || v instanceof BigInteger;
+    }
+
+    /** runtimes/manifest.py {@code _Checker}: every error one line {@code <manifest>: <field>: <problem>}. */
+    private static final class Checker {
+        final String where;
+        Map<String, Object> files = new LinkedHashMap<>();
+
+        Checker(String where) {
+            this.where = where;
+        }
+
+        BundleError fail(String field, String problem) {
+            return new BundleError(where + ": " + field + ": " + problem);
+        }
+
+        Object get(Map<String, Object> obj, String field, String key, boolean required) {
+            if (required && !obj.containsKey(key)) throw fail(field.isEmpty() ? key : field + "." + key, "missing");
+            return obj.get(key);
+        }
+
+        @SuppressWarnings("unchecked")
+        Map<String, Object> obj(String field, Object v, boolean optional) {
+            if (v == null && optional) return null;
+            if (!(v instanceof Map)) throw fail(field, "expected an object, got " + kind(v));
+            return (Map<String, Object>) v;
+        }
+
+        Map<String, Object> objOrEmpty(String field, Object v) {
+            Map<String, Object> m = obj(field, v, true);
+            return m == null ? new LinkedHashMap<>() : m;
+        }
+
+        String str(String field, Object v, boolean optional) {
+            if (v == null && optional) return null;
+            if (!(v instanceof String)) throw fail(field, "expected a string, got " + kind(v));
+            return (String) v;
+        }
+
+        void integer(String field, Object v, BigInteger lo, BigInteger hi, boolean optional) {
+            if (v == null && optional) return;
+            if (!isInt(v)) throw fail(field, "expected an integer, got " + kind(v));
+            BigInteger b = new BigInteger(v.toString());
+            if (b.compareTo(lo) < 0 || b.compareTo(hi) > 0) throw fail(field, v + " is out of range (" + lo + ".." + hi + ")");
+        }
+
+        void integer(String field, Object v, long lo, BigInteger hi, boolean optional) {
+            integer(field, v, BigInteger.valueOf(lo), hi, optional);
+        }
+
+        void number(String field, Object v, double lo, double hi, boolean optional) {
+            if (v == null && optional) return;
+            if (!(v instanceof Number)) throw fail(field, "expected a number, got " + kind(v));
+            double d = ((Number) v).doubleValue();
+            if (!(!Double.isNaN(d) && !Double.isInfinite(d) && lo <= d && d <= hi))
+                throw fail(field, Py.repr(v) + " is out of range (" + Py.floatRepr(lo) + ".." + Py.floatRepr(hi) + ")");
+        }
+
+        @SuppressWarnings("unchecked")
+        List<Object> list(String field, Object v, boolean optional) {
+            if (v == null && optional) return null;
+            if (!(v instanceof List)) throw fail(field, "expected an array, got " + kind(v));
+            return (List<Object>) v;
+        }
+
+        /** A bundle file name: plain ({@link #NAME_RULE}) and listed in files. */
+        void name(String field, Object v, boolean optional) {
+            if (str(field, v, optional) == null) return;
+            if (!isPlainName(v)) throw fail(field, Py.repr(v) + " is not " + NAME_RULE);
+            if (!files.containsKey(v)) throw fail(field, Py.repr(v) + " is not listed in the manifest's files");
+        }
+
+        void names(String field, Object v) {
+            List<Object> l = list(field, v, true);
+            if (l != null) for (int i = 0; i < l.size(); i++) name(field + "[" + i + "]", l.get(i), false);
+        }
+    }
+
+    /** runtimes/manifest.py {@code check_fields}, in the same order (so both name the same field). */
+    static void checkFields(Map<String, Object> raw, String where) {
+        Checker c = new Checker(where);
+        c.files = c.obj("files", raw.get("files"), false);
+        Map<String, Object> model = c.obj("model", raw.get("model"), false);
+        c.integer("model.max_seq_len", c.get(model, "model", "max_seq_len", true), 1, INT32, false);
+        for (String k : Arrays.asList("vocab_size", "n_layers", "dim", "n_heads", "n_kv_heads", "head_dim", "hidden_dim"))
+            c.integer("model." + k, model.get(k), 1, INT32, true);
+        Map<String, Object> tok = c.obj("tokenizer", raw.get("tokenizer"), false);
+        c.name("tokenizer.file", c.get(tok, "tokenizer", "file", true), false);
+        for (String k : Arrays.asList("chat_template", "bos_token", "eos_token")) c.str("tokenizer." + k, tok.get(k), true);
+        c.str("strategy", raw.get("strategy"), false);
+        Map<String, Object> quant = c.obj("quantization", raw.get("quantization"), false);
+        c.str("quantization.scheme", quant.get("scheme"), true);
+        c.str("format", raw.get("format"), false);
+        c.obj("versions", raw.get("versions"), false);
+        for (Map.Entry<String, Object> op : c.obj("ops", raw.get("ops"), false).entrySet()) {
+            String f = "ops." + op.getKey();
+            Map<String, Object> e = c.obj(f, op.getValue(), false);
+            c.name(f + ".program", c.get(e, f, "program", true), false);
+            c.names(f + ".data_files", e.get("data_files"));
+            c.str(f + ".prompt_template", c.get(e, f, "prompt_template", true), false);
+            Map<String, Object> gen = c.objOrEmpty(f + ".generation", e.get("generation"));
+            c.integer(f + ".generation.max_new_tokens", gen.get("max_new_tokens"), 0, INT32, true);
+            c.number(f + ".generation.temperature", gen.get("temperature"), 0.0, 1e6, true);
+            c.number(f + ".generation.top_p", gen.get("top_p"), 0.0, 1.0, true);
+            List<Object> stops = c.list(f + ".stop_token_ids", e.get("stop_token_ids"), true);
+            if (stops != null) for (int i = 0; i < stops.size(); i++) c.integer(f + ".stop_token_ids[" + i + "]", stops.get(i), 0, INT32, false);
+            c.obj(f + ".adapter", e.get("adapter"), true);
+            c.obj(f + ".fidelity", e.get("fidelity"), true);
+            c.str(f + ".method", e.get("method"), true);
+            for (Map.Entry<String, Object> b : c.objOrEmpty(f + ".backends", e.get("backends")).entrySet()) {
+                String fb = f + ".backends." + b.getKey();
+                Map<String, Object> be = c.obj(fb, b.getValue(), false);
+                c.name(fb + ".program", c.get(be, fb, "program", true), false);
+                c.names(fb + ".data_files", be.get("data_files"));
+                c.name(fb + ".adapter_file", be.get("adapter_file"), true);
+                c.str(fb + ".method", be.get("method"), true);
+            }
+        }
+        for (Map.Entry<String, Object> b : c.objOrEmpty("backends", raw.get("backends")).entrySet()) {
+            String fb = "backends." + b.getKey();
+            Map<String, Object> info = c.obj(fb, b.getValue(), false);
+            c.name(fb + ".genai_config", info.get("genai_config"), true);
+            c.integer(fb + ".max_length", info.get("max_length"), 1, INT32, true);
+            c.integer(fb + ".graph_id", info.get("graph_id"), INT64_MIN, INT64, true);
+            for (Map.Entry<String, Object> in : c.objOrEmpty(fb + ".lora_inputs", info.get("lora_inputs")).entrySet()) {
+                List<Object> shape = c.list(fb + ".lora_inputs." + in.getKey(), in.getValue(), false);
+                for (int i = 0; i < shape.size(); i++)
+                    c.integer(fb + ".lora_inputs." + in.getKey() + "[" + i + "]", shape.get(i), 0, INT64, true);
+            }
+            Map<String, Object> lora = c.objOrEmpty(fb + ".lora", info.get("lora"));
+            c.str(fb + ".lora.dtype", lora.get("dtype"), true);
+            for (Map.Entry<String, Object> n : c.objOrEmpty(fb + ".lora_blocks", info.get("lora_blocks")).entrySet())
+                c.integer(fb + ".lora_blocks." + n.getKey(), n.getValue(), 1, INT32, false);
+        }
+        Map<String, Object> emb = c.obj("embedder", raw.get("embedder"), true);
+        if (emb != null) {
+            c.name("embedder.program", c.get(emb, "embedder", "program", true), false);
+            c.name("embedder.tokenizer", c.get(emb, "embedder", "tokenizer", true), false);
+            c.integer("embedder.dim", c.get(emb, "embedder", "dim", true), 1, INT32, false);
+            c.integer("embedder.max_len", c.get(emb, "embedder", "max_len", true), 1, INT32, false);
+            c.str("embedder.pooling", c.get(emb, "embedder", "pooling", true), false);
+            c.str("embedder.method", emb.get("method"), true);
+        }
+        for (Map.Entry<String, Object> e : c.files.entrySet()) {
+            String name = e.getKey();
+            if (!isPlainName(name)) throw c.fail("files", Py.repr(name) + " is not " + NAME_RULE);
+            String f = "files." + name;
+            Map<String, Object> entry = c.obj(f, e.getValue(), false);
+            c.integer(f + ".bytes", c.get(entry, f, "bytes", true), 0, INT64, false);
+            String sha = c.str(f + ".sha256", c.get(entry, f, "sha256", true), false);
+            if (!SHA256.matcher(sha).matches()) throw c.fail(f + ".sha256", "expected 64 lowercase hex digits");
+        }
+    }
+
+    static final Pattern SHA256 = Pattern.compile("[0-9a-f]{64}");
 
     public static String sha256(File f) {
         try (InputStream in = new FileInputStream(f)) {
@@ -198,8 +480,9 @@ public final class Manifest {
         return section("tokenizer");
     }
 
+    /** The tokenizer file, through the checked accessor {@link #file(String)}. */
     public File tokenizerFile() {
-        return new File(root, (String) tokenizer().get("file"));
+        return file((String) tokenizer().get("file"));
     }
 
     public String chatTemplate() {
@@ -254,13 +537,15 @@ public final class Manifest {
         return e;
     }
 
+    /** The op's program, through the checked accessor {@link #file(String)}. */
     public File programFile(String op) {
-        return new File(root, op(op).program);
+        return file(op(op).program);
     }
 
+    /** The op's data files, through the checked accessor {@link #file(String)}. */
     public List<File> dataFiles(String op) {
         List<File> out = new ArrayList<>();
-        for (String f : op(op).dataFiles) out.add(new File(root, f));
+        for (String f : op(op).dataFiles) out.add(file(f));
         return out;
     }
 
