@@ -7,15 +7,15 @@ plugins {
 
 android {
     namespace = "org.memlora.demo"
-    compileSdk = 35
+    // Versions: gradle/libs.versions.toml, which ./build.sh android-check reads as well.
+    compileSdk = libs.versions.compile.sdk.get().toInt()
 
     defaultConfig {
         applicationId = "org.memlora.demo"
-        // 26: java.time and java.nio.file in :core (executorch-android itself needs 23, onnxruntime-android 21).
-        minSdk = 26
-        targetSdk = 35
-        versionCode = 1
-        versionName = "0.1.0"
+        minSdk = libs.versions.min.sdk.get().toInt()
+        targetSdk = libs.versions.target.sdk.get().toInt()
+        versionCode = libs.versions.version.code.get().toInt()
+        versionName = libs.versions.version.name.get()
         ndk { abiFilters += "arm64-v8a" }
         // The runtime versions linked into the APK; a bundle exported with another ExecuTorch is refused at load.
         buildConfigField("String", "EXECUTORCH_VERSION", "\"${libs.versions.executorch.get()}\"")
@@ -25,8 +25,8 @@ android {
     buildFeatures { buildConfig = true }
 
     compileOptions {
-        sourceCompatibility = JavaVersion.VERSION_17
-        targetCompatibility = JavaVersion.VERSION_17
+        sourceCompatibility = JavaVersion.toVersion(libs.versions.jvm.target.get())
+        targetCompatibility = JavaVersion.toVersion(libs.versions.jvm.target.get())
     }
 
     // sqlite-jdbc on Android loads libsqlitejdbc.so with System.loadLibrary: its jar carries the arm64 build under
@@ -38,7 +38,7 @@ android {
 }
 
 kotlin {
-    compilerOptions { jvmTarget.set(JvmTarget.JVM_17) }
+    compilerOptions { jvmTarget.set(JvmTarget.fromTarget(libs.versions.jvm.target.get())) }
 }
 
 val sqliteJni: Configuration by configurations.creating
@@ -47,7 +47,6 @@ dependencies {
     implementation(project(":core"))
     implementation(libs.executorch.android)
     implementation(libs.onnxruntime.android)
-    implementation(libs.androidx.appcompat)
     sqliteJni(libs.sqlite.jdbc) { isTransitive = false }
 }
 

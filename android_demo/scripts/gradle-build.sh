@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GRADLE_MIN=8.11.1
-COMPILE_SDK=35
+COMPILE_SDK=$(sed -n 's/^compile-sdk = "\(.*\)"/\1/p' gradle/libs.versions.toml)   # the one place for versions
 missing=()
 
 vge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }   # version $1 >= $2
@@ -43,7 +43,8 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "build.sh android: cannot build the APK here; missing:" >&2
   printf '  - %s\n' "${missing[@]}" >&2
-  echo "(The app's shared logic is tested without any of these: ./build.sh android-test. See docs/android.md.)" >&2
+  echo "(Without any of these: ./build.sh android-test tests the app's shared logic, ./build.sh android-check links its" >&2
+  echo " resources and compiles its Kotlin against the Android API. See docs/android.md.)" >&2
   exit 1
 fi
 

@@ -8,7 +8,6 @@ import android.widget.TextView
 import java.io.File
 import org.memlora.core.Bench
 import org.memlora.core.BundleError
-import org.memlora.core.DecodeLoop
 import org.memlora.core.Manifest
 
 /**
@@ -56,30 +55,21 @@ class BenchmarkActivity : Activity() {
         val m = Manifest.load(bundle, false)
         val job = Bench.parseJob(jobFile.readText())
         val backend = backendArg ?: Engine.defaultBackend(m)
-        val llm = Engine.openLlm(m, backend, job.threads)
+        val llm = Engine.openLlm(m, backend, job.threads, (application as MemloraApp).executorch)
         val ignoreStops = job.stopTokens == "ignored"
-        fun loadMsOf(op: String): Double? = when (llm) {
-            is EtLlm -> llm.loadMs[op]
-            is OrtLlm -> llm.loadMs[op]
-            else -> null
-        }
         val ops = LinkedHashMap<String, Any?>()
         try {
             for ((op, oj) in job.ops) {
                 if (!m.ops.containsKey(op)) throw BundleError("the job names op '$op', which the bundle does not have")
                 val rounds = ArrayList<Any?>()
                 for (round in 0 until job.rounds) {
-                    val loadMs = if (round == 0) llm.ensureLoaded(op) else loadMsOf(op)
+                    val loadMs = if (round == 0) llm.ensureLoaded(op) else llm.loadMs[op]
                     val runs = ArrayList<Any?>()
                     for (item in oj.items) {
                         val prompt = m.renderPrompt(item.messages)
                         for (rep in -job.warmup until job.repeats) {
                             progress("$op round ${round + 1}/${job.rounds} ${item.sampleId} ${if (rep < 0) "warm-up" else "run ${rep + 1}"}")
-                            when (llm) {
-                                is EtLlm -> llm.generate(op, prompt, oj.newTokens, null)
-                                is OrtLlm -> llm.run(op, llm.tokenizer.encode(prompt),
-                                    DecodeLoop.Options.forOp(m, op, oj.newTokens).apply { ignoreStopIds = ignoreStops }, null)
-                            }
+                            llm.bench(op, prompt, oj.newTokens, ignoreStops)
                             if (rep < 0) continue
                             val r = LinkedHashMap(llm.lastRun ?: throw IllegalStateException("the runner reported no stats"))
                             r.remove("load_ms")

@@ -18,8 +18,26 @@ interface LlmBackend : MemoryCycle.Llm, Closeable {
     val name: String
     /** Loads the op's program if it is not loaded yet; returns the milliseconds the load took (0 when loaded). */
     fun ensureLoaded(op: String): Double
-    /** The runner's figures for the last generate() (the profiler's run fields), or null. */
+    /** op -> milliseconds its program took to load (0 when it shares one loaded before). */
+    val loadMs: Map<String, Double>
+    /** The runner's figures for the last generate() or bench() (the profiler's run fields), or null. */
     val lastRun: Map<String, Any?>?
+    /** One benchmark call of [op] on a rendered [prompt], [newTokens] at most; [ignoreStops]: decode past stop ids
+     *  where the backend can (ONNX; ExecuTorch's runner always stops at end-of-sequence). */
+    fun bench(op: String, prompt: String, newTokens: Int, ignoreStops: Boolean)
+}
+
+/** The retrieval embedder. */
+interface EmbedderBackend : MemoryCycle.Embedder, Closeable
+
+/**
+ * The ExecuTorch backends, made by Executorch.kt: the only Kotlin file that calls org.pytorch.executorch.*, and so
+ * the only one `./build.sh android-check` cannot compile (no registry it reaches has executorch-android's classes).
+ * Everything else reaches ExecuTorch through this interface.
+ */
+interface ExecutorchBackends {
+    fun llm(m: Manifest): LlmBackend
+    fun embedder(m: Manifest): EmbedderBackend
 }
 
 /**
@@ -29,7 +47,7 @@ interface LlmBackend : MemoryCycle.Llm, Closeable {
 class Engine private constructor(
     val manifest: Manifest,
     val llm: LlmBackend,
-    val embedder: EtEmbedder,
+    val embedder: EmbedderBackend,
     val store: MemoryStore,
     val cycle: MemoryCycle,
 ) : Closeable {
@@ -76,7 +94,7 @@ class Engine private constructor(
             return root
         }
 
-        fun open(context: Context, s: Settings): Engine {
+        fun open(context: Context, s: Settings, et: ExecutorchBackends): Engine {
             val dir = resolveBundle(s.bundlePath, s.strategy)
             // verify=false: sizes only would be cheap, but sha256 of a few hundred MB on a phone takes seconds; the
             // manifest's structure, files and versions are still checked. Integrity is checked by memlora-export --install.
@@ -85,11 +103,11 @@ class Engine private constructor(
                 throw BundleError("the bundle at $dir is '${m.strategy()}', the settings ask for '${s.strategy}' " +
                         "(push that export to ${s.bundlePath}/${s.strategy} or choose 'bundle')")
             for (f in m.files().keys) if (!File(dir, f).isFile) throw BundleError("bundle file missing: $f")
-            val llm = openLlm(m, s.backend, 0)
+            val llm = openLlm(m, s.backend, 0, et)
             val embedder = try {
                 // The retrieval embedder is an ExecuTorch program in every bundle (ONNX ones included): same version rule.
                 if (s.backend != "executorch" && m.embedder() != null) m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
-                EtEmbedder(m)
+                et.embedder(m)
             } catch (e: Exception) {
                 llm.close()
                 throw e
@@ -100,10 +118,10 @@ class Engine private constructor(
         }
 
         /** The language model of [backend] over the bundle, after checking its runtime version (threads: ONNX only; 0 = ORT's default). */
-        fun openLlm(m: Manifest, backend: String, threads: Int): LlmBackend = when (backend) {
+        fun openLlm(m: Manifest, backend: String, threads: Int, et: ExecutorchBackends): LlmBackend = when (backend) {
             "executorch" -> {
                 m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
-                EtLlm(m)
+                et.llm(m)
             }
             "onnx" -> {
                 if (m.format() == "executorch")

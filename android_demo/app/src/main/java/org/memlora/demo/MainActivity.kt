@@ -1,5 +1,6 @@
 package org.memlora.demo
 
+import android.app.Activity
 import android.content.Intent
 import android.os.Bundle
 import android.view.Menu
@@ -9,10 +10,9 @@ import android.widget.Button
 import android.widget.EditText
 import android.widget.ListView
 import android.widget.TextView
-import androidx.appcompat.app.AppCompatActivity
 
 /** Chat: each message is remembered (extract -> update) and answered (retrieve -> generate, streamed). */
-class MainActivity : AppCompatActivity() {
+class MainActivity : Activity() {
     private val lines = ArrayList<String>()
     private lateinit var adapter: ArrayAdapter<String>
     private lateinit var status: TextView

@@ -1,16 +1,16 @@
 package org.memlora.demo
 
+import android.app.Activity
 import android.app.AlertDialog
 import android.os.Bundle
 import android.widget.ArrayAdapter
 import android.widget.ListView
 import android.widget.TextView
-import androidx.appcompat.app.AppCompatActivity
 import org.memlora.core.Memory
 import org.memlora.core.MemoryFormat
 
 /** The store's rows with their history of events; a row can be deleted (one transaction, kept in the history). */
-class MemoriesActivity : AppCompatActivity() {
+class MemoriesActivity : Activity() {
     private val rows = ArrayList<Memory>()
     private val labels = ArrayList<String>()
     private lateinit var adapter: ArrayAdapter<String>

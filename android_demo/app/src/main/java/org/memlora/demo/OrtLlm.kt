@@ -31,7 +31,7 @@ import org.memlora.core.MemoryCycle
  *   open until the next run has consumed it). Feed layout: [GenaiConfig].
  * - Tokens: [BpeTokenizer] (the bundle's tokenizer.json, the ids of Hugging Face tokenizers); decoding loop, stop ids
  *   and streamed pieces: [DecodeLoop] (runtimes/base.py's loop) — both JVM-tested against the Python side.
- * - Retrieval stays on ExecuTorch: the bundle's embedder is a .pte ([EtEmbedder]).
+ * - Retrieval stays on ExecuTorch: the bundle's embedder is a .pte (EtEmbedder, Executorch.kt).
  */
 class OrtLlm(private val m: Manifest, private val threads: Int = 0) : LlmBackend {
     override val name = "onnx"
@@ -40,7 +40,7 @@ class OrtLlm(private val m: Manifest, private val threads: Int = 0) : LlmBackend
     val tokenizer: BpeTokenizer = BpeTokenizer.load(m.tokenizerFile())
     private val sessions = HashMap<String, OrtSession>()     // program file -> session
     private val adapters = HashMap<String, OrtLoraAdapter>() // op -> its adapter (separate strategy)
-    val loadMs = LinkedHashMap<String, Double>()            // op -> ms its graph (+ adapter) took to load
+    override val loadMs = LinkedHashMap<String, Double>()   // op -> ms its graph (+ adapter) took to load
     override var lastRun: Map<String, Any?>? = null
         private set
 
@@ -95,6 +95,10 @@ class OrtLlm(private val m: Manifest, private val threads: Int = 0) : LlmBackend
         val ids = tokenizer.encode(m.renderPrompt(messages))
         val r = run(op, ids, DecodeLoop.Options.forOp(m, op, maxNewTokens), onText)
         return MemoryCycle.Generation(r.text, r.promptTokens.size, r.newTokens, r.stopReason)
+    }
+
+    override fun bench(op: String, prompt: String, newTokens: Int, ignoreStops: Boolean) {
+        run(op, tokenizer.encode(prompt), DecodeLoop.Options.forOp(m, op, newTokens).apply { ignoreStopIds = ignoreStops }, null)
     }
 
     /** One op call over prompt ids; [lastRun] gets the profiler's run fields. */

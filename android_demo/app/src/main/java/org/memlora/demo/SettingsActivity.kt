@@ -1,5 +1,6 @@
 package org.memlora.demo
 
+import android.app.Activity
 import android.os.Bundle
 import android.widget.ArrayAdapter
 import android.widget.Button
@@ -7,12 +8,11 @@ import android.widget.CheckBox
 import android.widget.EditText
 import android.widget.Spinner
 import android.widget.TextView
-import androidx.appcompat.app.AppCompatActivity
 import java.io.File
 import org.memlora.core.Manifest
 
 /** Bundle directory, backend and adapter strategy; shows what the bundle holds and which runtimes the app links. */
-class SettingsActivity : AppCompatActivity() {
+class SettingsActivity : Activity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_settings)

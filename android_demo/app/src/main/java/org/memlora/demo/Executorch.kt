@@ -6,8 +6,25 @@ import org.memlora.core.BundleError
 import org.memlora.core.ChatMessage
 import org.memlora.core.Manifest
 import org.memlora.core.MemoryCycle
+import org.memlora.core.WordPiece
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import org.pytorch.executorch.Tensor
 import org.pytorch.executorch.extension.llm.LlmCallback
 import org.pytorch.executorch.extension.llm.LlmModule
+
+// Everything in the app that calls ExecuTorch's Java API (org.pytorch.executorch.*, executorch-android), kept in this
+// one file behind ExecutorchBackends / LlmBackend / EmbedderBackend (Engine.kt). `./build.sh android-check` compiles
+// every other Kotlin file against the Android API and the real ONNX Runtime classes, but not this one: no registry
+// it reaches has executorch-android. Only the Gradle build (`./build.sh android`) compiles it; keep it small.
+
+/** The application class the manifest names: MemloraApp with the ExecuTorch backends. */
+class ExecutorchApp : MemloraApp() {
+    override val executorch: ExecutorchBackends = object : ExecutorchBackends {
+        override fun llm(m: Manifest): LlmBackend = EtLlm(m)
+        override fun embedder(m: Manifest): EmbedderBackend = EtEmbedder(m)
+    }
+}
 
 /**
  * The ExecuTorch backend: one LlmModule (ExecuTorch's LLM runner: tokenizer, KV-cache prefill + decode, sampling)
@@ -21,7 +38,7 @@ import org.pytorch.executorch.extension.llm.LlmModule
 class EtLlm(private val m: Manifest) : LlmBackend {
     override val name = "executorch"
     private val modules = HashMap<String, LlmModule>() // program file -> module
-    val loadMs = LinkedHashMap<String, Double>()        // op -> ms its program took to load (0 when shared)
+    override val loadMs = LinkedHashMap<String, Double>() // op -> ms its program took to load (0 when shared)
     override var lastRun: Map<String, Any?>? = null
         private set
 
@@ -52,6 +69,11 @@ class EtLlm(private val m: Manifest) : LlmBackend {
      */
     override fun generate(op: String, messages: List<ChatMessage>, maxNewTokens: Int?, onText: MemoryCycle.TokenListener?): MemoryCycle.Generation =
         generate(op, m.renderPrompt(messages), maxNewTokens ?: m.op(op).maxNewTokens(), onText)
+
+    /** LlmModule has no ignore-EOS switch: [ignoreStops] cannot be honoured (the result records it). */
+    override fun bench(op: String, prompt: String, newTokens: Int, ignoreStops: Boolean) {
+        generate(op, prompt, newTokens, null)
+    }
 
     fun generate(op: String, prompt: String, maxNew: Int, onText: MemoryCycle.TokenListener?): MemoryCycle.Generation {
         ensureLoaded(op)
@@ -102,4 +124,28 @@ class EtLlm(private val m: Manifest) : LlmBackend {
         for (mod in modules.values) mod.close()
         modules.clear()
     }
+}
+
+/**
+ * The bundle's retrieval embedder (all-MiniLM-L6-v2 as embedder.pte, mean pooling + L2 norm inside the program) run by
+ * ExecuTorch's Module API: WordPiece ids from :core (the same ids as the Python tokenizer), inputs input_ids and
+ * attention_mask int64 [1, seq], output float32 [1, dim].
+ */
+class EtEmbedder(m: Manifest) : EmbedderBackend {
+    private val entry = m.embedder() ?: throw BundleError(
+        "the bundle has no embedder: export it with --embedder (the default for --target android)")
+    private val tokenizer = WordPiece.load(File(m.root, entry["tokenizer"] as String), (entry["max_len"] as Number).toInt())
+    private val dim = (entry["dim"] as Number).toInt()
+    private val module: Module = Module.load(File(m.root, entry["program"] as String).path)
+
+    override fun embed(texts: List<String>): Array<FloatArray> = Array(texts.size) { i ->
+        val ids = tokenizer.encode(texts[i])
+        val shape = longArrayOf(1, ids.size.toLong())
+        val out = module.forward(EValue.from(Tensor.fromBlob(ids, shape)), EValue.from(Tensor.fromBlob(LongArray(ids.size) { 1L }, shape)))
+        val v = out[0].toTensor().dataAsFloatArray
+        if (v.size != dim) throw IllegalStateException("embedder returned ${v.size} values, the manifest says $dim")
+        v
+    }
+
+    override fun close() = module.close()
 }
