@@ -4,6 +4,8 @@
 #   ./build.sh export     set up, then `memlora-export --target android` on the embedded default -> ./memlora_bundle
 #   ./build.sh test       set up, then run the test suite
 #   ./build.sh android-test  set up, then compile android_demo/core (javac) and run its JUnit tests on shared vectors
+#   ./build.sh android-check  no SDK/Gradle: link the app's resources (aapt2), compile all its Kotlin but the ExecuTorch
+#                             file against the Android API, dex + sign an APK, self-test (android_demo/scripts/android-check.sh)
 #   ./build.sh android    Gradle build of android_demo -> app-debug.apk (needs the Android SDK; says what is missing)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -33,6 +35,7 @@ case "$cmd" in
   export) setup; "$VENV/bin/memlora-export" --target android "$@" ;;
   test) setup; "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" ;;
   android-test) setup; android_demo/scripts/jvm-test.sh "$VENV/bin/python" ;;
+  android-check) android_demo/scripts/android-check.sh "$@" ;;
   android) android_demo/scripts/gradle-build.sh "$@" ;;
-  *) echo "build.sh: unknown command '$cmd' (setup | export | test | android-test | android)" >&2; exit 2 ;;
+  *) echo "build.sh: unknown command '$cmd' (setup | export | test | android-test | android-check | android)" >&2; exit 2 ;;
 esac
