@@ -91,6 +91,18 @@ def stop_token_ids(tokenizer: Any, config: Any) -> list[int]:
     return sorted(int(i) for i in ids)
 
 
+def prompt_format(tokenizer: Any, ops: list[str]) -> Any:
+    """The chat template as per-role framing (runtimes.chat), checked against the template on every op's fidelity
+    prompts and on a lone user message (memlora-run --prompt): readers then build prompts by substitution alone."""
+    from .chatformat import check, derive
+
+    fmt = derive(tokenizer)
+    shapes = [prompts.render(t, **f) for t in dict.fromkeys(prompts.template_for(op) for op in ops)
+              for f in prompts.FIDELITY_SAMPLES[t]]
+    check(fmt, tokenizer, [*shapes, [{"role": "user", "content": "Where does Caroline live?"}]])
+    return fmt
+
+
 def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program], out: Path,
                    timings: dict[str, float], stop_ids: list[int] | None = None) -> dict[str, dict[str, Any]]:
     import torch
@@ -151,6 +163,7 @@ def run(spec: ExportSpec) -> dict[str, Any]:
         check_adapter(a, base_decoder)
     programs = plan(spec, adapters)
     stops = stop_token_ids(base.tokenizer, base.config)
+    chat_format = prompt_format(base.tokenizer, spec.ops)
     with BundleWriter(out, spec.output.force, inputs) as w:
         assert w.dir is not None
         base.tokenizer.backend_tokenizer.save(str(w.dir / "tokenizer.json"))
@@ -171,6 +184,7 @@ def run(spec: ExportSpec) -> dict[str, Any]:
                       "architecture": arch.family, "vocab_size": arch.vocab_size, "max_seq_len": arch.max_seq_len,
                       "n_layers": arch.n_layers, "dim": arch.dim},
             "tokenizer": {"file": "tokenizer.json", "chat_template": base.tokenizer.chat_template,
+                          "chat_format": chat_format.to_dict(),
                           "bos_token": base.tokenizer.bos_token, "eos_token": base.tokenizer.eos_token},
             "strategy": spec.adapters.strategy,
             "quantization": {"scheme": spec.quant.scheme, "group_size": spec.quant.group_size,
@@ -195,6 +209,7 @@ def run(spec: ExportSpec) -> dict[str, Any]:
                     **({"program": res["program"], "data_files": res["data_files"], "method": "forward",
                         "lowering": {k: res[k] for k in ("delegated_ops", "quantized_modules")}} if res else {}),
                     "prompt_template": tpl,
+                    "prompt": prompts.op_prompt(tpl).to_dict(),
                     "generation": prompts.DEFAULT_GENERATION.get(op, prompts.FALLBACK_GENERATION),
                     "stop_token_ids": stops,
                     "adapter": prog.adapter.describe() if prog.adapter else None,

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .chat import PromptError
 from .manifest import BundleError, Manifest, load_manifest, one_line
 
 
@@ -114,7 +115,13 @@ class Runtime(ABC):
         return self._forward(op, tokens, start_pos)
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        tpl = self.manifest.chat_template
+        fmt = self.manifest.chat_format
+        if fmt is not None:  # schema 2: the framing the exporter rendered from the template, by concatenation
+            try:
+                return fmt.render(messages)
+            except PromptError as e:
+                raise BundleError(str(e)) from None
+        tpl = self.manifest.chat_template  # schema 1: the model's Jinja template, rendered here
         if not tpl:
             return "\n".join(m["content"] for m in messages) + "\n"
         from jinja2 import TemplateError
@@ -143,7 +150,9 @@ class Runtime(ABC):
         # A chat template writes its own special tokens; plain text (a base model without one, e.g. Gemma 3 270M)
         # gets the tokenizer's post-processing, as transformers encodes it (Gemma's <bos>: without it the model
         # answers <eos> at once).
-        return self.tokenizer.encode(text, add_special_tokens=not self.manifest.chat_template).ids
+        fmt = self.manifest.chat_format
+        special = fmt.add_special_tokens if fmt is not None else not self.manifest.chat_template
+        return self.tokenizer.encode(text, add_special_tokens=special).ids
 
     def stream(self, op: str, messages=None, prompt=None, *, max_new_tokens: int | None = None,
                temperature: float | None = None, top_p: float | None = None, seed: int = 0,

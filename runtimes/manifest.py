@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from .chat import ChatFormat, OpPrompt, PromptError
+
+SCHEMA_VERSION = 2
+# Schema 2 carries prompts as data (tokenizer.chat_format, ops.<op>.prompt: runtimes/chat.py); schema 1 bundles
+# still load here and build their prompts from tokenizer.chat_template (Jinja), as they were exported.
+READS = (1, 2)
 MANIFEST = "manifest.json"
 REQUIRED = ("schema_version", "model", "tokenizer", "strategy", "quantization", "format", "versions", "ops", "files")
 # Optional sections; a reader that predates one warns and ignores it, so adding one keeps SCHEMA_VERSION.
@@ -49,6 +54,8 @@ class OpEntry:
     stop_token_ids: list[int]
     adapter: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
+    prompt: OpPrompt | None = None
+    """The op's system text and user template (schema 2); None in a schema 1 bundle."""
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per format ("executorch", "onnx") the files of this op, for bundles exported with several formats;
     `program` / `data_files` above are the first format's (ExecuTorch when the bundle has it)."""
@@ -75,6 +82,8 @@ class Manifest:
     root: Path
     raw: dict[str, Any]
     ops: dict[str, OpEntry] = field(default_factory=dict)
+    chat_format: ChatFormat | None = None
+    """How to frame messages (schema 2); None in a schema 1 bundle (its Jinja chat_template is rendered instead)."""
 
     def path(self, name: str, must_exist: bool = True) -> Path:
         """`root / name` for a file the bundle lists, after checking that the name is plain, that the file resolves
@@ -315,8 +324,9 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
     sv = raw["schema_version"]
     if not isinstance(sv, int) or isinstance(sv, bool):
         raise BundleError(f"{path}: schema_version: expected an integer, got {kind(sv)}")
-    if sv != SCHEMA_VERSION:
-        raise BundleError(f"{path}: schema_version {sv} is not supported (this runtime reads {SCHEMA_VERSION})")
+    if sv not in READS:
+        raise BundleError(f"{path}: schema_version {sv} is not supported (this runtime reads {list(READS)}); "
+                          + ("update memlora to run it" if sv > SCHEMA_VERSION else "re-export the bundle"))
     unknown = sorted(set(raw) - KNOWN)
     if unknown:
         warnings.warn(f"{path}: unknown keys {unknown} ignored", stacklevel=2)
@@ -337,8 +347,15 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
             except OSError as e:
                 raise BundleError(f"bundle file {name}: cannot read: {e.strerror or e}") from e
     m = Manifest(root=root, raw=raw)
+    try:
+        if sv >= 2 or "chat_format" in raw["tokenizer"]:
+            m.chat_format = ChatFormat.from_dict(raw["tokenizer"].get("chat_format"), "tokenizer.chat_format")
+        prompts = {name: OpPrompt.from_dict(op.get("prompt"), f"ops.{name}.prompt")
+                   for name, op in raw["ops"].items() if sv >= 2 or "prompt" in op}
+    except PromptError as e:
+        raise BundleError(f"{path}: {e}") from None
     for name, op in raw["ops"].items():
-        m.ops[name] = OpEntry(name=name, program=op["program"], data_files=list(op.get("data_files") or []),
+        m.ops[name] = OpEntry(prompt=prompts.get(name), name=name, program=op["program"], data_files=list(op.get("data_files") or []),
                               prompt_template=op["prompt_template"], generation=dict(op.get("generation") or {}),
                               stop_token_ids=[int(t) for t in op.get("stop_token_ids") or []],
                               adapter=op.get("adapter"), fidelity=op.get("fidelity"), backends=dict(op.get("backends") or {}))

@@ -6,6 +6,10 @@ new id, never an edit in place, so a bundle always renders exactly the prompts i
 
 from __future__ import annotations
 
+import string as _string
+
+from .chat import OpPrompt
+
 TEMPLATES: dict[str, dict[str, str]] = {
     "memlora.extract.v1": {
         "system": "You extract lasting personal facts from a conversation. Reply only with JSON of the form "
@@ -84,6 +88,15 @@ FIDELITY_SAMPLES = {
 
 def template_for(op: str) -> str:
     return DEFAULT_TEMPLATE.get(op, "memlora.generate.v1")
+
+
+def op_prompt(template_id: str) -> OpPrompt:
+    """The template as bundle data (manifest ops.<op>.prompt)."""
+    if template_id not in TEMPLATES:
+        raise KeyError(f"unknown prompt template {template_id!r}; known: {sorted(TEMPLATES)}")
+    t = TEMPLATES[template_id]
+    return OpPrompt(id=template_id, system=t["system"], user=t["user"],
+                    fields=tuple(dict.fromkeys(f for _, f, _, _ in _string.Formatter().parse(t["user"]) if f)))
 
 
 def render(template_id: str, **fields: str) -> list[dict[str, str]]:

@@ -83,10 +83,11 @@ class MemoryPipeline:
         self._constraints: dict[tuple[str, int | None], Any] = {}
 
     # ------------------------------------------------------------------------------------------------ plumbing
-    def template(self, op: str) -> str:
+    def template(self, op: str) -> Any:
+        """The bundle's own prompt for `op` (schema 2), its template id (schema 1), or the built-in template."""
         manifest = getattr(self.llm, "manifest", None)
         if manifest is not None and op in manifest.ops:
-            return manifest.ops[op].prompt_template
+            return manifest.ops[op].prompt or manifest.ops[op].prompt_template
         return templates.template_for(op)
 
     def _stops(self, op: str) -> list[int]:

@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any, Iterable, Mapping, Sequence
 
 from .. import prompts as _templates
+from ..chat import OpPrompt
 
 NO_MEMORIES = "(none)"
 LOCOMO_DATE_FORMATS = ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y", "%d %B %Y", "%d %B, %Y", "%Y-%m-%d")
@@ -85,16 +86,23 @@ def format_memories(memories: Sequence[Any], with_dates: bool) -> tuple[str, dic
     return ("\n".join(lines) if lines else NO_MEMORIES), id_map
 
 
-def extract_messages(turns: Sequence[Mapping[str, Any]], date: str, template: str = "memlora.extract.v1") -> list[dict[str, str]]:
-    return _templates.render(template, date=str(date), turns=format_turns(turns))
+def render(template: str | OpPrompt, **fields: str) -> list[dict[str, str]]:
+    """A bundle's own prompt (schema 2: the text it was exported with) or a built-in template by id."""
+    return template.messages(**fields) if isinstance(template, OpPrompt) else _templates.render(template, **fields)
 
 
-def update_messages(facts: Sequence[str], memories: Sequence[Any], template: str = "memlora.update.v1"
+def extract_messages(turns: Sequence[Mapping[str, Any]], date: str,
+                     template: str | OpPrompt = "memlora.extract.v1") -> list[dict[str, str]]:
+    return render(template, date=str(date), turns=format_turns(turns))
+
+
+def update_messages(facts: Sequence[str], memories: Sequence[Any], template: str | OpPrompt = "memlora.update.v1"
                     ) -> tuple[list[dict[str, str]], dict[str, int]]:
     text, id_map = format_memories(memories, with_dates=False)
-    return _templates.render(template, memories=text, facts=format_facts(facts)), id_map
+    return render(template, memories=text, facts=format_facts(facts)), id_map
 
 
-def generate_messages(question: str, memories: Sequence[Any], template: str = "memlora.generate.v1") -> list[dict[str, str]]:
+def generate_messages(question: str, memories: Sequence[Any],
+                      template: str | OpPrompt = "memlora.generate.v1") -> list[dict[str, str]]:
     text, _ = format_memories(memories, with_dates=True)
-    return _templates.render(template, memories=text, question=question.strip())
+    return render(template, memories=text, question=question.strip())
