@@ -270,9 +270,9 @@ def stage_separate(a, ctx) -> dict[str, Any]:
     cases.append(OgCase("foundation, no adapter", work / "sep_int4_acc4", "foundation.onnx", a.threads, a.max_length))
     res = measure(cases, ctx["prompt"], a.decode, a.rounds)
     # Switching: the memlora runtime's own figure (fresh generator + set_active_adapter), cycling through the ops.
-    from runtimes.onnx import OnnxRuntime
+    from runtimes.factory import open_bundle
 
-    rt = OnnxRuntime.from_bundle(work / "sep_int4_acc4", threads=a.threads)
+    rt = open_bundle(work / "sep_int4_acc4", backend="onnx", threads=a.threads)
     for op in OPS:
         rt.ensure_loaded(op)
     switch, gen_ms = [], []

@@ -6,6 +6,7 @@ import json
 import sys
 
 from .clikit import Parser, quiet_startup, run_main
+from .factory import BACKEND_CHOICES, BACKEND_HELP, open_bundle
 from .manifest import BundleError
 
 PROG = "memlora-run"
@@ -23,8 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result and stats as JSON instead of streaming")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the size and sha256 check of bundle files (names, fields and paths are still checked)")
-    p.add_argument("--backend", choices=["auto", "executorch", "onnx"], default="auto",
-                   help="which programs of the bundle to run; auto: ExecuTorch unless the bundle is ONNX-only")
+    p.add_argument("--backend", choices=list(BACKEND_CHOICES), default="auto", help=BACKEND_HELP)
     p.add_argument("--debug", "--verbose", "-v", dest="debug", action="store_true",
                    help="show library logs and warnings, and tracebacks")
     a = p.parse_args(argv)
@@ -32,20 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     state: dict = {}
 
     def body() -> int:
-        from .manifest import load_manifest
-
         try:  # argv bytes that are not UTF-8 arrive as lone surrogates
             a.prompt.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError("--prompt is not valid UTF-8 text") from None
 
-        manifest = load_manifest(a.bundle, verify=not a.no_verify)
-        backend = a.backend if a.backend != "auto" else ("onnx" if manifest.raw["format"] == "onnx" else "executorch")
-        if backend == "onnx":
-            from .onnx import OnnxRuntime as RuntimeCls
-        else:
-            from .executorch import ExecuTorchRuntime as RuntimeCls  # type: ignore[assignment]
-        rt = RuntimeCls(manifest)
+        rt = open_bundle(a.bundle, backend=a.backend, verify=not a.no_verify)
         kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed)
         if a.json:
             g = rt.generate(a.op, prompt=a.prompt, **kw)

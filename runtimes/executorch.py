@@ -25,22 +25,30 @@ def _load_kernels() -> Any:
 class ExecuTorchRuntime(Runtime):
     backend = "executorch"
 
-    def __init__(self, manifest, **_: Any):
+    def __init__(self, manifest, etdump: bool = False, **_: Any):
+        """`etdump`: load programs with ExecuTorch's event tracer on (memlora-profile's breakdown); the loaded
+        programs are then kept in `programs` (program file -> Program) to write their ETDump from."""
         super().__init__(manifest)
         if manifest.raw["format"] not in ("executorch", "both"):  # "both": ops' program/data_files are the .pte/.ptd
             raise BundleError(f"bundle format is {manifest.raw['format']!r}, not executorch")
         self._et = _load_kernels()
         self._methods: dict[str, Any] = {}  # program file -> loaded method (ops may share a program)
+        self.etdump = etdump
+        self.programs: dict[str, Any] = {}  # etdump only: program file -> loaded Program
 
     def _load(self, op: str) -> None:
         entry = self.manifest.ops[op]
         if entry.program in self._methods:
             return
-        program, data = program_files(self.manifest, op)
+        path, data = program_files(self.manifest, op)
+        trace = {"enable_etdump": True, "debug_buffer_size": 0} if self.etdump else {}
         try:
-            self._methods[entry.program] = self._et.load_program(program, data_path=data).load_method("forward")
+            program = self._et.load_program(path, data_path=data, **trace)
+            self._methods[entry.program] = program.load_method("forward")
         except Exception as e:  # ExecuTorch raises RuntimeError/ValueError for a damaged or foreign program
             raise BundleError(f"op {op!r}: executorch cannot load {entry.program}: {one_line(e)}") from e
+        if self.etdump:
+            self.programs[entry.program] = program
 
     def _forward(self, op: str, tokens: list[int], start_pos: int) -> np.ndarray:
         import torch

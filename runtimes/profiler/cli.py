@@ -7,6 +7,7 @@ import json
 import sys
 
 from runtimes.clikit import Parser, quiet_startup, run_main
+from runtimes.factory import BACKEND_CHOICES, BACKEND_HELP
 from runtimes.manifest import BundleError
 from runtimes.outdir import OutputError
 
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", required=True, help="output directory to create for report.json, report.md and plots")
     p.add_argument("--force", action="store_true", help="replace an earlier memlora-profile report at --report")
     p.add_argument("--ops", nargs="+", help="ops to profile (default: every op in the bundle)")
-    p.add_argument("--backend", choices=["auto", "executorch", "onnx"], default="auto",
-                   help="which programs of the bundle to run; auto: ExecuTorch unless the bundle is ONNX-only")
+    p.add_argument("--backend", choices=list(BACKEND_CHOICES), default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=int, help="override the profile's thread count")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="runs per work item per round")

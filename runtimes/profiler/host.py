@@ -14,8 +14,6 @@ Jobs:
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 import resource
@@ -64,32 +62,14 @@ def set_threads(n: int) -> dict[str, Any]:
     return got
 
 
-def runtime_class(fmt: str) -> type:
-    """The Runtime subclass for a backend: runtimes.<fmt> (runtimes.executorch, runtimes.onnx)."""
-    from runtimes.base import Runtime
-
-    try:
-        mod = importlib.import_module(f"runtimes.{fmt}")
-    except ImportError as e:
-        raise ProfileError(f"no runtime for bundle format {fmt!r} (runtimes/{fmt}.py: {e})") from e
-    for obj in vars(mod).values():
-        if isinstance(obj, type) and issubclass(obj, Runtime) and obj is not Runtime and obj.backend == fmt:
-            return obj
-    raise ProfileError(f"runtimes/{fmt}.py defines no Runtime subclass with backend {fmt!r}")
-
-
 def open_runtime(bundle: str, threads: int, backend: str = "executorch", etdump: bool = False) -> Any:
+    from runtimes.factory import runtime_for
     from runtimes.manifest import load_manifest
 
     manifest = load_manifest(bundle, verify=False)  # the parent verified the checksums once
-    if etdump:
-        if backend != "executorch":
-            raise ProfileError(f"the ETDump breakdown needs the executorch backend, not {backend!r}")
-        rt = _traced_executorch(manifest)
-    else:
-        cls = runtime_class(backend)
-        kwargs = {"threads": threads} if "threads" in inspect.signature(cls.__init__).parameters else {}
-        rt = cls(manifest, **kwargs)
+    if etdump and backend != "executorch":
+        raise ProfileError(f"the ETDump breakdown needs the executorch backend, not {backend!r}")
+    rt = runtime_for(manifest, backend, threads=threads, etdump=etdump)
     for entry in rt.manifest.ops.values():
         entry.stop_token_ids = []  # fixed output length: profiling ignores stop tokens
     return rt
@@ -219,32 +199,7 @@ def job_cycle(job: dict[str, Any]) -> dict[str, Any]:
             "rss_mb": {"interpreter": base_rss, "all_resident": all_resident, "peak": _peak_rss_mb()}}
 
 
-# ---- ETDump: ExecuTorch's own event tracer, parsed by executorch.devtools.Inspector
-def _traced_executorch(manifest: Any) -> Any:
-    """An ExecuTorchRuntime whose programs load with the event tracer on (same files, same kernels)."""
-    from runtimes.executorch import ExecuTorchRuntime, program_files
-    from runtimes.manifest import BundleError, one_line
-
-    class Traced(ExecuTorchRuntime):
-        def __init__(self, m: Any) -> None:
-            super().__init__(m)
-            self.programs: dict[str, Any] = {}
-
-        def _load(self, op: str) -> None:
-            entry = self.manifest.ops[op]
-            if entry.program in self._methods:
-                return
-            path, data = program_files(self.manifest, op)
-            try:
-                program = self._et.load_program(path, data_path=data, enable_etdump=True, debug_buffer_size=0)
-            except Exception as e:  # a damaged program: one line, as ExecuTorchRuntime says it
-                raise BundleError(f"op {op!r}: executorch cannot load {entry.program}: {one_line(e)}") from e
-            self.programs[entry.program] = program
-            self._methods[entry.program] = program.load_method("forward")
-
-    return Traced(manifest)
-
-
+# ---- ETDump: ExecuTorch's own event tracer (ExecuTorchRuntime(etdump=True)), read by executorch.devtools.Inspector
 def _etdump_events(path: Path, executes: int) -> dict[str, Any]:
     """Per event name, ms in the prefill forward and summed over the decode forwards of the last run, from an
     ETDump file (no ETRecord: names are the kernels' and XNNPACK operators'). Each event's perf_data holds one

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from runtimes import factory
 from runtimes.base import Runtime
 from runtimes.manifest import MANIFEST, Manifest, load_manifest
 
@@ -20,9 +21,10 @@ from .report import SCHEMA, SCHEMA_VERSION, agreement, summarize, summarize_runs
 
 
 def resolve_backend(manifest: Manifest, requested: str = "auto") -> str:
-    """Which programs of the bundle to run, as memlora-run picks them: ExecuTorch unless the bundle is ONNX-only."""
+    """Which programs of the bundle to run, as every bundle reader picks them (runtimes.factory.resolve_backend),
+    checked up front: every op must have programs for that backend."""
     fmt = manifest.raw["format"]
-    backend = requested if requested != "auto" else ("onnx" if fmt == "onnx" else "executorch")
+    backend = factory.resolve_backend(manifest, requested)
     has = {op: backend in (getattr(e, "backends", None) or {}) or fmt == backend for op, e in manifest.ops.items()}
     if not all(has.values()):
         raise ProfileError(f"bundle format is {fmt!r}: no {backend} programs for ops "
@@ -63,7 +65,7 @@ class Settings:
     data: str | None = None
     ops: list[str] | None = None
     new_tokens: dict[str, int] = field(default_factory=dict)  # overrides of the reference-derived lengths
-    backend: str = "auto"  # executorch | onnx | auto (memlora-run's rule)
+    backend: str = "auto"  # executorch | onnx | auto (runtimes.factory.resolve_backend)
     threads: int | None = None  # default: the device profile's (host: capped at this host's cores)
     breakdown: bool = True
     cycle: bool = True
