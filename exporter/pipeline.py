@@ -250,19 +250,12 @@ def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle
                    backends: tuple[str, ...] = ("executorch",)) -> dict[str, dict[str, dict[str, Any]]]:
     """Per backend, per op: the bundle's program against the PyTorch (+ PEFT) reference. With two backends also
     "cross_check": the ONNX program teacher-forced on the ExecuTorch program's greedy tokens."""
+    from runtimes.factory import runtime_for
+
     from .validate import check_op, check_pair, meets_target
 
     manifest = load_manifest(bundle_dir, verify=False)
-    runtimes = {}
-    for b in backends:
-        if b == "executorch":
-            from runtimes.executorch import ExecuTorchRuntime
-
-            runtimes[b] = ExecuTorchRuntime(manifest)
-        else:
-            from runtimes.onnx import OnnxRuntime
-
-            runtimes[b] = OnnxRuntime(manifest)
+    runtimes = {b: runtime_for(manifest, b) for b in backends}
     runtime = runtimes[backends[0]]
     model = base.model
     if adapters:
