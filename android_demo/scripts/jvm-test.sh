@@ -2,15 +2,16 @@
 # `./build.sh android-test`: compile the app's shared JVM module (android_demo/core) with javac and run its JUnit 4
 # tests against the shared test vectors that the Python side writes (python -m runtimes.memory.vectors) and the
 # committed hostile bundle manifests (tests/data/hostile_manifests.json, also run by tests/test_manifest_closed_world.py).
-# Needs a JDK (javac >= 11) and Debian's junit4, libhamcrest-java, libxerial-sqlite-jdbc-java; no Gradle, no SDK.
+# Needs a JDK (javac >= 11) and Debian's junit4, libhamcrest-java, libxerial-sqlite-jdbc-java and libandroid-json-java
+# (AOSP's org.json, which Android itself ships); no Gradle, no SDK.
 #   usage: android_demo/scripts/jvm-test.sh PYTHON
 # Env: MEMLORA_VECTORS_BUNDLE=DIR records that exported bundle's manifest instead of the cached tiny export.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${1:?usage: jvm-test.sh PYTHON}"
 OUT=build/android-core
-JARS=(/usr/share/java/junit4.jar /usr/share/java/hamcrest-core.jar /usr/share/java/sqlite-jdbc.jar)
-PKGS=(junit4 libhamcrest-java libxerial-sqlite-jdbc-java)
+JARS=(/usr/share/java/junit4.jar /usr/share/java/hamcrest-core.jar /usr/share/java/sqlite-jdbc.jar /usr/share/java/com.android.json.jar)
+PKGS=(junit4 libhamcrest-java libxerial-sqlite-jdbc-java libandroid-json-java)
 
 missing=()
 for tool in javac java; do command -v "$tool" >/dev/null || missing+=("$tool (apt-get install -y openjdk-17-jdk-headless)"); done
@@ -31,7 +32,7 @@ echo "android-test: compiling android_demo/core (javac --release 11)" >&2
 rm -rf "$OUT/classes" "$OUT/test-classes"
 mkdir -p "$OUT/classes" "$OUT/test-classes"
 JFLAGS=(--release 11 -encoding UTF-8 -Xlint:all,-serial,-fallthrough)
-javac "${JFLAGS[@]}" -d "$OUT/classes" $(find android_demo/core/src/main/java -name '*.java' | sort)
+javac "${JFLAGS[@]}" -cp "$CP" -d "$OUT/classes" $(find android_demo/core/src/main/java -name '*.java' | sort)
 javac "${JFLAGS[@]}" -cp "$OUT/classes:$CP" -d "$OUT/test-classes" $(find android_demo/core/src/test/java -name '*.java' | sort)
 
 tests=$(cd android_demo/core/src/test/java && find . -name '*Test.java' | sed 's|^\./||; s|\.java$||; s|/|.|g' | sort)

@@ -29,6 +29,6 @@ public final class ApplyResult {
 
     @Override
     public String toString() {
-        return Json.dumps(toMap());
+        return JsonTree.write(toMap(), 0);
     }
 }

@@ -48,24 +48,24 @@ public final class Bench {
     }
 
     public static Job parseJob(String json) {
-        Map<String, Object> j = Json.obj(Json.parse(json), "job");
+        Map<String, Object> j = JsonTree.obj(JsonTree.parse(json), "job");
         if (!JOB_SCHEMA.equals(j.get("schema")) || !Long.valueOf(1).equals(j.get("schema_version")))
-            throw new IllegalArgumentException("not a " + JOB_SCHEMA + " v1 job (schema=" + Py.repr(j.get("schema"))
-                    + ", version=" + Py.repr(j.get("schema_version")) + ")");
+            throw new IllegalArgumentException("not a " + JOB_SCHEMA + " v1 job (schema=" + j.get("schema")
+                    + ", version=" + j.get("schema_version") + ")");
         Job job = new Job();
         job.threads = intOr(j, "threads", 0);
         job.warmup = intOr(j, "warmup", 1);
         job.repeats = intOr(j, "repeats", 3);
         job.rounds = Math.max(1, intOr(j, "rounds", 1));
         job.stopTokens = String.valueOf(j.get("stop_tokens"));
-        for (Map.Entry<String, Object> e : Json.obj(j.get("ops"), "ops").entrySet()) {
-            Map<String, Object> o = Json.obj(e.getValue(), "op");
+        for (Map.Entry<String, Object> e : JsonTree.obj(j.get("ops"), "ops").entrySet()) {
+            Map<String, Object> o = JsonTree.obj(e.getValue(), "op");
             OpJob oj = new OpJob(intOr(o, "new_tokens", 32));
-            for (Object it : Json.arr(o.get("items"), "items")) {
-                Map<String, Object> item = Json.obj(it, "item");
+            for (Object it : JsonTree.arr(o.get("items"), "items")) {
+                Map<String, Object> item = JsonTree.obj(it, "item");
                 List<ChatMessage> msgs = new ArrayList<>();
-                for (Object mo : Json.arr(item.get("messages"), "messages")) {
-                    Map<String, Object> m = Json.obj(mo, "message");
+                for (Object mo : JsonTree.arr(item.get("messages"), "messages")) {
+                    Map<String, Object> m = JsonTree.obj(mo, "message");
                     msgs.add(new ChatMessage((String) m.get("role"), (String) m.get("content")));
                 }
                 oj.items.add(new Item(String.valueOf(item.get("sample_id")), msgs));
@@ -82,7 +82,7 @@ public final class Bench {
      * new_tokens = generated_tokens + 1 and decode tok/s = generated_tokens / decode time.
      */
     public static Map<String, Object> run(String statsJson) {
-        Map<String, Object> s = Json.obj(Json.parse(statsJson), "stats");
+        Map<String, Object> s = JsonTree.obj(JsonTree.parse(statsJson), "stats");
         double scale = 1000.0 / num(s.getOrDefault("SCALING_FACTOR_UNITS_PER_SECOND", 1000L));
         long prompt = (long) num(s.get("prompt_tokens")), gen = (long) num(s.get("generated_tokens"));
         double prefill = (num(s.get("prompt_eval_end_ms")) - num(s.get("inference_start_ms"))) * scale;
@@ -103,7 +103,7 @@ public final class Bench {
 
     static double num(Object v) {
         if (v instanceof Number) return ((Number) v).doubleValue();
-        throw new IllegalArgumentException("runner stats: expected a number, got " + Py.repr(v));
+        throw new IllegalArgumentException("runner stats: expected a number, got " + v);
     }
 
     /** The {@code memlora.profile.device} v1 document. {@code ops}: op -> {"rounds": [{"runs", "load_ms", "rss_mb"}], ...}. */
@@ -114,6 +114,6 @@ public final class Bench {
         d.put("device", device);
         d.put("ops", ops);
         if (extra != null) d.putAll(extra);
-        return Json.dumps(d, 1, false, false);
+        return JsonTree.write(d, 1);
     }
 }

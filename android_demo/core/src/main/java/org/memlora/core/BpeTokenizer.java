@@ -95,7 +95,7 @@ public final class BpeTokenizer {
             throw new BundleError("cannot read the tokenizer " + tokenizerJson + ": " + e.getMessage());
         }
         try {
-            return fromJson(Json.obj(Json.parse(text), "tokenizer.json"));
+            return fromJson(JsonTree.obj(JsonTree.parse(text), "tokenizer.json"));
         } catch (IllegalArgumentException | ClassCastException e) {
             throw new BundleError(tokenizerJson.getName() + ": " + e.getMessage());
         }
@@ -107,28 +107,28 @@ public final class BpeTokenizer {
 
     @SuppressWarnings("unchecked")
     private BpeTokenizer(Map<String, Object> tok) {
-        Map<String, Object> model = Json.obj(tok.get("model"), "model");
+        Map<String, Object> model = JsonTree.obj(tok.get("model"), "model");
         if (!"BPE".equals(model.get("type")))
-            throw new IllegalArgumentException("tokenizer model " + Py.repr(model.get("type")) + " is not supported (byte-level BPE only)");
+            throw new IllegalArgumentException("tokenizer model '" + model.get("type") + "' is not supported (byte-level BPE only)");
         if (Boolean.TRUE.equals(model.get("byte_fallback")))
             throw new IllegalArgumentException("BPE byte_fallback (SentencePiece-style tokenizers) is not supported");
         for (String k : Arrays.asList("continuing_subword_prefix", "end_of_word_suffix")) {
             Object v = model.get(k);
             if (v instanceof String && !((String) v).isEmpty())
-                throw new IllegalArgumentException("BPE " + k + " " + Py.repr(v) + " is not supported");
+                throw new IllegalArgumentException("BPE " + k + " '" + v + "' is not supported");
         }
         if (model.get("dropout") instanceof Number && ((Number) model.get("dropout")).doubleValue() > 0)
             throw new IllegalArgumentException("BPE dropout is not supported");
         ignoreMerges = Boolean.TRUE.equals(model.get("ignore_merges"));
         int maxId = -1;
-        for (Map.Entry<String, Object> e : Json.obj(model.get("vocab"), "vocab").entrySet()) {
+        for (Map.Entry<String, Object> e : JsonTree.obj(model.get("vocab"), "vocab").entrySet()) {
             int id = ((Number) e.getValue()).intValue();
             vocab.put(e.getKey(), id);
             maxId = Math.max(maxId, id);
         }
         if (tok.get("added_tokens") != null)
-            for (Object o : Json.arr(tok.get("added_tokens"), "added_tokens")) {
-                Added a = new Added(Json.obj(o, "added token"));
+            for (Object o : JsonTree.arr(tok.get("added_tokens"), "added_tokens")) {
+                Added a = new Added(JsonTree.obj(o, "added token"));
                 added.add(a);
                 addedById.put(a.id, a);
                 if (!a.content.isEmpty())
@@ -137,24 +137,24 @@ public final class BpeTokenizer {
             }
         idToToken = new String[maxId + 1];
         for (Map.Entry<String, Integer> e : vocab.entrySet()) idToToken[e.getValue()] = e.getKey();
-        List<Object> merges = Json.arr(model.get("merges"), "merges");
+        List<Object> merges = JsonTree.arr(model.get("merges"), "merges");
         for (int rank = 0; rank < merges.size(); rank++) {
             Object m = merges.get(rank);
             String a, b;
             if (m instanceof String) {
                 String s = (String) m;
                 int sp = s.indexOf(' ', 1);
-                if (sp < 0) throw new IllegalArgumentException("merge " + Py.repr(s) + " is not two tokens");
+                if (sp < 0) throw new IllegalArgumentException("merge '" + s + "' is not two tokens");
                 a = s.substring(0, sp);
                 b = s.substring(sp + 1);
             } else {
-                List<Object> pair = Json.arr(m, "merge");
+                List<Object> pair = JsonTree.arr(m, "merge");
                 a = (String) pair.get(0);
                 b = (String) pair.get(1);
             }
             Integer ia = vocab.get(a), ib = vocab.get(b), ab = vocab.get(a + b);
             if (ia == null || ib == null || ab == null)
-                throw new IllegalArgumentException("merge " + Py.repr(a + " " + b) + " names a token the vocabulary lacks");
+                throw new IllegalArgumentException("merge '" + a + " " + b + "' names a token the vocabulary lacks");
             long key = pairKey(ia, ib);
             if (!mergeRank.containsKey(key)) {
                 mergeRank.put(key, rank);
@@ -174,27 +174,27 @@ public final class BpeTokenizer {
     @SuppressWarnings("unchecked")
     private void addNormalizer(Object n) {
         if (n == null) return;
-        Map<String, Object> m = Json.obj(n, "normalizer");
+        Map<String, Object> m = JsonTree.obj(n, "normalizer");
         String type = (String) m.get("type");
         switch (type) {
             case "Sequence":
-                for (Object o : Json.arr(m.get("normalizers"), "normalizers")) addNormalizer(o);
+                for (Object o : JsonTree.arr(m.get("normalizers"), "normalizers")) addNormalizer(o);
                 return;
             case "NFC": case "NFD": case "NFKC": case "NFKD": case "Lowercase":
                 normalizers.add(type);
                 return;
             default:
-                throw new IllegalArgumentException("normalizer " + Py.repr(type) + " is not supported (NFC/NFD/NFKC/NFKD/Lowercase)");
+                throw new IllegalArgumentException("normalizer '" + type + "' is not supported (NFC/NFD/NFKC/NFKD/Lowercase)");
         }
     }
 
     private void addPreTokenizer(Object p) {
         if (p == null) return;
-        Map<String, Object> m = Json.obj(p, "pre_tokenizer");
+        Map<String, Object> m = JsonTree.obj(p, "pre_tokenizer");
         String type = (String) m.get("type");
         switch (type) {
             case "Sequence":
-                for (Object o : Json.arr(m.get("pretokenizers"), "pretokenizers")) addPreTokenizer(o);
+                for (Object o : JsonTree.arr(m.get("pretokenizers"), "pretokenizers")) addPreTokenizer(o);
                 return;
             case "ByteLevel": {
                 if (byteLevel) throw new IllegalArgumentException("two ByteLevel pre-tokenizers");
@@ -210,30 +210,30 @@ public final class BpeTokenizer {
             }
             case "Split": {
                 if (Boolean.TRUE.equals(m.get("invert"))) throw new IllegalArgumentException("Split with invert=true is not supported");
-                Map<String, Object> pat = Json.obj(m.get("pattern"), "Split pattern");
+                Map<String, Object> pat = JsonTree.obj(m.get("pattern"), "Split pattern");
                 final Pattern re = pat.containsKey("Regex") ? Pattern.compile((String) pat.get("Regex"), Pattern.UNICODE_CHARACTER_CLASS)
                         : Pattern.compile(Pattern.quote((String) pat.get("String")));
                 final String behavior = String.valueOf(m.get("behavior"));
                 if (!Arrays.asList("Isolated", "Removed", "MergedWithPrevious", "MergedWithNext").contains(behavior))
-                    throw new IllegalArgumentException("Split behavior " + Py.repr(behavior) + " is not supported");
+                    throw new IllegalArgumentException("Split behavior '" + behavior + "' is not supported");
                 preSteps.add(piece -> split(re, piece, behavior));
                 return;
             }
             default:
-                throw new IllegalArgumentException("pre-tokenizer " + Py.repr(type) + " is not supported (ByteLevel, Split, Sequence)");
+                throw new IllegalArgumentException("pre-tokenizer '" + type + "' is not supported (ByteLevel, Split, Sequence)");
         }
     }
 
     private static boolean decoderIsByteLevel(Object d) {
         if (d == null) return false;
-        Map<String, Object> m = Json.obj(d, "decoder");
+        Map<String, Object> m = JsonTree.obj(d, "decoder");
         String type = (String) m.get("type");
         if ("ByteLevel".equals(type)) return true;
         if ("Sequence".equals(type)) {
-            List<Object> ds = Json.arr(m.get("decoders"), "decoders");
+            List<Object> ds = JsonTree.arr(m.get("decoders"), "decoders");
             if (ds.size() == 1) return decoderIsByteLevel(ds.get(0));
         }
-        throw new IllegalArgumentException("decoder " + Py.repr(type) + " is not supported (ByteLevel)");
+        throw new IllegalArgumentException("decoder '" + type + "' is not supported (ByteLevel)");
     }
 
     private static List<String> single(String s) {

@@ -32,6 +32,6 @@ public final class ChatMessage {
 
     @Override
     public String toString() {
-        return Py.repr(toMap());
+        return toMap().toString();
     }
 }

@@ -44,15 +44,15 @@ public final class GenaiConfig {
     public static GenaiConfig parse(String json) {
         Object parsed;
         try {
-            parsed = Json.parse(json);
-        } catch (Json.DecodeError e) {
-            throw new BundleError("genai_config.json: invalid JSON: " + e.getMessage());
+            parsed = JsonTree.parse(json);
+        } catch (IllegalArgumentException e) {
+            throw new BundleError("genai_config.json: " + e.getMessage());
         }
         return new GenaiConfig(parsed);
     }
 
     private GenaiConfig(Object parsed) {
-        Map<String, Object> model = section(parsed instanceof Map ? Json.obj(parsed, "genai_config") : null, "model");
+        Map<String, Object> model = section(parsed instanceof Map ? JsonTree.obj(parsed, "genai_config") : null, "model");
         Map<String, Object> dec = section(model, "decoder");
         type = String.valueOf(model.get("type"));
         filename = (String) dec.get("filename");
@@ -65,8 +65,8 @@ public final class GenaiConfig {
         List<String> unknown = new ArrayList<>();
         for (String k : in.keySet()) if (!KNOWN_INPUTS.contains(k)) unknown.add(k);
         if (!unknown.isEmpty())
-            throw new BundleError("genai_config.json: decoder inputs " + Py.repr(unknown) + " are not supported by the app's ONNX "
-                    + "backend (it feeds " + Py.repr(KNOWN_INPUTS) + "; export for the CPU execution provider)");
+            throw new BundleError("genai_config.json: decoder inputs " + unknown + " are not supported by the app's ONNX "
+                    + "backend (it feeds " + KNOWN_INPUTS + "; export for the CPU execution provider)");
         inputIds = name(in, "input_ids", "inputs");
         attentionMask = name(in, "attention_mask", "inputs");
         positionIds = (String) in.get("position_ids");
@@ -79,20 +79,20 @@ public final class GenaiConfig {
 
     private static Map<String, Object> section(Map<String, Object> m, String key) {
         Object v = m == null ? null : m.get(key);
-        if (!(v instanceof Map)) throw new BundleError("genai_config.json: no " + Py.repr(key) + " section");
-        return Json.obj(v, key);
+        if (!(v instanceof Map)) throw new BundleError("genai_config.json: no '" + key + "' section");
+        return JsonTree.obj(v, key);
     }
 
     private static int intOf(Map<String, Object> m, String key) {
         Object v = m.get(key);
-        if (!(v instanceof Number)) throw new BundleError("genai_config.json: " + Py.repr(key) + " is missing or not a number");
+        if (!(v instanceof Number)) throw new BundleError("genai_config.json: '" + key + "' is missing or not a number");
         return ((Number) v).intValue();
     }
 
     private static String name(Map<String, Object> m, String key, String where) {
         Object v = m.get(key);
         if (!(v instanceof String) || ((String) v).isEmpty())
-            throw new BundleError("genai_config.json: decoder " + where + " name no " + Py.repr(key));
+            throw new BundleError("genai_config.json: decoder " + where + " name no '" + key + "'");
         return (String) v;
     }
 

@@ -4,7 +4,6 @@ import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
 import java.io.InputStream;
-import java.math.BigInteger;
 import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
@@ -24,18 +23,20 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.regex.Pattern;
+import org.json.JSONObject;
 
 /**
- * The bundle manifest (schema v1) read exactly as runtimes/manifest.py {@code load_manifest} reads it: the same
- * required keys, schema check, field types, file size + sha256 verification and op -> file checks, with the same
- * messages. A bundle is a closed world: every file name is a plain name ({@link #NAME_RULE}) listed in {@code files}
- * and resolving inside the bundle directory; open bundle files only through {@link #file(String)}, which checks that
- * again (tests/data/hostile_manifests.json holds both readers to the same verdicts). On top,
- * {@link #checkRuntimeVersion} refuses a bundle whose programs were exported with another ExecuTorch version than the
- * runtime the app links (a .pte must run on the runtime version it was exported with).
+ * The bundle manifest (schema 2), read as runtimes/manifest.py {@code load_manifest} reads it: the same required keys,
+ * schema check, field types (a refused manifest is one line naming the field), file size + sha256 verification and
+ * op -> file checks. Schema 2 carries the prompts as data (tokenizer.chat_format, ops.*.prompt: {@link ChatFormat},
+ * {@link OpPrompt}); the app has no template engine, so a schema 1 bundle is refused with a line saying to re-export
+ * it. A bundle is a closed world: every file name is a plain name ({@link #NAME_RULE}) listed in {@code files} and
+ * resolving inside the bundle directory; open bundle files only through {@link #file(String)}, which checks that again
+ * (tests/data/hostile_manifests.json holds both readers to the same verdicts). On top, {@link #checkRuntimeVersion}
+ * refuses a bundle whose programs were exported with another ExecuTorch version than the runtime the app links.
  */
 public final class Manifest {
-    public static final int SCHEMA_VERSION = 1;
+    public static final int SCHEMA_VERSION = 2;
     public static final String MANIFEST = "manifest.json";
     public static final List<String> REQUIRED = Arrays.asList("schema_version", "model", "tokenizer", "strategy",
             "quantization", "format", "versions", "ops", "files");
@@ -45,12 +46,14 @@ public final class Manifest {
         KNOWN.addAll(Arrays.asList("tool", "created_utc", "spec", "export", "backends", "embedder", "target"));
     }
 
-    /** One memory operation: its program, data files, prompt template and generation defaults. */
+    /** One memory operation: its program, data files, prompt and generation defaults. */
     public static final class OpEntry {
         public final String name;
         public final String program;
         public final List<String> dataFiles;
+        /** The template id the prompt was exported from (informational: {@link #prompt} is what is sent). */
         public final String promptTemplate;
+        public final OpPrompt prompt;
         public final Map<String, Object> generation;
         public final List<Long> stopTokenIds;
         public final Map<String, Object> adapter; // null when the op has none
@@ -58,22 +61,27 @@ public final class Manifest {
         public final Map<String, Map<String, Object>> backends = new LinkedHashMap<>();
         public final Map<String, Object> raw;
 
+        @SuppressWarnings("unchecked")
         OpEntry(String name, Map<String, Object> op) {
             this.name = name;
             this.raw = op;
             this.program = (String) op.get("program");
             List<String> df = new ArrayList<>();
-            if (op.get("data_files") != null) for (Object o : Json.arr(op.get("data_files"), "data_files")) df.add((String) o);
+            if (op.get("data_files") != null) for (Object o : (List<Object>) op.get("data_files")) df.add((String) o);
             this.dataFiles = Collections.unmodifiableList(df);
             this.promptTemplate = (String) op.get("prompt_template");
-            this.generation = op.get("generation") == null ? new LinkedHashMap<>() : Json.obj(op.get("generation"), "generation");
+            Map<String, Object> p = (Map<String, Object>) op.get("prompt");
+            List<String> fields = new ArrayList<>();
+            for (Object f : (List<Object>) p.get("fields")) fields.add((String) f);
+            this.prompt = new OpPrompt((String) p.get("id"), (String) p.get("system"), (String) p.get("user"), fields);
+            this.generation = op.get("generation") == null ? new LinkedHashMap<>() : (Map<String, Object>) op.get("generation");
             List<Long> stops = new ArrayList<>();
-            if (op.get("stop_token_ids") != null) for (Object o : Json.arr(op.get("stop_token_ids"), "stop_token_ids")) stops.add(((Number) o).longValue());
+            if (op.get("stop_token_ids") != null) for (Object o : (List<Object>) op.get("stop_token_ids")) stops.add((Long) o);
             this.stopTokenIds = Collections.unmodifiableList(stops);
-            this.adapter = op.get("adapter") instanceof Map ? Json.obj(op.get("adapter"), "adapter") : null;
+            this.adapter = op.get("adapter") instanceof Map ? (Map<String, Object>) op.get("adapter") : null;
             if (op.get("backends") instanceof Map)
-                for (Map.Entry<String, Object> b : Json.obj(op.get("backends"), "backends").entrySet())
-                    backends.put(b.getKey(), Json.obj(b.getValue(), "backend " + b.getKey()));
+                for (Map.Entry<String, Object> b : ((Map<String, Object>) op.get("backends")).entrySet())
+                    backends.put(b.getKey(), (Map<String, Object>) b.getValue());
         }
 
         /** The files this op needs for one format: its program, data files and (ONNX separate adapters) adapter file. */
@@ -100,14 +108,14 @@ public final class Manifest {
     public final Map<String, Object> raw;
     public final Map<String, OpEntry> ops = new LinkedHashMap<>();
     public final List<String> warnings = new ArrayList<>();
-    private ChatTemplate template;
+    private ChatFormat chatFormat;
 
     private Manifest(File root, Map<String, Object> raw) {
         this.root = root;
         this.raw = raw;
     }
 
-    /** {@code load_manifest(bundle, verify)}: the same checks in the same order, with the same messages. */
+    /** {@code load_manifest(bundle, verify)}: the same checks in the same order. */
     public static Manifest load(File bundle, boolean verify) {
         File path = new File(bundle, MANIFEST);
         if (!path.isFile()) throw new BundleError(bundle.getPath() + " is not a memlora bundle: " + MANIFEST + " not found");
@@ -124,44 +132,46 @@ public final class Manifest {
         }
         Object parsed;
         try {
-            parsed = Json.parse(text);
-        } catch (Json.DecodeError e) {
-            throw new BundleError(path.getPath() + ": invalid JSON: " + e.getMessage());
-        } catch (StackOverflowError e) {
-            throw new BundleError(path.getPath() + ": invalid JSON: nested too deeply");
+            parsed = JsonTree.parse(text);
+        } catch (IllegalArgumentException e) {
+            throw new BundleError(path.getPath() + ": " + e.getMessage());
         }
         if (!(parsed instanceof Map)) throw new BundleError(path.getPath() + ": the manifest is not a JSON object");
-        Map<String, Object> raw = Json.obj(parsed, "manifest");
+        Map<String, Object> raw = JsonTree.obj(parsed, "manifest");
         List<String> missing = new ArrayList<>();
         for (String k : REQUIRED) if (!raw.containsKey(k)) missing.add(k);
-        if (!missing.isEmpty()) throw new BundleError(path.getPath() + ": missing required keys " + Py.repr(missing));
+        if (!missing.isEmpty()) throw new BundleError(path.getPath() + ": missing required keys " + missing);
         Object sv = raw.get("schema_version");
-        if (!isInt(sv)) throw new BundleError(path.getPath() + ": schema_version: expected an integer, got " + kind(sv));
-        if (!sv.toString().equals(String.valueOf(SCHEMA_VERSION)))
-            throw new BundleError(path.getPath() + ": schema_version " + Py.str(sv) + " is not supported (this runtime reads " + SCHEMA_VERSION + ")");
+        if (!(sv instanceof Long)) throw new BundleError(path.getPath() + ": schema_version: expected an integer, got " + kind(sv));
+        if ((Long) sv < SCHEMA_VERSION)
+            throw new BundleError(path.getPath() + ": schema_version " + sv + " is not supported (this app reads " + SCHEMA_VERSION
+                    + ": prompts carried as data, no chat template engine); re-export the bundle with this memlora version");
+        if ((Long) sv > SCHEMA_VERSION)
+            throw new BundleError(path.getPath() + ": schema_version " + sv + " is not supported (this app reads " + SCHEMA_VERSION
+                    + "); update the app to run it");
         Manifest m = new Manifest(bundle, raw);
         List<String> unknown = new ArrayList<>();
         for (String k : raw.keySet()) if (!KNOWN.contains(k)) unknown.add(k);
-        unknown.sort(Py.CODE_POINT_ORDER);
-        if (!unknown.isEmpty()) m.warnings.add(path.getPath() + ": unknown keys " + Py.repr(unknown) + " ignored");
-        checkFields(raw, path.getPath());
-        Map<String, Object> files = Json.obj(raw.get("files"), "files");
-        for (String name : files.keySet())
+        unknown.sort(Text.CODE_POINT_ORDER);
+        if (!unknown.isEmpty()) m.warnings.add(path.getPath() + ": unknown keys " + unknown + " ignored");
+        Checker c = checkFields(raw, path.getPath());
+        for (String name : c.files.keySet())
             if (!inside(rootReal, new File(bundle, name))) throw new BundleError("bundle file " + name + " leads outside the bundle (a link)");
         if (verify) {
-            for (Map.Entry<String, Object> e : files.entrySet()) {
+            for (Map.Entry<String, Object> e : c.files.entrySet()) {
                 String name = e.getKey();
-                Map<String, Object> entry = Json.obj(e.getValue(), "files entry");
+                Map<String, Object> entry = JsonTree.obj(e.getValue(), "files entry");
                 File f = new File(bundle, name);
                 if (!f.isFile()) throw new BundleError("bundle file missing: " + name);
                 Object expect = entry.get("bytes");
-                if (!String.valueOf(f.length()).equals(expect.toString()))
+                if (f.length() != (Long) expect)
                     throw new BundleError("bundle file " + name + ": " + f.length() + " bytes, manifest says " + expect + " (truncated?)");
                 if (!sha256(f).equals(entry.get("sha256"))) throw new BundleError("bundle file " + name + ": sha256 mismatch (corrupted or modified)");
             }
         }
-        for (Map.Entry<String, Object> e : Json.obj(raw.get("ops"), "ops").entrySet())
-            m.ops.put(e.getKey(), new OpEntry(e.getKey(), Json.obj(e.getValue(), "op")));
+        m.chatFormat = checkPrompts(raw, c);
+        for (Map.Entry<String, Object> e : JsonTree.obj(raw.get("ops"), "ops").entrySet())
+            m.ops.put(e.getKey(), new OpEntry(e.getKey(), JsonTree.obj(e.getValue(), "op")));
         return m;
     }
 
@@ -198,9 +208,9 @@ public final class Manifest {
     }
 
     public File file(String name, boolean mustExist) {
-        if (!isPlainName(name)) throw new BundleError(Py.repr(name) + " is not " + NAME_RULE);
+        if (!isPlainName(name)) throw new BundleError(quote(name) + " is not " + NAME_RULE);
         if (!files().containsKey(name))
-            throw new BundleError(Py.repr(name) + " is not a file of this bundle (the manifest's files do not list it)");
+            throw new BundleError(quote(name) + " is not a file of this bundle (the manifest's files do not list it)");
         File f = new File(root, name);
         if (!inside(realPath(root), f)) throw new BundleError("bundle file " + name + " leads outside the bundle (a link)");
         if (mustExist && !f.isFile()) throw new BundleError("bundle file missing: " + name);
@@ -283,22 +293,22 @@ public final class Manifest {
 
     // ------------------------------------------------------------------------------------------------ field checks
 
-    static final BigInteger INT32 = BigInteger.valueOf(Integer.MAX_VALUE), INT64 = BigInteger.valueOf(Long.MAX_VALUE),
-            INT64_MIN = BigInteger.valueOf(Long.MIN_VALUE);
+    static final long INT32 = Integer.MAX_VALUE, INT64 = Long.MAX_VALUE, INT64_MIN = Long.MIN_VALUE;
+
+    /** A name or value in a message: JSON-quoted, so that control characters cannot break the line. */
+    static String quote(Object v) {
+        return v instanceof String ? JSONObject.quote((String) v) : String.valueOf(v);
+    }
 
     /** A JSON value's type as error messages name it (runtimes/manifest.py {@code kind}). */
     static String kind(Object v) {
         if (v == null) return "null";
         if (v instanceof Boolean) return "a boolean";
-        if (isInt(v)) return "an integer";
+        if (v instanceof Long) return "an integer";
         if (v instanceof Number) return "a number";
         if (v instanceof String) return "a string";
         if (v instanceof List) return "an array";
         return "an object";
-    }
-
-    static boolean isInt(Object v) {
-        return v instanceof Long || v instanceof Integer || v instanceof BigInteger;
     }
 
     /** runtimes/manifest.py {@code _Checker}: every error one line {@code <manifest>: <field>: <problem>}. */
@@ -337,15 +347,10 @@ public final class Manifest {
             return (String) v;
         }
 
-        void integer(String field, Object v, BigInteger lo, BigInteger hi, boolean optional) {
+        void integer(String field, Object v, long lo, long hi, boolean optional) {
             if (v == null && optional) return;
-            if (!isInt(v)) throw fail(field, "expected an integer, got " + kind(v));
-            BigInteger b = new BigInteger(v.toString());
-            if (b.compareTo(lo) < 0 || b.compareTo(hi) > 0) throw fail(field, v + " is out of range (" + lo + ".." + hi + ")");
-        }
-
-        void integer(String field, Object v, long lo, BigInteger hi, boolean optional) {
-            integer(field, v, BigInteger.valueOf(lo), hi, optional);
+            if (!(v instanceof Long)) throw fail(field, "expected an integer, got " + kind(v));
+            if ((Long) v < lo || (Long) v > hi) throw fail(field, v + " is out of range (" + lo + ".." + hi + ")");
         }
 
         void number(String field, Object v, double lo, double hi, boolean optional) {
@@ -353,7 +358,7 @@ public final class Manifest {
             if (!(v instanceof Number)) throw fail(field, "expected a number, got " + kind(v));
             double d = ((Number) v).doubleValue();
             if (!(!Double.isNaN(d) && !Double.isInfinite(d) && lo <= d && d <= hi))
-                throw fail(field, Py.repr(v) + " is out of range (" + Py.floatRepr(lo) + ".." + Py.floatRepr(hi) + ")");
+                throw fail(field, v + " is out of range (" + lo + ".." + hi + ")");
         }
 
         @SuppressWarnings("unchecked")
@@ -366,8 +371,8 @@ public final class Manifest {
         /** A bundle file name: plain ({@link #NAME_RULE}) and listed in files. */
         void name(String field, Object v, boolean optional) {
             if (str(field, v, optional) == null) return;
-            if (!isPlainName(v)) throw fail(field, Py.repr(v) + " is not " + NAME_RULE);
-            if (!files.containsKey(v)) throw fail(field, Py.repr(v) + " is not listed in the manifest's files");
+            if (!isPlainName(v)) throw fail(field, quote(v) + " is not " + NAME_RULE);
+            if (!files.containsKey(v)) throw fail(field, quote(v) + " is not listed in the manifest's files");
         }
 
         void names(String field, Object v) {
@@ -377,7 +382,7 @@ public final class Manifest {
     }
 
     /** runtimes/manifest.py {@code check_fields}, in the same order (so both name the same field). */
-    static void checkFields(Map<String, Object> raw, String where) {
+    static Checker checkFields(Map<String, Object> raw, String where) {
         Checker c = new Checker(where);
         c.files = c.obj("files", raw.get("files"), false);
         Map<String, Object> model = c.obj("model", raw.get("model"), false);
@@ -443,13 +448,43 @@ public final class Manifest {
         }
         for (Map.Entry<String, Object> e : c.files.entrySet()) {
             String name = e.getKey();
-            if (!isPlainName(name)) throw c.fail("files", Py.repr(name) + " is not " + NAME_RULE);
+            if (!isPlainName(name)) throw c.fail("files", quote(name) + " is not " + NAME_RULE);
             String f = "files." + name;
             Map<String, Object> entry = c.obj(f, e.getValue(), false);
             c.integer(f + ".bytes", c.get(entry, f, "bytes", true), 0, INT64, false);
             String sha = c.str(f + ".sha256", c.get(entry, f, "sha256", true), false);
             if (!SHA256.matcher(sha).matches()) throw c.fail(f + ".sha256", "expected 64 lowercase hex digits");
         }
+        return c;
+    }
+
+    /** runtimes/chat.py ChatFormat.from_dict and OpPrompt.from_dict: tokenizer.chat_format, then each op's prompt. */
+    static ChatFormat checkPrompts(Map<String, Object> raw, Checker c) {
+        String f = "tokenizer.chat_format";
+        Map<String, Object> cf = c.obj(f, JsonTree.obj(raw.get("tokenizer"), "tokenizer").get("chat_format"), false);
+        Map<String, Object> roles = c.obj(f + ".roles", cf.get("roles"), false);
+        if (roles.isEmpty()) throw c.fail(f + ".roles", "expected at least one role");
+        Map<String, String[]> framing = new LinkedHashMap<>();
+        for (Map.Entry<String, Object> r : roles.entrySet()) {
+            String fr = f + ".roles." + r.getKey();
+            Map<String, Object> ba = c.obj(fr, r.getValue(), false);
+            framing.put(r.getKey(), new String[] {c.str(fr + ".before", ba.get("before"), false), c.str(fr + ".after", ba.get("after"), false)});
+        }
+        String gp = c.str(f + ".generation_prompt", cf.get("generation_prompt"), false);
+        String ds = c.str(f + ".default_system", cf.get("default_system"), true);
+        Object sp = cf.containsKey("add_special_tokens") ? cf.get("add_special_tokens") : Boolean.FALSE;
+        if (!(sp instanceof Boolean)) throw c.fail(f + ".add_special_tokens", "expected true or false, got " + kind(sp));
+        for (Map.Entry<String, Object> op : JsonTree.obj(raw.get("ops"), "ops").entrySet()) {
+            String fp = "ops." + op.getKey() + ".prompt";
+            Map<String, Object> p = c.obj(fp, JsonTree.obj(op.getValue(), "op").get("prompt"), false);
+            for (String k : Arrays.asList("id", "system", "user")) c.str(fp + "." + k, p.get(k), false);
+            List<Object> fields = c.list(fp + ".fields", p.get("fields"), false);
+            List<String> names = new ArrayList<>();
+            for (int i = 0; i < fields.size(); i++) names.add(c.str(fp + ".fields[" + i + "]", fields.get(i), false));
+            String problem = OpPrompt.problem((String) p.get("user"), names);
+            if (problem != null) throw c.fail(fp + ".user", problem);
+        }
+        return new ChatFormat(framing, gp, ds, (Boolean) sp);
     }
 
     static final Pattern SHA256 = Pattern.compile("[0-9a-f]{64}");
@@ -485,6 +520,7 @@ public final class Manifest {
         return file((String) tokenizer().get("file"));
     }
 
+    /** The model's Jinja chat template (informational: prompts are built from {@link #chatFormat()}). */
     public String chatTemplate() {
         Object t = tokenizer().get("chat_template");
         return t instanceof String ? (String) t : null;
@@ -531,8 +567,8 @@ public final class Manifest {
         OpEntry e = ops.get(name);
         if (e == null) {
             List<String> names = new ArrayList<>(ops.keySet());
-            names.sort(Py.CODE_POINT_ORDER);
-            throw new BundleError("op " + Py.repr(name) + " is not in this bundle; ops: " + Py.repr(names));
+            names.sort(Text.CODE_POINT_ORDER);
+            throw new BundleError("op '" + name + "' is not in this bundle; ops: " + names);
         }
         return e;
     }
@@ -556,7 +592,7 @@ public final class Manifest {
         List<String> names = new ArrayList<>();
         names.add(e.program);
         names.addAll(e.dataFiles);
-        for (String f : names) n += ((Number) Json.obj(files().get(f), "files entry").get("bytes")).longValue();
+        for (String f : names) n += (Long) JsonTree.obj(files().get(f), "files entry").get("bytes");
         return n;
     }
 
@@ -565,20 +601,22 @@ public final class Manifest {
         Map<String, Object> b = op(op).backend(format);
         List<Object> names = new ArrayList<>();
         names.add(b.get("program"));
-        if (b.get("data_files") != null) names.addAll(Json.arr(b.get("data_files"), "data_files"));
+        if (b.get("data_files") != null) names.addAll(JsonTree.arr(b.get("data_files"), "data_files"));
         Object af = b.get("adapter_file");
         if (af instanceof String && !((String) af).isEmpty() && !names.contains(af)) names.add(af);
         long n = 0;
-        for (Object f : names) n += ((Number) Json.obj(files().get(f), "files entry").get("bytes")).longValue();
+        for (Object f : names) n += (Long) JsonTree.obj(files().get(f), "files entry").get("bytes");
         return n;
     }
 
-    /** The prompt text of an op's messages: the chat template applied as runtimes/base.py applies it. */
-    public synchronized String renderPrompt(List<ChatMessage> messages) {
-        String tpl = chatTemplate();
-        if (tpl == null || tpl.isEmpty()) return ChatTemplate.apply(null, messages, bosToken(), eosToken());
-        if (template == null) template = ChatTemplate.compile(tpl);
-        return template.render(messages, true, bosToken(), eosToken());
+    /** How the model frames messages (tokenizer.chat_format). */
+    public ChatFormat chatFormat() {
+        return chatFormat;
+    }
+
+    /** The prompt text of an op's messages, framed as runtimes/base.py frames them ({@link ChatFormat#render}). */
+    public String renderPrompt(List<ChatMessage> messages) {
+        return chatFormat.render(messages);
     }
 
     // ------------------------------------------------------------------------------------------------ versions
@@ -599,7 +637,7 @@ public final class Manifest {
     public void checkRuntimeVersion(String runtime, String linkedVersion) {
         Object exported = versions().get(runtime);
         if (!(exported instanceof String))
-            throw new BundleError("the manifest records no " + runtime + " version (versions: " + Py.repr(new ArrayList<>(versions().keySet()))
+            throw new BundleError("the manifest records no " + runtime + " version (versions: " + versions().keySet()
                     + "); re-export the bundle with this memlora version");
         String have = release(linkedVersion), want = release((String) exported);
         if (runtime.equals("executorch")) {

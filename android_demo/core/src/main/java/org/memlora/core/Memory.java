@@ -45,6 +45,6 @@ public final class Memory {
 
     @Override
     public String toString() {
-        return Py.repr(toMap());
+        return toMap().toString();
     }
 }

@@ -103,31 +103,32 @@ public final class MemoryCycle {
     private final Embedder embedder;
     private final MemoryStore store;
     private final String owner;
-    private final Map<String, String> templates;
+    private final Map<String, OpPrompt> prompts;
     public final Config config;
     public final List<OpCall> calls = Collections.synchronizedList(new ArrayList<>());
     private final SecureRandom random = new SecureRandom();
 
-    /** {@code templates}: op -> prompt template id (the manifest's); ops missing there use the default template. */
-    public MemoryCycle(Llm llm, Embedder embedder, MemoryStore store, String owner, Config config, Map<String, String> templates) {
+    /** {@code prompts}: op -> the bundle's prompt ({@link #templatesOf}). */
+    public MemoryCycle(Llm llm, Embedder embedder, MemoryStore store, String owner, Config config, Map<String, OpPrompt> prompts) {
         this.llm = llm;
         this.embedder = embedder;
         this.store = store;
         this.owner = owner;
         this.config = config != null ? config : new Config();
-        this.templates = templates != null ? templates : new LinkedHashMap<>();
+        this.prompts = new LinkedHashMap<>(prompts);
     }
 
-    /** Op -> template id as the manifest names them. */
-    public static Map<String, String> templatesOf(Manifest m) {
-        Map<String, String> t = new LinkedHashMap<>();
-        for (Manifest.OpEntry e : m.ops.values()) t.put(e.name, e.promptTemplate);
+    /** Op -> the prompt the bundle carries for it (manifest ops.*.prompt). */
+    public static Map<String, OpPrompt> templatesOf(Manifest m) {
+        Map<String, OpPrompt> t = new LinkedHashMap<>();
+        for (Manifest.OpEntry e : m.ops.values()) t.put(e.name, e.prompt);
         return t;
     }
 
-    public String template(String op) {
-        String t = templates.get(op);
-        return t != null ? t : PromptTemplates.templateFor(op);
+    public OpPrompt template(String op) {
+        OpPrompt p = prompts.get(op);
+        if (p == null) throw new BundleError("the bundle has no prompt for op '" + op + "' (ops: " + prompts.keySet() + ")");
+        return p;
     }
 
     public float[][] embed(List<String> texts) {
@@ -236,7 +237,7 @@ public final class MemoryCycle {
         List<Memory> shown = new ArrayList<>();
         for (MemoryStore.Scored s : hits) shown.add(s.memory);
         shown.sort((a, b) -> {
-            int c = Py.CODE_POINT_ORDER.compare(a.updatedAt, b.updatedAt);
+            int c = Text.CODE_POINT_ORDER.compare(a.updatedAt, b.updatedAt);
             return c != 0 ? c : Long.compare(a.id, b.id);
         });
         Object[] r = call("generate", MemoryFormat.generateMessages(question, shown, template("generate")), null, onText);
@@ -247,13 +248,16 @@ public final class MemoryCycle {
     /** The first non-empty line, without surrounding quotes or an "Answer:" prefix (pipeline.clean_answer). */
     public static String cleanAnswer(String text) {
         String line = "";
-        for (String ln : Py.splitlines(Py.strip(text))) {
-            if (!Py.strip(ln).isEmpty()) {
-                line = Py.strip(ln);
+        for (String ln : Text.lines(Text.strip(text))) {
+            if (!Text.strip(ln).isEmpty()) {
+                line = Text.strip(ln);
                 break;
             }
         }
-        if (line.toLowerCase(Locale.ROOT).startsWith("answer:")) line = Py.strip(line.substring(7));
-        return Py.strip(line, "\"' ");
+        if (line.toLowerCase(Locale.ROOT).startsWith("answer:")) line = Text.strip(line.substring(7));
+        int a = 0, b = line.length();
+        while (a < b && "\"' ".indexOf(line.charAt(a)) >= 0) a++;
+        while (b > a && "\"' ".indexOf(line.charAt(b - 1)) >= 0) b--;
+        return line.substring(a, b);
     }
 }

@@ -15,7 +15,7 @@ import java.util.regex.Pattern;
 
 /**
  * What the model sees, as runtimes/memory/prompts.py renders it: turns, facts and memories (temporary ids "0",
- * "1", ... mapped back by the returned id map), and the dates shown with memories.
+ * "1", ... mapped back by the returned id map) and the dates shown with memories, put into the bundle's op prompts.
  */
 public final class MemoryFormat {
     private MemoryFormat() {}
@@ -57,7 +57,7 @@ public final class MemoryFormat {
         }
     }
 
-    private static final String S = Py.SPACE_CLASS + "+";
+    private static final String S = Text.SPACE_CLASS + "+";
     private static final String I = "(1[0-2]|0[1-9]|[1-9])";
     private static final String MIN = "([0-5]\\p{Nd}|\\p{Nd})";
     private static final String P = "(am|pm)";
@@ -151,7 +151,7 @@ public final class MemoryFormat {
     /** {@code parse_date}: a LoCoMo session date ("1:56 pm on 8 May, 2023") or an ISO string; null when unreadable. */
     public static Parsed parseDate(String value) {
         if (value == null) return null;
-        String s = Py.strip(value);
+        String s = Text.strip(value);
         Parsed iso = fromIso(s);
         if (iso != null) return iso;
         for (int f = 0; f < LOCOMO.length; f++) {
@@ -200,8 +200,8 @@ public final class MemoryFormat {
     public static String formatTurns(List<Turn> turns) {
         List<String> lines = new ArrayList<>();
         for (Turn t : turns) {
-            String text = Py.collapse(t.text == null ? "" : t.text);
-            if (t.blipCaption != null && !t.blipCaption.isEmpty()) text = Py.strip(text + " [shares a photo: " + t.blipCaption + "]");
+            String text = Text.collapse(t.text == null ? "" : t.text);
+            if (t.blipCaption != null && !t.blipCaption.isEmpty()) text = Text.strip(text + " [shares a photo: " + t.blipCaption + "]");
             lines.add(t.speaker + ": " + text);
         }
         return String.join("\n", lines);
@@ -221,7 +221,7 @@ public final class MemoryFormat {
         for (int i = 0; i < memories.size(); i++) {
             Memory m = memories.get(i);
             idMap.put(String.valueOf(i), m.id);
-            String text = Py.collapse(m.text == null ? "" : m.text);
+            String text = Text.collapse(m.text == null ? "" : m.text);
             if (withDates) {
                 // Python: `updated_at or created_at` (an empty created_at stays "", None means "unknown date").
                 String date = (m.updatedAt != null && !m.updatedAt.isEmpty()) ? m.updatedAt : m.createdAt;
@@ -231,25 +231,25 @@ public final class MemoryFormat {
         return new Formatted(lines.isEmpty() ? NO_MEMORIES : String.join("\n", lines), idMap);
     }
 
-    public static List<ChatMessage> extractMessages(List<Turn> turns, String date, String template) {
+    public static List<ChatMessage> extractMessages(List<Turn> turns, String date, OpPrompt prompt) {
         Map<String, String> f = new LinkedHashMap<>();
         f.put("date", String.valueOf(date));
         f.put("turns", formatTurns(turns));
-        return PromptTemplates.render(template, f);
+        return prompt.messages(f);
     }
 
-    public static UpdatePrompt updateMessages(List<String> facts, List<Memory> memories, String template) {
+    public static UpdatePrompt updateMessages(List<String> facts, List<Memory> memories, OpPrompt prompt) {
         Formatted fm = formatMemories(memories, false);
         Map<String, String> f = new LinkedHashMap<>();
         f.put("memories", fm.text);
         f.put("facts", formatFacts(facts));
-        return new UpdatePrompt(PromptTemplates.render(template, f), fm.idMap);
+        return new UpdatePrompt(prompt.messages(f), fm.idMap);
     }
 
-    public static List<ChatMessage> generateMessages(String question, List<Memory> memories, String template) {
+    public static List<ChatMessage> generateMessages(String question, List<Memory> memories, OpPrompt prompt) {
         Map<String, String> f = new LinkedHashMap<>();
         f.put("memories", formatMemories(memories, true).text);
-        f.put("question", Py.strip(question));
-        return PromptTemplates.render(template, f);
+        f.put("question", Text.strip(question));
+        return prompt.messages(f);
     }
 }

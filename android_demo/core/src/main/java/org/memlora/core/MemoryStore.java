@@ -153,7 +153,7 @@ public final class MemoryStore implements AutoCloseable {
                 while (rs.next()) meta.put(rs.getString(1), rs.getString(2));
             }
             if (!String.valueOf(SCHEMA_VERSION).equals(meta.get("schema_version")))
-                throw new StoreError(path + ": memory store schema " + Py.str(meta.get("schema_version")) + " (this code reads " + SCHEMA_VERSION + ")");
+                throw new StoreError(path + ": memory store schema " + meta.get("schema_version") + " (this code reads " + SCHEMA_VERSION + ")");
             dim = meta.containsKey("dim") ? Integer.valueOf(meta.get("dim")) : null;
         } catch (SQLException | RuntimeException e) {
             try {
@@ -354,8 +354,26 @@ public final class MemoryStore implements AutoCloseable {
 
     static List<String> jsonStrings(String json) {
         List<String> out = new ArrayList<>();
-        for (Object o : Json.arr(Json.parse(json), "source_turns")) out.add(String.valueOf(o));
+        for (Object o : JsonTree.arr(JsonTree.parse(json), "source_turns")) out.add(String.valueOf(o));
         return out;
+    }
+
+    /** A list of strings as Python's {@code json.dumps} writes it ({@code ["a", "b"]}, non-ASCII as \\u escapes), so
+     *  that the phone and Python write the same bytes into a store. */
+    static String jsonList(List<?> items) {
+        StringBuilder sb = new StringBuilder("[");
+        for (Object o : items) {
+            if (sb.length() > 1) sb.append(", ");
+            sb.append('"');
+            for (char c : String.valueOf(o).toCharArray()) {
+                int esc = "\"\\\n\r\t\b\f".indexOf(c);
+                if (esc >= 0) sb.append('\\').append("\"\\nrtbf".charAt(esc));
+                else if (c < 0x20 || c > 0x7e) sb.append(String.format("\\u%04x", (int) c));
+                else sb.append(c);
+            }
+            sb.append('"');
+        }
+        return sb.append(']').toString();
     }
 
     private static Memory row(ResultSet rs, boolean withEmbedding) throws SQLException {
@@ -476,7 +494,7 @@ public final class MemoryStore implements AutoCloseable {
                                    EmbedFn embedFn, String now, String batch) {
         String when = now != null ? now : MemoryFormat.now();
         List<String> turns = sourceTurns == null ? new ArrayList<>() : new ArrayList<>(sourceTurns);
-        TreeSet<String> textSet = new TreeSet<>(Py.CODE_POINT_ORDER);
+        TreeSet<String> textSet = new TreeSet<>(Text.CODE_POINT_ORDER);
         for (UpdateEvent e : events) if ((e.event.equals("ADD") || e.event.equals("UPDATE")) && e.text != null && !e.text.isEmpty()) textSet.add(e.text);
         List<String> texts = new ArrayList<>(textSet);
         Map<String, byte[]> vectors = new LinkedHashMap<>();
@@ -522,14 +540,16 @@ public final class MemoryStore implements AutoCloseable {
             this.vectors = vectors;
             this.now = now;
             this.batch = batch;
-            this.turnsJson = Json.dumps(new ArrayList<Object>(turns));
+            this.turnsJson = jsonList(turns);
         }
 
         String shownIds() {
             if (shownIds == null) {
                 List<String> shown = new ArrayList<>(idMap.keySet());
-                shown.sort(Py.CODE_POINT_ORDER);
-                shownIds = Py.repr(shown);
+                shown.sort(Text.CODE_POINT_ORDER);
+                StringBuilder sb = new StringBuilder("[");
+                for (String id : shown) sb.append(sb.length() > 1 ? ", '" : "'").append(id).append('\'');
+                shownIds = sb.append(']').toString();
             }
             return shownIds;
         }
@@ -572,7 +592,7 @@ public final class MemoryStore implements AutoCloseable {
             return;
         }
         if (real == null) {
-            skip(res, e, ev + " of unknown id " + Py.repr(e.id) + " (shown ids: " + ctx.shownIds() + ")");
+            skip(res, e, ev + " of unknown id '" + e.id + "' (shown ids: " + ctx.shownIds() + ")");
             return;
         }
         String oldText = null, oldTurnsJson = null;
@@ -598,7 +618,7 @@ public final class MemoryStore implements AutoCloseable {
             HashSet<Object> seen = new HashSet<>(merged);
             for (String t : ctx.turns) if (!seen.contains(t)) merged.add(t);
             exec("UPDATE memories SET text = ?, updated_at = ?, source_turns = ?, embedding = ? WHERE id = ?",
-                    text, now, Json.dumps(merged), ctx.vectors.get(text), real);
+                    text, now, jsonList(merged), ctx.vectors.get(text), real);
             exec("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
                     + "VALUES (?, ?, 'UPDATE', ?, ?, ?, ?, ?)", real, owner, oldText, text, turnsJson, now, batch);
             res.updated.add(real);

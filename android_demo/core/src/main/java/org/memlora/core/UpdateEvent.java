@@ -43,6 +43,6 @@ public final class UpdateEvent {
 
     @Override
     public String toString() {
-        return Py.repr(toMap());
+        return toMap().toString();
     }
 }

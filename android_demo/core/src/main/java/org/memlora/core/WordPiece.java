@@ -27,9 +27,9 @@ public final class WordPiece {
 
     @SuppressWarnings("unchecked")
     private WordPiece(Map<String, Object> tok, int maxLen) {
-        Map<String, Object> model = Json.obj(tok.get("model"), "model");
+        Map<String, Object> model = JsonTree.obj(tok.get("model"), "model");
         if (!"WordPiece".equals(model.get("type"))) throw new IllegalArgumentException("not a WordPiece tokenizer: " + model.get("type"));
-        for (Map.Entry<String, Object> e : Json.obj(model.get("vocab"), "vocab").entrySet()) vocab.put(e.getKey(), ((Number) e.getValue()).intValue());
+        for (Map.Entry<String, Object> e : JsonTree.obj(model.get("vocab"), "vocab").entrySet()) vocab.put(e.getKey(), ((Number) e.getValue()).intValue());
         unk = (String) model.getOrDefault("unk_token", "[UNK]");
         prefix = (String) model.getOrDefault("continuing_subword_prefix", "##");
         maxCharsPerWord = ((Number) model.getOrDefault("max_input_chars_per_word", 100L)).intValue();
@@ -47,20 +47,20 @@ public final class WordPiece {
         if (post instanceof Map) {
             Map<String, Object> pp = (Map<String, Object>) post;
             if ("TemplateProcessing".equals(pp.get("type"))) {
-                Map<String, Object> specials = Json.obj(pp.get("special_tokens"), "special_tokens");
+                Map<String, Object> specials = JsonTree.obj(pp.get("special_tokens"), "special_tokens");
                 boolean seenA = false;
-                for (Object piece : Json.arr(pp.get("single"), "single")) {
-                    Map<String, Object> pc = Json.obj(piece, "piece");
+                for (Object piece : JsonTree.arr(pp.get("single"), "single")) {
+                    Map<String, Object> pc = JsonTree.obj(piece, "piece");
                     if (pc.containsKey("Sequence")) seenA = true;
                     else {
-                        String id = (String) Json.obj(pc.get("SpecialToken"), "SpecialToken").get("id");
-                        for (Object n : Json.arr(Json.obj(specials.get(id), "special").get("ids"), "ids"))
+                        String id = (String) JsonTree.obj(pc.get("SpecialToken"), "SpecialToken").get("id");
+                        for (Object n : JsonTree.arr(JsonTree.obj(specials.get(id), "special").get("ids"), "ids"))
                             (seenA ? after : before).add(((Number) n).intValue());
                     }
                 }
             } else if ("BertProcessing".equals(pp.get("type"))) {
-                before.add(((Number) Json.arr(pp.get("cls"), "cls").get(1)).intValue());
-                after.add(((Number) Json.arr(pp.get("sep"), "sep").get(1)).intValue());
+                before.add(((Number) JsonTree.arr(pp.get("cls"), "cls").get(1)).intValue());
+                after.add(((Number) JsonTree.arr(pp.get("sep"), "sep").get(1)).intValue());
             } else throw new IllegalArgumentException("post-processor " + pp.get("type") + " is not supported");
         }
         int ml = maxLen;
@@ -72,7 +72,7 @@ public final class WordPiece {
     public static WordPiece load(File tokenizerJson, int maxLen) {
         try {
             String text = new String(Files.readAllBytes(tokenizerJson.toPath()), StandardCharsets.UTF_8);
-            return new WordPiece(Json.obj(Json.parse(text), "tokenizer"), maxLen);
+            return new WordPiece(JsonTree.obj(JsonTree.parse(text), "tokenizer"), maxLen);
         } catch (IOException e) {
             throw new BundleError("cannot read " + tokenizerJson + ": " + e.getMessage());
         }

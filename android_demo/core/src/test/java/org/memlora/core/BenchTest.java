@@ -36,7 +36,7 @@ public class BenchTest {
             assertTrue(e.getMessage().startsWith("not a memlora.profile.job v1 job"));
         }
         String out = Bench.deviceResult(Map.of("model", "x"), Map.of("extract", Map.of("runs", java.util.List.of())), null);
-        Map<String, Object> d = Json.obj(Json.parse(out), "result");
+        Map<String, Object> d = JsonTree.obj(JsonTree.parse(out), "result");
         assertEquals("memlora.profile.device", d.get("schema"));
         assertEquals(1L, d.get("schema_version"));
     }

@@ -33,7 +33,7 @@ public class BpeTokenizerTest {
             for (Object c : Vectors.arr(v.get("encode"))) {
                 Map<String, Object> cs = Vectors.obj(c);
                 String text = (String) cs.get("text");
-                assertArrayEquals(v.get("name") + ": " + Py.repr(text), ints(cs.get("ids")), tok.encode(text));
+                assertArrayEquals(v.get("name") + ": " + PromptTest.quoted(text), ints(cs.get("ids")), tok.encode(text));
                 n++;
             }
         }

@@ -46,8 +46,8 @@ public class GenaiConfigTest {
     public void refusesWhatTheFeedCannotServe() {
         String[][] cases = {
             {BUILDER_CONFIG.replace("\"input_ids\": \"input_ids\",", "\"input_ids\": \"input_ids\", \"seqlens_k\": \"seqlens_k\","),
-             "genai_config.json: decoder inputs ['seqlens_k'] are not supported by the app's ONNX backend (it feeds ['input_ids', "
-                     + "'attention_mask', 'position_ids', 'past_key_names', 'past_value_names']; export for the CPU execution provider)"},
+             "genai_config.json: decoder inputs [seqlens_k] are not supported by the app's ONNX backend (it feeds [input_ids, "
+                     + "attention_mask, position_ids, past_key_names, past_value_names]; export for the CPU execution provider)"},
             {BUILDER_CONFIG.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": null"),
              "genai_config.json: 'num_key_value_heads' is missing or not a number"},
             {BUILDER_CONFIG.replace("\"logits\": \"logits\",", ""), "genai_config.json: decoder outputs name no 'logits'"},

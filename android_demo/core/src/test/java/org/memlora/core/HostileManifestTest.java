@@ -31,7 +31,7 @@ public class HostileManifestTest {
         if (f == null || !new File(f).isFile())
             fail("no hostile manifest vectors: pass -Dmemlora.hostile=tests/data/hostile_manifests.json (./build.sh android-test does)");
         try {
-            return Json.obj(Json.parse(new String(Files.readAllBytes(Paths.get(f)), StandardCharsets.UTF_8)), "vectors");
+            return JsonTree.obj(JsonTree.parse(new String(Files.readAllBytes(Paths.get(f)), StandardCharsets.UTF_8)), "vectors");
         } catch (IOException e) {
             throw new AssertionError("cannot read " + f + ": " + e);
         }
@@ -41,12 +41,12 @@ public class HostileManifestTest {
         if (v instanceof String) return ((String) v).replace("$SANDBOX", sandbox);
         if (v instanceof List) {
             List<Object> out = new ArrayList<>();
-            for (Object o : Json.arr(v, "list")) out.add(subst(o, sandbox));
+            for (Object o : JsonTree.arr(v, "list")) out.add(subst(o, sandbox));
             return out;
         }
         if (v instanceof Map) {
             Map<String, Object> out = new LinkedHashMap<>();
-            for (Map.Entry<String, Object> e : Json.obj(v, "map").entrySet()) out.put((String) subst(e.getKey(), sandbox), subst(e.getValue(), sandbox));
+            for (Map.Entry<String, Object> e : JsonTree.obj(v, "map").entrySet()) out.put((String) subst(e.getKey(), sandbox), subst(e.getValue(), sandbox));
             return out;
         }
         return v;
@@ -54,14 +54,14 @@ public class HostileManifestTest {
 
     /** A deep copy of a JSON value (so one case's mutations do not leak into the next). */
     static Object copy(Object v) {
-        return Json.parse(Json.dumps(v));
+        return v instanceof Map || v instanceof List ? JsonTree.parse(JsonTree.write(v, 0)) : v;
     }
 
     @SuppressWarnings("unchecked")
     static Object mutate(Object raw, List<Object> ops) {
         for (Object o : ops) {
-            Map<String, Object> op = Json.obj(o, "mutation");
-            List<Object> path = Json.arr(op.get("path"), "path");
+            Map<String, Object> op = JsonTree.obj(o, "mutation");
+            List<Object> path = JsonTree.arr(op.get("path"), "path");
             if (path.isEmpty()) {
                 raw = copy(op.get("set"));
                 continue;
@@ -101,15 +101,15 @@ public class HostileManifestTest {
         String at = c.containsKey("bundle_at") ? (String) c.get("bundle_at") : "bundle";
         Path bundle = sandbox.resolve(at);
         Files.createDirectories(bundle);
-        for (Map.Entry<String, Object> f : Json.obj(base.get("files"), "files").entrySet()) write(bundle.resolve(f.getKey()), (String) f.getValue());
-        if (c.containsKey("remove")) for (Object rel : Json.arr(c.get("remove"), "remove")) Files.delete(sandbox.resolve((String) rel));
+        for (Map.Entry<String, Object> f : JsonTree.obj(base.get("files"), "files").entrySet()) write(bundle.resolve(f.getKey()), (String) f.getValue());
+        if (c.containsKey("remove")) for (Object rel : JsonTree.arr(c.get("remove"), "remove")) Files.delete(sandbox.resolve((String) rel));
         if (c.containsKey("files"))
-            for (Map.Entry<String, Object> f : Json.obj(c.get("files"), "files").entrySet()) write(sandbox.resolve(f.getKey()), (String) f.getValue());
-        Object raw = subst(mutate(copy(base.get("manifest")), c.containsKey("mutate") ? Json.arr(c.get("mutate"), "mutate") : new ArrayList<>()), s);
-        String text = c.containsKey("manifest_text") ? (String) c.get("manifest_text") : Json.dumps(raw, 1, false, true);
+            for (Map.Entry<String, Object> f : JsonTree.obj(c.get("files"), "files").entrySet()) write(sandbox.resolve(f.getKey()), (String) f.getValue());
+        Object raw = subst(mutate(copy(base.get("manifest")), c.containsKey("mutate") ? JsonTree.arr(c.get("mutate"), "mutate") : new ArrayList<>()), s);
+        String text = c.containsKey("manifest_text") ? (String) c.get("manifest_text") : JsonTree.write(raw, 1);
         write(c.containsKey("manifest_at") ? sandbox.resolve((String) c.get("manifest_at")) : bundle.resolve("manifest.json"), text);
         if (c.containsKey("symlinks"))
-            for (Map.Entry<String, Object> l : Json.obj(c.get("symlinks"), "symlinks").entrySet()) {
+            for (Map.Entry<String, Object> l : JsonTree.obj(c.get("symlinks"), "symlinks").entrySet()) {
                 Path link = sandbox.resolve(l.getKey());
                 if (Files.isDirectory(link, java.nio.file.LinkOption.NOFOLLOW_LINKS)) deleteTree(link);
                 else Files.deleteIfExists(link);
@@ -127,14 +127,14 @@ public class HostileManifestTest {
             names.addAll(e.dataFiles);
             for (Map<String, Object> b : e.backends.values()) {
                 names.add((String) b.get("program"));
-                if (b.get("data_files") != null) for (Object o : Json.arr(b.get("data_files"), "data_files")) names.add((String) o);
+                if (b.get("data_files") != null) for (Object o : JsonTree.arr(b.get("data_files"), "data_files")) names.add((String) o);
                 if (b.get("adapter_file") instanceof String) names.add((String) b.get("adapter_file"));
             }
         }
         Object backends = m.raw.get("backends");
         if (backends instanceof Map)
-            for (Object info : Json.obj(backends, "backends").values())
-                if (Json.obj(info, "backend").get("genai_config") instanceof String) names.add((String) Json.obj(info, "backend").get("genai_config"));
+            for (Object info : JsonTree.obj(backends, "backends").values())
+                if (JsonTree.obj(info, "backend").get("genai_config") instanceof String) names.add((String) JsonTree.obj(info, "backend").get("genai_config"));
         if (m.embedder() != null) {
             names.add((String) m.embedder().get("program"));
             names.add((String) m.embedder().get("tokenizer"));
@@ -145,15 +145,15 @@ public class HostileManifestTest {
     @Test
     public void everyHostileManifestGetsThePythonVerdict() throws IOException {
         Map<String, Object> v = vectors();
-        Map<String, Object> base = Json.obj(v.get("base"), "base");
+        Map<String, Object> base = JsonTree.obj(v.get("base"), "base");
         int n = 0;
-        for (Object o : Json.arr(v.get("cases"), "cases")) {
-            Map<String, Object> c = Json.obj(o, "case");
+        for (Object o : JsonTree.arr(v.get("cases"), "cases")) {
+            Map<String, Object> c = JsonTree.obj(o, "case");
             String name = (String) c.get("name");
             Path sandbox = Files.createTempDirectory("hostile-");
             try {
                 File dir = build(base, c, sandbox);
-                List<Object> modes = c.containsKey("verify") ? Json.arr(c.get("verify"), "verify") : Arrays.asList(true, false);
+                List<Object> modes = c.containsKey("verify") ? JsonTree.arr(c.get("verify"), "verify") : Arrays.asList(true, false);
                 for (Object mode : modes) {
                     boolean verify = (Boolean) mode;
                     String what = name + " (verify=" + verify + ")";
@@ -164,9 +164,9 @@ public class HostileManifestTest {
                     } catch (BundleError e) {
                         if ("ok".equals(expect)) throw new AssertionError(what + ": refused a good bundle: " + e.getMessage(), e);
                         assertFalse(what + ": " + e.getMessage(), e.getMessage().contains("\n"));
-                        Object field = Json.obj(expect, "expect").get("field");
+                        Object field = JsonTree.obj(expect, "expect").get("field");
                         if (field != null)
-                            assertTrue(what + ": " + Py.repr(e.getMessage()) + " does not name " + field, e.getMessage().contains((String) field));
+                            assertTrue(what + ": " + e.getMessage() + " does not name " + field, e.getMessage().contains((String) field));
                         n++;
                         continue;
                     } catch (RuntimeException e) {
@@ -193,7 +193,7 @@ public class HostileManifestTest {
     @Test
     public void checkedAccessorRefusesWhatLoadWould() throws IOException {
         Map<String, Object> v = vectors();
-        Map<String, Object> base = Json.obj(v.get("base"), "base");
+        Map<String, Object> base = JsonTree.obj(v.get("base"), "base");
         Path sandbox = Files.createTempDirectory("hostile-");
         try {
             Map<String, Object> c = new LinkedHashMap<>();
@@ -203,14 +203,14 @@ public class HostileManifestTest {
             for (String bad : new String[] {"../outside/other.pte", "/etc/passwd", "", ".", "..", "a/b", "a\\b", "a\0b", "C:x", "not-listed.pte"}) {
                 try {
                     m.file(bad);
-                    fail("opened " + Py.repr(bad));
+                    fail("opened " + JsonTree.write(Arrays.asList(bad), 0));
                 } catch (BundleError e) {
                     assertFalse(e.getMessage().contains("\n"));
                 }
             }
             // a listed file swapped for a link to outside after loading is refused when opened
             Path outside = sandbox.resolve("outside/model.pte");
-            write(outside, (String) Json.obj(base.get("files"), "files").get("model.pte"));
+            write(outside, (String) JsonTree.obj(base.get("files"), "files").get("model.pte"));
             Files.delete(dir.toPath().resolve("model.pte"));
             Files.createSymbolicLink(dir.toPath().resolve("model.pte"), outside);
             try {
@@ -237,6 +237,6 @@ public class HostileManifestTest {
             assertTrue(good, Manifest.isPlainName(good));
         for (Object bad : new Object[] {"", ".", "..", "../x", "/x", "a/b", "a\\b", "C:x", "a\0b", "a\nb", "a\u007fb",
                 new String(new char[256]).replace('\0', 'x'), new String(new char[128]).replace('\0', '\u00e9'), "a\ud800", 3L, null})
-            assertFalse(Py.repr(bad), Manifest.isPlainName(bad));
+            assertFalse(String.valueOf(bad), Manifest.isPlainName(bad));
     }
 }

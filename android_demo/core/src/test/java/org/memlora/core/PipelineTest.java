@@ -37,7 +37,8 @@ public class PipelineTest {
         File db = new File(tmp.getRoot(), "pipeline.sqlite");
         Map<String, Object> script = Vectors.obj(v.get("script"));
         try (MemoryStore store = new MemoryStore(db.getPath())) {
-            MemoryCycle cycle = new MemoryCycle(replay, table::embed, store, "user", new MemoryCycle.Config(), null);
+            MemoryCycle cycle = new MemoryCycle(replay, table::embed, store, "user", new MemoryCycle.Config(),
+                    MemoryCycle.templatesOf(Vectors.bundle()));
             List<Object> expectAdded = Vectors.arr(v.get("add_turns"));
             int i = 0;
             for (Object o : Vectors.arr(script.get("turns"))) {
@@ -79,7 +80,7 @@ public class PipelineTest {
         StoreTest.assertRows("final store", Vectors.obj(v.get("final")), StoreTest.rows(db), true);
         for (Object o : Vectors.arr(v.get("clean_answer"))) {
             Map<String, Object> c = Vectors.obj(o);
-            assertEquals(Py.repr(c.get("text")), c.get("clean"), MemoryCycle.cleanAnswer((String) c.get("text")));
+            assertEquals(PromptTest.quoted((String) c.get("text")), c.get("clean"), MemoryCycle.cleanAnswer((String) c.get("text")));
         }
         assertTrue(next[0] > 5);
     }

@@ -31,7 +31,7 @@ public class StoreTest {
         return texts -> {
             float[][] out = new float[texts.size()][];
             for (int i = 0; i < texts.size(); i++) {
-                if (!t.containsKey(texts.get(i))) throw new AssertionError("Java embedded a text Python did not: " + Py.repr(texts.get(i)));
+                if (!t.containsKey(texts.get(i))) throw new AssertionError("Java embedded a text Python did not: " + PromptTest.quoted(texts.get(i)));
                 out[i] = Vectors.floats(t.get(texts.get(i)));
             }
             return out;

@@ -13,32 +13,32 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
-/** The shared test vectors written by `python -m runtimes.memory.vectors DIR` (dir given as -Dmemlora.vectors=DIR). */
+/** The shared test vectors written by `python -m tests.jvm_vectors DIR` (dir given as -Dmemlora.vectors=DIR). */
 final class Vectors {
     private Vectors() {}
 
     static File dir() {
         String d = System.getProperty("memlora.vectors");
         if (d == null || !new File(d, "meta.json").isFile())
-            fail("no shared test vectors: run `python -m runtimes.memory.vectors DIR` and pass -Dmemlora.vectors=DIR "
+            fail("no shared test vectors: run `python -m tests.jvm_vectors DIR` and pass -Dmemlora.vectors=DIR "
                     + "(./build.sh android-test does both)");
         return new File(d);
     }
 
     static Object load(String name) {
         try {
-            return Json.parse(new String(Files.readAllBytes(new File(dir(), name).toPath()), StandardCharsets.UTF_8));
+            return JsonTree.parse(new String(Files.readAllBytes(new File(dir(), name).toPath()), StandardCharsets.UTF_8));
         } catch (IOException e) {
             throw new AssertionError("cannot read vectors file " + name + ": " + e);
         }
     }
 
     static Map<String, Object> obj(Object v) {
-        return Json.obj(v, "vector");
+        return JsonTree.obj(v, "vector");
     }
 
     static List<Object> arr(Object v) {
-        return Json.arr(v, "vector");
+        return JsonTree.arr(v, "vector");
     }
 
     static List<String> strings(Object v) {
@@ -47,7 +47,7 @@ final class Vectors {
         return out;
     }
 
-    /** Undo the JSON-safe encoding of NaN / infinities / big integers used by vectors.py. */
+    /** Undo the JSON-safe encoding of NaN / infinities / big integers used by the vector writer. */
     static Object decode(Object v) {
         if (v instanceof Map) {
             Map<String, Object> m = obj(v);
@@ -106,6 +106,11 @@ final class Vectors {
             out.add(new ChatMessage((String) m.get("role"), (String) m.get("content")));
         }
         return out;
+    }
+
+    /** The bundle the vectors were recorded from (schema 2, read with verify=false). */
+    static Manifest bundle() {
+        return Manifest.load(new File((String) obj(load("meta.json")).get("bundle")), false);
     }
 
     static List<Object> messageMaps(List<ChatMessage> msgs) {

@@ -19,7 +19,7 @@ public class WordPieceTest {
             List<Object> ids = Vectors.arr(c.get("ids"));
             long[] want = new long[ids.size()];
             for (int i = 0; i < want.length; i++) want[i] = (Long) ids.get(i);
-            assertArrayEquals(Py.repr(c.get("text")) + " -> " + c.get("tokens"), want, wp.encode((String) c.get("text")));
+            assertArrayEquals(PromptTest.quoted((String) c.get("text")) + " -> " + c.get("tokens"), want, wp.encode((String) c.get("text")));
             n++;
         }
         assertTrue(n > 10);
