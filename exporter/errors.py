@@ -1,16 +1,16 @@
-"""Error hierarchy: every failure a user can cause maps to one of these, and the CLI prints one line for it."""
+"""Error hierarchy: every failure a user can cause maps to one of these, and the CLI prints one line for it.
 
+The root `MemloraError` and `InputError` live on the runtime side (runtimes/errors.py), which the runtimes raise too
+(e.g. the packaged embedder model missing) and which never imports the exporter."""
 
-class MemloraError(Exception):
-    """Root of every error the exporter raises on purpose."""
+from runtimes.errors import InputError, MemloraError
+
+__all__ = ["MemloraError", "SpecError", "InputError", "AdapterMismatchError", "UnsupportedError", "OutputError",
+           "ExportError", "ParityError"]
 
 
 class SpecError(MemloraError):
     """The export spec is invalid (bad choice, conflicting fields)."""
-
-
-class InputError(MemloraError):
-    """A base model or adapter on disk cannot be used (missing, corrupt, unsafe format)."""
 
 
 class AdapterMismatchError(InputError):

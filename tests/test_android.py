@@ -4,7 +4,7 @@ exporter's; the C++ tokenizer inside ExecuTorch's LLM runner (what the app's Llm
 Python runtime's token ids for the prompts the app renders; ExecuTorch's LLM runner itself loads a bundle; and the
 way the app's ONNX backend (OrtLlm) feeds an ONNX graph, run with plain onnxruntime, gives onnxruntime-genai's tokens.
 
-(The app's shared JVM module is tested by `./build.sh android-test`: javac + JUnit against runtimes.memory.vectors.)
+(The app's shared JVM module is tested by `./build.sh android-test`: javac + JUnit against tests.jvm_vectors.)
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def test_executorch_llm_runner_runs_a_bundle_like_the_python_runtime():
 
     from runtimes import prompts
     from runtimes.executorch import ExecuTorchRuntime
-    from runtimes.memory.vectors import tiny_bundle
+    from tests.jvm_vectors import tiny_bundle
 
     bundle = tiny_bundle()
     rt = ExecuTorchRuntime.from_bundle(bundle)

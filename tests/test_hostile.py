@@ -46,7 +46,7 @@ def commands() -> dict[str, Callable[[list[str]], int]]:
     from exporter.cli import main as export
     from exporter.train.cli import main as train
     from runtimes.cli import main as run
-    from runtimes.memory.eval import main as evaluate
+    from exporter.reference import eval_main as evaluate
     from runtimes.profiler.cli import main as profile
 
     return {"export": export, "run": run, "eval": evaluate, "train": train, "profile": profile}

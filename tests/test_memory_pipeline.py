@@ -14,7 +14,7 @@ from runtimes.memory.embed import BundleEmbedder
 from runtimes.memory.parse import ParseError, parse_extract, parse_update
 from runtimes.memory.pipeline import MemoryPipeline, PipelineConfig
 from runtimes.memory.prompts import extract_messages, format_memories, update_messages
-from runtimes.memory.reference import ReferenceLLM
+from exporter.reference import ReferenceLLM
 from runtimes.memory.store import MemoryStore
 
 TURNS = [
@@ -134,7 +134,7 @@ def test_pipeline_end_to_end_on_bundle(bundle, runtime, tmp_path):
 
 
 def test_memlora_eval_cli_on_bundle(bundle, tmp_path):
-    from runtimes.memory.eval import main
+    from exporter.reference import eval_main as main
 
     data = tmp_path / "locomo.json"
     turns = [dict(t, dia_id=f"D1:{i + 1}") for i, t in enumerate(TURNS)]
@@ -163,7 +163,7 @@ def test_empty_store_adds_facts_without_an_update_call(tmp_path):
     an empty store, which with the rule off keeps the store empty)."""
     from types import SimpleNamespace
 
-    from runtimes.memory.vectors import _embed_table
+    from tests.jvm_vectors import _embed_table
 
     outputs = ['{"facts": ["Caroline lives in Boston", "Melanie has kids"]}',
                '{"facts": ["Caroline moved to Denver"]}',

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `./build.sh android-test`: compile the app's shared JVM module (android_demo/core) with javac and run its JUnit 4
-# tests against the shared test vectors that the Python side writes (python -m runtimes.memory.vectors) and the
+# tests against the shared test vectors that the Python side writes (python -m tests.jvm_vectors) and the
 # committed hostile bundle manifests (tests/data/hostile_manifests.json, also run by tests/test_manifest_closed_world.py).
 # Needs a JDK (javac >= 11) and Debian's junit4, libhamcrest-java, libxerial-sqlite-jdbc-java and libandroid-json-java
 # (AOSP's org.json, which Android itself ships); no Gradle, no SDK.
@@ -23,10 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 CP=$(IFS=:; echo "${JARS[*]}")
 
-echo "android-test: writing the shared test vectors (runtimes.memory.vectors)" >&2
+echo "android-test: writing the shared test vectors (tests.jvm_vectors)" >&2
 bundle_args=()
 [ -n "${MEMLORA_VECTORS_BUNDLE:-}" ] && bundle_args=(--bundle "$MEMLORA_VECTORS_BUNDLE")
-"$PY" -m runtimes.memory.vectors "$OUT/vectors" "${bundle_args[@]}"
+"$PY" -m tests.jvm_vectors "$OUT/vectors" "${bundle_args[@]}"
 
 echo "android-test: compiling android_demo/core (javac --release 11)" >&2
 rm -rf "$OUT/classes" "$OUT/test-classes"

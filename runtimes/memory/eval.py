@@ -22,9 +22,11 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..clikit import Parser, quiet_startup, run_main
+from ..errors import MemloraError
+from ..factory import BACKEND_CHOICES, BACKEND_HELP
 from ..outdir import OutputDir, OutputError, json_file_has
 from . import locomo, metrics
 
@@ -63,49 +65,27 @@ def judge(url: str, model: str, question: str, gold: str, pred: str, api_key: st
 
 
 # ------------------------------------------------------------------------------------------------------- backends
-def parse_adapters(items: list[str]) -> dict[str, str]:
-    """`OP=DIR` items, or a single DIR holding one sub-directory per op (extract/, update/, generate/)."""
-    out: dict[str, str] = {}
-    for item in items:
-        op, sep, path = item.partition("=")
-        if sep:
-            out[op] = path
-            continue
-        d = Path(item)
-        if not d.is_dir():
-            raise EvalError(f"--adapters {item!r}: not a directory (give DIR with op sub-directories, or OP=DIR)")
-        found = {p.name: str(p) for p in sorted(d.iterdir()) if (p / "adapter_config.json").is_file()}
-        if not found:
-            raise EvalError(f"--adapters {item}: no sub-directory with an adapter_config.json")
-        out.update(found)
-    return out
+Reference = Callable[[argparse.Namespace], "tuple[Any, Any, dict[str, Any]]"]
+"""Makes the backend when no --bundle is given: (llm, embedder, description). The PyTorch reference loads models
+with the exporter, so it is passed in by the `memlora-eval` entry point (exporter.reference.eval_main)."""
 
 
-def make_backend(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+def make_backend(args: argparse.Namespace, reference: Reference | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    from ..factory import open_bundle
     from .embed import make_embedder
 
     if args.bundle:
-        from ..manifest import load_manifest
-
-        m = load_manifest(args.bundle)
-        backend = args.backend if args.backend != "auto" else ("onnx" if m.raw["format"] == "onnx" else "executorch")
-        if backend == "onnx":
-            from ..onnx import OnnxRuntime as RuntimeCls
-        else:
-            from ..executorch import ExecuTorchRuntime as RuntimeCls  # type: ignore[assignment]
-        llm = RuntimeCls(m)
+        llm = open_bundle(args.bundle, backend=args.backend)
+        m = llm.manifest
         embedder = make_embedder(args.embedder, args.bundle)
-        desc = {"backend": "bundle", "runtime": backend, "bundle": str(args.bundle), "model": m.raw["model"]["name"],
-                "quantization": m.raw["quantization"]["scheme"], "strategy": m.raw["strategy"]}
+        desc = {"backend": "bundle", "runtime": llm.backend, "bundle": str(args.bundle),
+                "model": m.raw["model"]["name"], "quantization": m.raw["quantization"]["scheme"],
+                "strategy": m.raw["strategy"]}
     else:
-        from .reference import ReferenceLLM
-
-        if args.embedder == "bundle":
-            raise EvalError("--embedder bundle needs --bundle")
-        adapters = parse_adapters(args.adapters or [])
-        llm = ReferenceLLM(args.base, adapters)
-        embedder = make_embedder("torch")
-        desc = {"backend": "reference", "model": args.base, "adapters": adapters or None}
+        if reference is None:
+            raise EvalError("the PyTorch reference backend comes with the exporter: run memlora-eval "
+                            "(exporter.reference), or give --bundle")
+        llm, embedder, desc = reference(args)
     desc["embedder"] = getattr(embedder, "kind", "?")
     return llm, embedder, desc
 
@@ -267,8 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--bundle", default=None, help="evaluate an exported bundle (ExecuTorch runtime)")
     g.add_argument("--reference", action="store_true", help="evaluate the PyTorch reference (the default)")
-    p.add_argument("--backend", choices=["auto", "executorch", "onnx"], default="auto",
-                   help="which programs of the bundle to run; auto: ExecuTorch unless the bundle is ONNX-only")
+    p.add_argument("--backend", choices=list(BACKEND_CHOICES), default="auto", help=BACKEND_HELP)
     p.add_argument("--base", default="smollm2-135m", help="reference base model (embedded name or HF directory)")
     p.add_argument("--adapters", nargs="*", default=None, metavar="DIR|OP=DIR",
                    help="reference adapters: a directory with one sub-directory per op, or OP=DIR items")
@@ -296,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[str, Any]:
     from .embed import TorchEmbedder
     from .pipeline import MemoryPipeline, PipelineConfig
     from .store import MemoryStore
@@ -340,7 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not sep or not n.strip().isdigit() or op.strip() not in ("extract", "update", "generate"):
                 raise EvalError(f"--max-new-tokens expects OP=N items (ops extract, update, generate), got {item!r}")
             max_new[op.strip()] = int(n)
-    llm, embedder, desc = make_backend(args)
+    llm, embedder, desc = make_backend(args, reference)
     scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
     config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, constrained=args.constrained,
                             add_to_empty_store=args.add_to_empty_store,
@@ -372,7 +351,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"report": rep, "markdown": md}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, reference: Reference | None = None) -> int:
+    """The memlora-eval CLI; `reference`: the backend without --bundle (the console script passes the PyTorch
+    reference: exporter.reference.eval_main)."""
     args = build_parser().parse_args(argv)
     quiet_startup(args.debug, PROG)
     if not args.debug:
@@ -382,14 +363,12 @@ def main(argv: list[str] | None = None) -> int:
             hf_logging.set_verbosity_error()
         except ImportError:
             pass
-    from exporter.errors import MemloraError
-
     from ..manifest import BundleError
 
     state: dict[str, Any] = {}
 
     def body() -> int:
-        state["result"] = run(args)
+        state["result"] = run(args, reference)
         return 0
 
     code = run_main(PROG, body, debug=args.debug, user_errors=(EvalError, MemloraError, BundleError, OutputError),

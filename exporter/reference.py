@@ -1,19 +1,25 @@
-"""The PyTorch + PEFT reference backend: the float base model, one LoRA adapter per op switched per call.
+"""The PyTorch + PEFT reference backend: the float base model, one LoRA adapter per op switched per call; and
+`memlora-eval`, the memory evaluation (runtimes/memory/eval.py) with this reference as its default backend.
 
 Same call shape as a bundle runtime (runtimes/base.py): `generate(op, messages=..., max_new_tokens=...)` returns a
 `Generation` with `.text`. Ops without an adapter run on the bare base (adapters disabled). Decoding is
 transformers' `generate` (greedy unless a temperature is given) with the op's JSON constraint as a logits processor
 when one is passed.
+
+It lives on the exporter side because it loads models with the exporter's loader (exporter.load); the runtime side
+never imports the exporter, so runtimes/memory/eval.py takes the reference backend from here (`eval_main`).
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .. import prompts
-from ..base import Generation, Stats
+from runtimes import prompts
+from runtimes.base import Generation, Stats
 
 
 class ReferenceLLM:
@@ -23,8 +29,8 @@ class ReferenceLLM:
                  threads: int | None = None):
         import torch
 
-        from exporter.load import load_adapter, load_base
-        from exporter.pipeline import stop_token_ids
+        from .load import load_adapter, load_base
+        from .pipeline import stop_token_ids
 
         if threads:
             torch.set_num_threads(threads)
@@ -101,3 +107,48 @@ class ReferenceLLM:
         stats = Stats(prompt_tokens=len(ids), new_tokens=len(new) + (reason == "stop_token"), decode_ms=ms)
         return Generation(op=op, text=self.tokenizer.decode(new, skip_special_tokens=True), tokens=new,
                           prompt_tokens=list(ids), stop_reason=reason, stats=stats)
+
+
+# ------------------------------------------------------------------------------------------------- memlora-eval
+def parse_adapters(items: list[str]) -> dict[str, str]:
+    """`OP=DIR` items, or a single DIR holding one sub-directory per op (extract/, update/, generate/)."""
+    from runtimes.memory.eval import EvalError
+
+    out: dict[str, str] = {}
+    for item in items:
+        op, sep, path = item.partition("=")
+        if sep:
+            out[op] = path
+            continue
+        d = Path(item)
+        if not d.is_dir():
+            raise EvalError(f"--adapters {item!r}: not a directory (give DIR with op sub-directories, or OP=DIR)")
+        found = {p.name: str(p) for p in sorted(d.iterdir()) if (p / "adapter_config.json").is_file()}
+        if not found:
+            raise EvalError(f"--adapters {item}: no sub-directory with an adapter_config.json")
+        out.update(found)
+    return out
+
+
+def reference_backend(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """memlora-eval without --bundle: the reference LLM (--base + --adapters) and the PyTorch embedder."""
+    from runtimes.memory.embed import make_embedder
+    from runtimes.memory.eval import EvalError
+
+    if args.embedder == "bundle":
+        raise EvalError("--embedder bundle needs --bundle")
+    adapters = parse_adapters(args.adapters or [])
+    llm = ReferenceLLM(args.base, adapters)
+    embedder = make_embedder("torch")
+    return llm, embedder, {"backend": "reference", "model": args.base, "adapters": adapters or None}
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """`memlora-eval`: runtimes/memory/eval.py's CLI with the PyTorch reference as its default backend."""
+    from runtimes.memory.eval import main
+
+    return main(argv, reference=reference_backend)
+
+
+if __name__ == "__main__":
+    sys.exit(eval_main())
