@@ -1,13 +1,7 @@
 package org.memlora.core;
 
-import java.io.File;
-import java.io.FileInputStream;
-import java.io.FileNotFoundException;
-import java.io.IOException;
-import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
@@ -41,8 +35,6 @@ public final class MemoryStore implements AutoCloseable {
     public static final int SCHEMA_VERSION = 1;
     /** {@code PRAGMA application_id} of a memlora store: "MemL" (0x4d656d4c), store.APPLICATION_ID. */
     public static final long APPLICATION_ID = 0x4d656d4cL;
-    static final List<String> MEMORY_COLUMNS = Arrays.asList("id", "owner", "text", "created_at", "updated_at", "source_turns", "embedding");
-    static final List<String> HISTORY_COLUMNS = Arrays.asList("seq", "memory_id", "owner", "event", "old_text", "new_text", "source_turns", "at", "batch");
 
     /** runtimes/memory/store.py SCHEMA, statement by statement (the JVM tests compare sqlite_master with Python's). */
     static final String[] SCHEMA = {
@@ -117,13 +109,13 @@ public final class MemoryStore implements AutoCloseable {
         } catch (ClassNotFoundException e) {
             throw new StoreError("the SQLite JDBC driver (org.xerial:sqlite-jdbc) is not on the classpath", e);
         }
-        byte[] header = readHeader(path);
+        byte[] header = StoreFile.readHeader(path);
         String kind = null;
         if (header != null) {
             // An existing file: judged before anything can write to it.
-            checkHeader(path, header);
-            try (Connection ro = DriverManager.getConnection("jdbc:sqlite:" + readOnlyUri(path))) {
-                kind = inspect(ro, path, false);
+            StoreFile.checkHeader(path, header);
+            try (Connection ro = DriverManager.getConnection("jdbc:sqlite:" + StoreFile.readOnlyUri(path))) {
+                kind = StoreFile.inspect(ro, path, false);
             } catch (SQLException e) {
                 throw error(e);
             }
@@ -169,100 +161,6 @@ public final class MemoryStore implements AutoCloseable {
         return new StoreError(path + ": " + e.getMessage(), e);
     }
 
-    /** The first 100 bytes of the file (SQLite's database header); null when the file is missing or empty. */
-    static byte[] readHeader(String path) {
-        File f = new File(path);
-        if (!f.exists()) return null;
-        try (InputStream in = new FileInputStream(f)) {
-            byte[] buf = new byte[100];
-            int n = 0;
-            while (n < buf.length) {
-                int r = in.read(buf, n, buf.length - n);
-                if (r < 0) break;
-                n += r;
-            }
-            return n == 0 ? null : Arrays.copyOf(buf, n);
-        } catch (FileNotFoundException e) {
-            if (f.isDirectory()) throw new StoreError(path + ": cannot read the file (Is a directory)", e);
-            throw new StoreError(path + ": cannot read the file (" + e.getMessage() + ")", e);
-        } catch (IOException e) {
-            throw new StoreError(path + ": cannot read the file (" + e.getMessage() + ")", e);
-        }
-    }
-
-    private static final byte[] SQLITE_MAGIC = "SQLite format 3\u0000".getBytes(StandardCharsets.US_ASCII);
-
-    static String notAStore(String path, String why) {
-        return path + ": not a memlora memory store (" + why + ")";
-    }
-
-    static String otherApplication(long appId) {
-        return String.format("SQLite application_id 0x%08x, a memlora store has 0x%08x", appId, APPLICATION_ID);
-    }
-
-    /** Refuses, from the raw header alone, a file that is not SQLite or that another application stamped. */
-    static void checkHeader(String path, byte[] header) {
-        if (header.length < 100 || !Arrays.equals(Arrays.copyOf(header, SQLITE_MAGIC.length), SQLITE_MAGIC))
-            throw new StoreError(notAStore(path, "not an SQLite database file"));
-        long appId = ByteBuffer.wrap(header, 68, 4).order(ByteOrder.BIG_ENDIAN).getInt() & 0xFFFFFFFFL;
-        if (appId != 0 && appId != APPLICATION_ID) throw new StoreError(notAStore(path, otherApplication(appId)));
-    }
-
-    /** A read-only SQLite URI for the file: {@code immutable=1} (no locks, no side files) unless a -wal or -journal
-     *  file is there, whose content a reader has to see. */
-    static String readOnlyUri(String path) {
-        boolean hot = new File(path + "-wal").exists() || new File(path + "-journal").exists();
-        return new File(path).getAbsoluteFile().toURI().toString() + (hot ? "?mode=ro" : "?mode=ro&immutable=1");
-    }
-
-    private static long pragma(Connection c, String name) throws SQLException {
-        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("PRAGMA " + name)) {
-            return rs.next() ? rs.getLong(1) : 0;
-        }
-    }
-
-    private static List<String> columns(Connection c, String table) throws SQLException {
-        List<String> out = new ArrayList<>();
-        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("PRAGMA table_info(" + table + ")")) {
-            while (rs.next()) out.add(rs.getString("name"));
-        }
-        return out;
-    }
-
-    /** store._inspect: "memlora", "legacy" or (emptyOk) "empty", by read-only queries; anything else a StoreError. */
-    static String inspect(Connection c, String path, boolean emptyOk) throws SQLException {
-        long appId = pragma(c, "application_id") & 0xFFFFFFFFL;
-        long version = pragma(c, "user_version");
-        if (appId == APPLICATION_ID) {
-            if (version != SCHEMA_VERSION)
-                throw new StoreError(path + ": memory store schema " + version + " (this code reads " + SCHEMA_VERSION + ")");
-            return "memlora";
-        }
-        if (appId != 0) throw new StoreError(notAStore(path, otherApplication(appId)));
-        List<String> names = new ArrayList<>();
-        try (Statement st = c.createStatement();
-             ResultSet rs = st.executeQuery("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")) {
-            while (rs.next()) names.add(rs.getString(1));
-        }
-        if (names.isEmpty() && version == 0 && emptyOk) return "empty";
-        if (columns(c, "memories").equals(MEMORY_COLUMNS) && columns(c, "history").equals(HISTORY_COLUMNS)
-                && columns(c, "meta").equals(Arrays.asList("key", "value"))) {
-            String sv = null;
-            try (Statement st = c.createStatement();
-                 ResultSet rs = st.executeQuery("SELECT value FROM meta WHERE key = 'schema_version'")) {
-                if (rs.next()) sv = rs.getString(1);
-            }
-            if (sv != null) {
-                if (!sv.equals(String.valueOf(SCHEMA_VERSION)))
-                    throw new StoreError(path + ": memory store schema " + sv + " (this code reads " + SCHEMA_VERSION + ")");
-                return "legacy";
-            }
-        }
-        String shown = String.join(", ", names.subList(0, Math.min(5, names.size())))
-                + (names.size() > 5 ? ", ... (" + names.size() + " in all)" : "");
-        throw new StoreError(notAStore(path, "an SQLite database without the memlora tables; it holds: " + (shown.isEmpty() ? "nothing" : shown)));
-    }
-
     /** Creates the store in an empty file, or stamps a store from before the stamp: one transaction, the file looked
      *  at again under the write lock (another process may have created it meanwhile). */
     private void initialise(boolean creating) throws SQLException {
@@ -270,7 +168,7 @@ public final class MemoryStore implements AutoCloseable {
             st.execute("BEGIN IMMEDIATE");
         }
         try {
-            String kind = inspect(conn, path, creating);
+            String kind = StoreFile.inspect(conn, path, creating);
             try (Statement st = conn.createStatement()) {
                 if (kind.equals("empty") || kind.equals("legacy")) {
                     st.execute("PRAGMA application_id = " + APPLICATION_ID);
