@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _source_key() -> str:
     h = hashlib.sha256()
-    for pattern in ("exporter/*.py", "exporter/targets/*.py", "runtimes/manifest.py", "runtimes/prompts.py"):
+    for pattern in ("exporter/*.py", "exporter/targets/*.py", "runtimes/manifest.py", "runtimes/prompts.py",
+                    "runtimes/chat.py"):
         for p in sorted(ROOT.glob(pattern)):
             h.update(p.name.encode())
             h.update(p.read_bytes())
@@ -87,37 +88,51 @@ def manifest_vectors(bundle: Path, out: Path) -> list[dict[str, Any]]:
         _link_bundle(bundle, d, raw if name != "invalid-json" else None, drop)
         return d
 
-    cases = [("real", bundle, True), ("real-noverify", bundle, False)]
+    # (name, directory, verify, what a refusal must name: the field or file; the message text is each reader's own)
+    cases = [("real", bundle, True, None), ("real-noverify", bundle, False, None)]
     cases += [
-        ("missing-keys", variant("missing-keys", lambda r: (r.pop("ops"), r.pop("versions"))), True),
-        ("schema-2", variant("schema-2", lambda r: r.update(schema_version=2)), True),
-        ("unknown-keys", variant("unknown-keys", lambda r: r.update(zeta=1, alpha={"x": 1})), True),
-        ("size-mismatch", variant("size-mismatch", lambda r: r["files"][big].update(bytes=r["files"][big]["bytes"] - 1)), True),
-        ("sha-mismatch", variant("sha-mismatch", lambda r: r["files"][big].update(sha256="0" * 64)), True),
-        ("sha-mismatch-noverify", out / "manifests" / "sha-mismatch", False),
-        ("file-missing", variant("file-missing", None, drop=(big,)), True),
-        ("op-unlisted-file", variant("op-unlisted-file", lambda r: r["ops"][first_op]["data_files"].append("foundation.ptd")), True),
+        ("missing-keys", variant("missing-keys", lambda r: (r.pop("ops"), r.pop("versions"))), True, "ops"),
+        ("schema-3", variant("schema-3", lambda r: r.update(schema_version=3)), True, "schema_version"),
+        ("unknown-keys", variant("unknown-keys", lambda r: r.update(zeta=1, alpha={"x": 1})), True, None),
+        ("size-mismatch", variant("size-mismatch", lambda r: r["files"][big].update(bytes=r["files"][big]["bytes"] - 1)), True, big),
+        ("sha-mismatch", variant("sha-mismatch", lambda r: r["files"][big].update(sha256="0" * 64)), True, big),
+        ("sha-mismatch-noverify", out / "manifests" / "sha-mismatch", False, None),
+        ("file-missing", variant("file-missing", None, drop=(big,)), True, big),
+        ("op-unlisted-file", variant("op-unlisted-file", lambda r: r["ops"][first_op]["data_files"].append("foundation.ptd")),
+         True, f"ops.{first_op}.data_files"),
         ("backend-unlisted-file", variant("backend-unlisted-file", lambda r: r["ops"][first_op].update(
-            backends={"onnx": {"program": "model.onnx", "data_files": [], "adapter_file": None}})), False),
-        ("embedder-incomplete", variant("embedder-incomplete", lambda r: r.update(embedder={"program": "embedder.pte"})), False),
+            backends={"onnx": {"program": "model.onnx", "data_files": [], "adapter_file": None}})), False,
+         f"ops.{first_op}.backends.onnx.program"),
+        ("embedder-incomplete", variant("embedder-incomplete", lambda r: r.update(embedder={"program": "embedder.pte"})), False,
+         "embedder.program"),
         ("embedder-unlisted", variant("embedder-unlisted", lambda r: r.update(embedder={
-            "program": "embedder.pte", "tokenizer": "embedder_tokenizer.json", "dim": 384, "max_len": 256, "pooling": "mean"})), False),
-        ("invalid-json", variant("invalid-json", None), True),
-        ("no-manifest", out / "manifests" / "does-not-exist", True),
+            "program": "embedder.pte", "tokenizer": "embedder_tokenizer.json", "dim": 384, "max_len": 256, "pooling": "mean"})),
+         False, "embedder.program"),
+        ("no-chat-format", variant("no-chat-format", lambda r: r["tokenizer"].pop("chat_format")), False,
+         "tokenizer.chat_format"),
+        ("prompt-extra-brace", variant("prompt-extra-brace", lambda r: r["ops"][first_op]["prompt"].update(
+            user=r["ops"][first_op]["prompt"]["user"] + " {x}")), False, f"ops.{first_op}.prompt.user"),
+        ("invalid-json", variant("invalid-json", None), True, "invalid JSON"),
+        ("no-manifest", out / "manifests" / "does-not-exist", True, "manifest.json"),
     ]
     results = []
-    for name, d, verify in cases:
+    for name, d, verify, names in cases:
         case: dict[str, Any] = {"name": name, "dir": os.path.relpath(d, out) if d != bundle else None, "verify": verify}
         try:
             m = load_manifest(d, verify=verify)
             case["ok"] = {"ops": {op: {"program": e.program, "data_files": e.data_files, "prompt_template": e.prompt_template,
-                                       "generation": e.generation, "stop_token_ids": e.stop_token_ids, "adapter": e.adapter,
+                                       "prompt": e.prompt.to_dict(), "generation": e.generation,
+                                       "stop_token_ids": e.stop_token_ids, "adapter": e.adapter,
                                        "backends": getattr(e, "backends", {})}
                                   for op, e in m.ops.items()},
-                          "max_seq_len": m.max_seq_len, "chat_template": m.chat_template, "tokenizer_file": m.raw["tokenizer"]["file"],
-                          "strategy": m.raw["strategy"], "format": m.raw["format"], "versions": m.raw["versions"],
-                          "embedder": m.raw.get("embedder")}
+                          "max_seq_len": m.max_seq_len, "chat_template": m.chat_template,
+                          "chat_format": m.chat_format.to_dict(),
+                          "tokenizer_file": m.raw["tokenizer"]["file"], "strategy": m.raw["strategy"],
+                          "format": m.raw["format"], "versions": m.raw["versions"], "embedder": m.raw.get("embedder")}
         except Exception as e:  # noqa: BLE001 - BundleError and whatever else Python raises, recorded as is
-            case["error"] = {"type": type(e).__name__, "message": str(e).replace(str(d), "<bundle>")}
+            message = str(e).replace(str(d), "<bundle>")
+            if names is None or names not in message:
+                raise SystemExit(f"vectors: manifest case {name}: Python says {message!r}, which does not name {names!r}")
+            case["error"] = {"type": type(e).__name__, "names": names, "python_message": message}
         results.append(case)
     return results

@@ -11,14 +11,6 @@ import numpy as np
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _err(e: BaseException) -> dict[str, str]:
-    return {"type": type(e).__name__, "message": str(e)}
-
-
-def _cp_pos(s: str, pos: int) -> int:
-    return pos  # Python positions are code-point indices already; the JVM side converts its UTF-16 indices
-
-
 def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
         return {"$float": repr(v)}

@@ -1,22 +1,10 @@
-"""Prompt vectors: the template table, turns / facts / memories / dates formatting and the op messages, chat
-templates applied to messages."""
+"""Prompt vectors: turns / facts / memories / dates formatting, the op messages from the bundle's prompts, and the
+prompt text and token ids of messages framed by the bundle's chat format."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
-
-from .common import _err
-
-
-def template_vectors() -> dict[str, Any]:
-    from runtimes import prompts
-
-    return {"templates": prompts.TEMPLATES, "default_template": prompts.DEFAULT_TEMPLATE,
-            "default_generation": prompts.DEFAULT_GENERATION, "fallback_generation": prompts.FALLBACK_GENERATION,
-            "ops": ["extract", "update", "generate", "other"],
-            "template_for": {op: prompts.template_for(op) for op in ("extract", "update", "generate", "other")}}
-
 
 TURNS = [
     {"speaker": "Caroline", "text": "I went to an LGBTQ support group   yesterday\nand it was so powerful.", "dia_id": "D1:1"},
@@ -32,9 +20,11 @@ DATES = ["1:56 pm on 8 May, 2023", "10:37 am on 27 June, 2023", "1:56 PM on 8 ma
          "11:59 pm on 29 February, 2024", "1:56 pm on 8 May, 2023 extra", "2023-13-01"]
 
 
-def format_vectors() -> dict[str, Any]:
+def format_vectors(manifest: Any) -> dict[str, Any]:
+    """Formatting, and the op messages built from the bundle's own prompts (manifest ops.*.prompt)."""
     from runtimes.memory import prompts as mp
 
+    prompt = {op: e.prompt for op, e in manifest.ops.items()}
     mems = [{"id": 11, "text": "Caroline lives in   Boston", "created_at": "2023-05-08T13:56:00", "updated_at": "2023-06-27T10:37:00"},
             {"id": 4, "text": "Melanie has two kids", "created_at": "2023-05-08T13:56:00", "updated_at": ""},
             {"id": 7, "text": "Melanie\npaints sunrises", "created_at": "", "updated_at": None},
@@ -53,65 +43,26 @@ def format_vectors() -> dict[str, Any]:
             text, id_map = mp.format_memories(sel, with_dates=dates)
             out["memories"].append({"input": sel, "with_dates": dates, "text": text, "id_map": id_map})
     for date in ("1:56 pm on 8 May, 2023", "2023-05-08"):
-        out["messages"].append({"op": "extract", "turns": TURNS, "date": date, "messages": mp.extract_messages(TURNS, date)})
-    msgs, id_map = mp.update_messages(facts, mems)
+        out["messages"].append({"op": "extract", "turns": TURNS, "date": date,
+                                "messages": mp.extract_messages(TURNS, date, prompt["extract"])})
+    msgs, id_map = mp.update_messages(facts, mems, prompt["update"])
     out["messages"].append({"op": "update", "facts": facts, "memories": mems, "messages": msgs, "id_map": id_map})
-    msgs, id_map = mp.update_messages([], [])
+    msgs, id_map = mp.update_messages([], [], prompt["update"])
     out["messages"].append({"op": "update", "facts": [], "memories": [], "messages": msgs, "id_map": id_map})
     out["messages"].append({"op": "generate", "question": "  Where does Caroline live?\n", "memories": mems,
-                            "messages": mp.generate_messages("  Where does Caroline live?\n", mems)})
+                            "messages": mp.generate_messages("  Where does Caroline live?\n", mems, prompt["generate"])})
     return out
 
 
-# Chat templates in the styles Hugging Face models ship (ChatML, Llama 3, Gemma, Qwen 2.5, Phi 3, Mistral-like):
-# test inputs exercising the jinja features such templates use. The expected text always comes from jinja2.
-EXTRA_TEMPLATES = {
-    "llama3-style": (
-        "{{- bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
-        " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
-        "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"),
-    "gemma-style": (
-        "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
-        "    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n"
-        "    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n"
-        "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
-        "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n    {%- endif -%}\n"
-        "    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n    {%- else -%}\n"
-        "        {%- set role = message['role'] -%}\n    {%- endif -%}\n"
-        "    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n"
-        "    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n    {%- else -%}\n"
-        "        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\\n' }}\n{%- endfor -%}\n"
-        "{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\\n'}}\n{%- endif -%}\n"),
-    "qwen-style": (
-        "{%- if tools %}\n    {{- '<|im_start|>system\\n' + 'tools' + '<|im_end|>\\n' }}\n{%- else %}\n"
-        "    {%- if messages[0]['role'] == 'system' %}\n        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
-        "    {%- else %}\n        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n    {%- endif %}\n{%- endif %}\n"
-        "{%- for message in messages %}\n"
-        "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
-        "(message.role == \"assistant\" and not message.tool_calls) %}\n"
-        "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n    {%- endif %}\n"
-        "{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"),
-    "phi3-style": (
-        "{% for message in messages %}\n{% if message['role'] == 'system' %}\n{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}\n"
-        "{% elif message['role'] == 'user' %}\n{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}\n"
-        "{% elif message['role'] == 'assistant' %}\n{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}\n{% endif %}\n"
-        "{% endfor %}\n{% if add_generation_prompt %}\n{{ '<|assistant|>\\n' }}\n{% else %}\n{{ eos_token }}\n{% endif %}\n"),
-    "mistral-like": (
-        "{%- set ns = namespace(sys='', n=0) -%}\n{%- for m in messages if m.role == 'system' -%}"
-        "{%- set ns.sys = ns.sys ~ m.content -%}{%- endfor -%}\n"
-        "{{ bos_token }}{%- for m in messages if m.role not in ['system'] -%}\n{%- set ns.n = ns.n + 1 -%}\n"
-        "{%- if m.role == 'user' -%}[INST] {% if loop.last and ns.sys|length > 0 %}{{ ns.sys }}\\n\\n{% endif %}"
-        "{{ m.content }} [/INST]{%- else -%}{{ m.content }}{{ eos_token }}{%- endif -%}\n{%- endfor -%}\n{# a comment #}\n"
-        "{{- '\\n' ~ (messages|length) ~ ' messages, ' ~ ns.n ~ ' turns; roles=' ~ (messages|map(attribute='role')|join(','))"
-        " ~ ' ' ~ {'k': messages[0].role, 'a': 1, 'h': '<&>'}|tojson ~ ' ' ~ (messages[-1].content[:5]) ~ ' ' ~ (7 // 2) ~ (7 % 3) ~ (1 / 2)"
-        " ~ ' ' ~ (messages|selectattr('role', 'equalto', 'user')|list|length) ~ ('x' if messages|length > 1 else 'y') }}\n"),
-}
+def chat_vectors(manifest: Any, op_messages: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
+    """Prompts as the runtime builds them (runtimes.base.Runtime.apply_chat_template + encode: the bundle's
+    tokenizer.chat_format, concatenated) and, for the bundle, their token ids; next to them what the model's own Jinja
+    chat template gives (the prompt before schema 2), which the concatenation must equal for the op messages."""
+    from tokenizers import Tokenizer
 
-
-def chat_vectors(bundle_template: str | None, bos: str, eos: str, op_messages: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
     from runtimes.base import Runtime
+    from runtimes.chat import PLAIN
 
-    templates = {"bundle": bundle_template, "none": None, **EXTRA_TEMPLATES}
     edge = [
         [{"role": "user", "content": "Hello there"}],
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -120,15 +71,21 @@ def chat_vectors(bundle_template: str | None, bos: str, eos: str, op_messages: l
         [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"}, {"role": "user", "content": "u2"}],
         [{"role": "user", "content": "CRLF\r\nline ’quotes’ 😀 naïve"}],
     ]
+    tok = Tokenizer.from_file(str(manifest.tokenizer_file))
+    jinja = SimpleNamespace(_template=None, manifest=SimpleNamespace(chat_format=None, chat_template=manifest.chat_template,
+                                                                     raw=manifest.raw))
     out = []
-    for name, tpl in templates.items():
-        for messages in [*op_messages, *edge]:
-            shim = SimpleNamespace(manifest=SimpleNamespace(chat_template=tpl, raw={"tokenizer": {"bos_token": bos, "eos_token": eos}}),
-                                   _template=None)
-            case = {"template_name": name, "template": tpl, "bos_token": bos, "eos_token": eos, "messages": messages}
-            try:
-                case["text"] = Runtime.apply_chat_template(shim, messages)
-            except Exception as e:  # noqa: BLE001 - jinja errors and raise_exception's ValueError alike
-                case["error"] = _err(e)
+    for name, fmt in (("bundle", manifest.chat_format), ("plain", PLAIN)):
+        rt = SimpleNamespace(manifest=SimpleNamespace(chat_format=fmt, chat_template=None))
+        for k, messages in enumerate([*op_messages, *edge]):
+            case: dict[str, Any] = {"format_name": name, "chat_format": fmt.to_dict(), "messages": messages,
+                                    "text": Runtime.apply_chat_template(rt, messages)}
+            if name == "bundle":
+                case["ids"] = tok.encode(case["text"], add_special_tokens=fmt.add_special_tokens).ids  # Runtime.encode
+                if manifest.chat_template:
+                    case["template_text"] = Runtime.apply_chat_template(jinja, messages)
+                    if k < len(op_messages) and case["template_text"] != case["text"]:
+                        raise SystemExit(f"vectors: op prompt {k}: chat_format gives {case['text']!r}, the chat template "
+                                         f"{case['template_text']!r}")
             out.append(case)
     return out

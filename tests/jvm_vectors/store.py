@@ -168,8 +168,9 @@ class _Replay:
     """Replays recorded model outputs in order (the same outputs the JVM test replays), recording each call; stands in
     for the model so the two pipelines' orchestration (prompts, retrieval, store changes) can be compared."""
 
-    def __init__(self, outputs: list[str]):
+    def __init__(self, outputs: list[str], manifest: Any):
         self.outputs = list(outputs)
+        self.manifest = manifest  # the pipeline sends the bundle's prompts, as the app does
         self.calls: list[dict[str, Any]] = []
 
     def generate(self, op: str, messages=None, max_new_tokens=None, **_: Any) -> Any:
@@ -205,13 +206,13 @@ PIPELINE_SCRIPT = {
 }
 
 
-def pipeline_vectors(out: Path) -> dict[str, Any]:
+def pipeline_vectors(out: Path, manifest: Any) -> dict[str, Any]:
     from runtimes.memory.pipeline import MemoryPipeline, PipelineConfig, clean_answer
     from runtimes.memory.store import MemoryStore
 
     table, embed = _embed_table(dim=16)
     db = out / "stores" / "pipeline.sqlite"
-    llm = _Replay(PIPELINE_SCRIPT["outputs"])
+    llm = _Replay(PIPELINE_SCRIPT["outputs"], manifest)
     config = PipelineConfig()
     with MemoryStore(db) as store:
         pipe = MemoryPipeline(llm, SimpleNamespace(embed=embed), store, owner="user", config=config)

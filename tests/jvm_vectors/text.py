@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from .common import _cp_pos, _jsonable
+from .common import _jsonable
 
 
 def text_vectors() -> dict[str, Any]:
@@ -20,10 +20,16 @@ JSON_DOCS = [
     '1.', '1.5e', '{"k": "caf\\u00e9 \\"q\\" \\\\ \\/ \\b\\f\\n\\r\\t"}', '{"a":{"b":{"c":[{}]}}}', '  {"a": 1}',
     '{"a": 1, "a": 2}', '{"é": "ü", "😀": "x"}', '{"memory": [{"id": 0, "event": "add"}]}', '{\n  "facts": [\n    "x"\n  ]\n}',
     '{"a": "line\nbreak"}', '{"a":1}\n\nmore', '{"a": [}', '{"a": ]}', '{"a": -}', '{"a": .5}', '{"a": 1e5, "b": 1E+2, "c": 2e-3}',
+    # what lenient readers (org.json) take and Python's json refuses: single quotes, bare words, hex / octal, comments
+    "{'a': 'x'}", '{"a": yes}', '[tru]', '{"a": 0x10}', '{"a": 010}', '{"a": 1} // c', '{"a" = 1}', '{"a": 1; "b": 2}',
+    '{"a": "x\n', '{"a": "x\t  ', '{"a": "\\u12', '{"a": "x\\', '{"a": 1.', '{"a": -', '{"a": [1, 2',
 ]
 
 
 def json_vectors() -> list[dict[str, Any]]:
+    """json.JSONDecoder.raw_decode, which runtimes.memory.parse reads model output with: the value and where it ends,
+    or a refusal and whether parse.py calls it truncated (the error at the end of the text, or in an unterminated
+    string: then no later '{' is tried)."""
     dec = json.JSONDecoder()
     out = []
     for doc in JSON_DOCS:
@@ -31,7 +37,8 @@ def json_vectors() -> list[dict[str, Any]]:
             value, end = dec.raw_decode(doc, 0)
             out.append({"doc": doc, "value": _jsonable(value), "end": end})
         except json.JSONDecodeError as e:
-            out.append({"doc": doc, "error": {"msg": e.msg, "pos": _cp_pos(doc, e.pos), "message": str(e)}})
+            truncated = e.pos >= len(doc.rstrip()) or e.msg.startswith("Unterminated string")
+            out.append({"doc": doc, "error": {"truncated": truncated, "python_message": str(e)}})
     return out
 
 
@@ -48,6 +55,9 @@ PARSE_TEXTS = {
         '{"facts": ["é ü 😀", "naïve\\u00a0café"]}', '{"facts": [null]}', '{"facts": {"x": 1}}', "", "   ",
         '[{"facts": ["x"]}]', '{"facts": ["x"]} {"facts": ["y"]}', "```JSON\n{\"facts\": [\"z\"]}```", '{"facts": ["a\\u2003b"]}',
         '{"facts":["x"],"extra":true}', 'text {"facts": ["a"]', '{"facts": ["a"] junk', '{"facts": [1.5]}', '{"facts": [true]}',
+        # lenient JSON (org.json would read these): Python refuses them
+        "{'facts': ['x']}", '{"facts": [yes]}', '{"facts": [tru]}', '{"facts": ["x"], "n": 0x1F}', '{facts: ["x"]}',
+        '{"facts": ["x"]; "y": 1}', '{"facts": ["x", {"facts": ["y"]}', '{"facts": ["\\u12', '{"facts": ["x"], "n": -',
     ],
     "update": [
         UPDATE_OK, '{"memory": []}', "```json\n" + UPDATE_OK + "\n```",
@@ -109,7 +119,7 @@ def _parse_case(fn: Callable[[str], Any], text: str) -> dict[str, Any]:
 
     try:
         return {"text": text, "value": fn(text)}
-    except ParseError as e:
+    except ParseError as e:  # the message is for people; readers agree on refusing, not on wording
         return {"text": text, "error": str(e)}
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import manifest_vectors, tiny_bundle
-from .prompts import chat_vectors, format_vectors, template_vectors
+from .prompts import chat_vectors, format_vectors
 from .runtime import bench_vectors, bpe_vectors, loop_vectors
 from .store import pipeline_vectors, ranking_vectors, store_vectors
 from .text import json_vectors, parse_vectors, text_vectors, wordpiece_vectors
 
 DESCRIPTION = "Shared test vectors for the Android app's JVM module (android_demo/core)"
-VERSION = 2  # 2: bpe.json + loop.json (the ONNX backend's tokenizer and decoding loop)
+VERSION = 3  # 2: bpe.json + loop.json (the ONNX backend's tokenizer and decoding loop); 3: schema 2 bundles (prompts
+# as data): chat.json from the chat format with token ids, no templates.json, refusals as outcome + field, not text
 
 
 def write(out_dir: Path, bundle: Path | None = None) -> dict[str, Any]:
@@ -33,14 +34,11 @@ def write(out_dir: Path, bundle: Path | None = None) -> dict[str, Any]:
     try:
         src_bundle = Path(bundle) if bundle else tiny_bundle()
         m = load_manifest(src_bundle, verify=False)
-        tok = m.raw["tokenizer"]
-        fmt = format_vectors()
-        op_messages = [c["messages"] for c in fmt["messages"]]
-        chat = chat_vectors(m.chat_template, tok.get("bos_token") or "", tok.get("eos_token") or "", op_messages)
+        fmt = format_vectors(m)
+        chat = chat_vectors(m, [c["messages"] for c in fmt["messages"]])
         files = {
             "text.json": text_vectors(),
             "json.json": json_vectors(),
-            "templates.json": template_vectors(),
             "parse.json": parse_vectors(),
             "format.json": fmt,
             "chat.json": chat,
@@ -48,9 +46,9 @@ def write(out_dir: Path, bundle: Path | None = None) -> dict[str, Any]:
             "wordpiece.json": wordpiece_vectors(),
             "store.json": store_vectors(tmp),
             "ranking.json": ranking_vectors(tmp),
-            "pipeline.json": pipeline_vectors(tmp),
+            "pipeline.json": pipeline_vectors(tmp, m),
             "bench.json": bench_vectors(),
-            "bpe.json": bpe_vectors(m.tokenizer_file, [c["text"] for c in chat if c["template_name"] == "bundle" and "text" in c], tmp),
+            "bpe.json": bpe_vectors(m.tokenizer_file, [c["text"] for c in chat if c["format_name"] == "bundle"], tmp),
             "loop.json": loop_vectors(m),
         }
         for name, data in files.items():
