@@ -55,6 +55,10 @@ need=()
 command -v aapt >/dev/null || need+=(aapt)
 command -v zipalign >/dev/null || need+=(zipalign)
 [ -f /usr/share/java/sqlite-jdbc.jar ] || need+=(libxerial-sqlite-jdbc-java)
+# org.json is part of Android, but not of the API file the stubs come from: Debian's libandroid-json-java is AOSP's
+# own org.json, used at compile time only (never dexed into the APK: the platform provides it).
+JSON_JAR=/usr/share/java/com.android.json.jar
+[ -f "$JSON_JAR" ] || need+=(libandroid-json-java)
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing Debian packages: apt-get install -y ${need[*]}"
   log "apt-get install ${need[*]}"
@@ -207,8 +211,8 @@ log "Android API stubs: $(basename "$STUBS") ($(elapsed))"
 
 # ---------------------------------------------------------------------------------------------------------- :core
 rm -rf "$OUT" && mkdir -p "$OUT/core-classes"
-log "javac android_demo/core (--release 11)"
-javac --release 11 -encoding UTF-8 -nowarn -d "$OUT/core-classes" $(find android_demo/core/src/main/java -name '*.java' | sort) ||
+log "javac android_demo/core (--release 11, against the Android API and org.json)"
+javac --release 11 -encoding UTF-8 -nowarn -cp "$STUBS:$JSON_JAR" -d "$OUT/core-classes" $(find android_demo/core/src/main/java -name '*.java' | sort) ||
   die ":core does not compile"
 CORE="$OUT/core-classes"
 
@@ -236,7 +240,7 @@ check_app() {
     fi
   done
   "$KOTLINC" -Werror -jvm-target "$JVM_TARGET" -no-reflect \
-    -cp "$STUBS:$ORT_JAR:$CORE:$w/gen-classes" -d "$w/classes" "${kt[@]}" > "$w/kotlinc.log" 2>&1 ||
+    -cp "$STUBS:$JSON_JAR:$ORT_JAR:$CORE:$w/gen-classes" -d "$w/classes" "${kt[@]}" > "$w/kotlinc.log" 2>&1 ||
     { cat "$w/kotlinc.log" >&2; echo "kotlinc: the app's Kotlin does not compile (warnings are errors)" >&2; return 1; }
   echo "${#kt[@]}" > "$w/kotlin-files"
 }
@@ -264,7 +268,7 @@ if [ "$APK_STEP" = 1 ]; then
   fi
   log "$d8_ver: app + :core, merged with the libraries (min-api $MIN_SDK)"
   mkdir -p "$OUT/dex-app" "$OUT/dex"
-  d8 --intermediate --debug --min-api "$MIN_SDK" --lib "$STUBS" --lib "$java_home" \
+  d8 --intermediate --debug --min-api "$MIN_SDK" --lib "$STUBS" --lib "$JSON_JAR" --lib "$java_home" \
     --classpath "$STDLIB" --classpath "$ORT_JAR" --classpath /usr/share/java/sqlite-jdbc.jar \
     --output "$OUT/dex-app" $(find "$APPW/classes" "$APPW/gen-classes" "$CORE" -name '*.class') > "$OUT/d8-app.log"
   [ -f "$OUT/dex-app/classes.dex" ] || { cat "$OUT/d8-app.log" >&2; die "D8 (app)"; }

@@ -102,7 +102,7 @@ class Engine private constructor(
             if (s.strategy != "bundle" && m.strategy() != s.strategy)
                 throw BundleError("the bundle at $dir is '${m.strategy()}', the settings ask for '${s.strategy}' " +
                         "(push that export to ${s.bundlePath}/${s.strategy} or choose 'bundle')")
-            for (f in m.files().keys) if (!File(dir, f).isFile) throw BundleError("bundle file missing: $f")
+            for (f in m.files().keys) m.file(f) // listed, plain, inside the bundle, a regular file
             val llm = openLlm(m, s.backend, 0, et)
             val embedder = try {
                 // The retrieval embedder is an ExecuTorch program in every bundle (ONNX ones included): same version rule.

@@ -47,7 +47,7 @@ class EtLlm(private val m: Manifest) : LlmBackend {
         val program = b["program"] as String
         if (!program.endsWith(".pte")) throw BundleError("op '$op' has no ExecuTorch program (${program}); export with --format executorch or both")
         @Suppress("UNCHECKED_CAST")
-        val data = (b["data_files"] as? List<Any?>).orEmpty().map { File(m.root, it as String).path }
+        val data = (b["data_files"] as? List<Any?>).orEmpty().map { m.file(it as String).path }
         return program to data
     }
 
@@ -55,7 +55,7 @@ class EtLlm(private val m: Manifest) : LlmBackend {
         val (program, data) = files(op)
         if (modules.containsKey(program)) return 0.0
         val t0 = System.nanoTime()
-        val module = LlmModule(LlmModule.MODEL_TYPE_TEXT, File(m.root, program).path, m.tokenizerFile().path, 0.0f, data, 0, 0)
+        val module = LlmModule(LlmModule.MODEL_TYPE_TEXT, m.file(program).path, m.tokenizerFile().path, 0.0f, data, 0, 0)
         module.load()
         modules[program] = module
         val ms = (System.nanoTime() - t0) / 1e6
@@ -134,9 +134,9 @@ class EtLlm(private val m: Manifest) : LlmBackend {
 class EtEmbedder(m: Manifest) : EmbedderBackend {
     private val entry = m.embedder() ?: throw BundleError(
         "the bundle has no embedder: export it with --embedder (the default for --target android)")
-    private val tokenizer = WordPiece.load(File(m.root, entry["tokenizer"] as String), (entry["max_len"] as Number).toInt())
+    private val tokenizer = WordPiece.load(m.file(entry["tokenizer"] as String), (entry["max_len"] as Number).toInt())
     private val dim = (entry["dim"] as Number).toInt()
-    private val module: Module = Module.load(File(m.root, entry["program"] as String).path)
+    private val module: Module = Module.load(m.file(entry["program"] as String).path)
 
     override fun embed(texts: List<String>): Array<FloatArray> = Array(texts.size) { i ->
         val ids = tokenizer.encode(texts[i])

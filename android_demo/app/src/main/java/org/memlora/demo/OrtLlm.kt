@@ -36,7 +36,7 @@ import org.memlora.core.MemoryCycle
 class OrtLlm(private val m: Manifest, private val threads: Int = 0) : LlmBackend {
     override val name = "onnx"
     private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
-    private val graph = GenaiConfig.load(File(m.root, GENAI_CONFIG))
+    private val graph = GenaiConfig.load(m.file(GENAI_CONFIG))
     val tokenizer: BpeTokenizer = BpeTokenizer.load(m.tokenizerFile())
     private val sessions = HashMap<String, OrtSession>()     // program file -> session
     private val adapters = HashMap<String, OrtLoraAdapter>() // op -> its adapter (separate strategy)
@@ -62,7 +62,7 @@ class OrtLlm(private val m: Manifest, private val threads: Int = 0) : LlmBackend
             opts.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT)
             if (threads > 0) opts.setIntraOpNumThreads(threads)
             // External data (<program>.data) is resolved next to the model path, as ORT GenAI does on the host.
-            val session = env.createSession(File(m.root, program).path, opts)
+            val session = env.createSession(m.file(program).path, opts)
             opts.close()
             checkGraph(program, session)
             sessions[program] = session
@@ -70,7 +70,7 @@ class OrtLlm(private val m: Manifest, private val threads: Int = 0) : LlmBackend
         val adapterFile = e["adapter_file"] as? String
         if (!adapterFile.isNullOrEmpty() && !adapters.containsKey(op)) {
             adapters[op] = try {
-                OrtLoraAdapter.create(File(m.root, adapterFile).absolutePath)
+                OrtLoraAdapter.create(m.file(adapterFile).absolutePath)
             } catch (err: Exception) {
                 throw BundleError("onnxruntime refused adapter file $adapterFile: ${err.message}")
             }
