@@ -53,6 +53,22 @@ public final class JsonTree {
         return v == JSONObject.NULL ? null : v;
     }
 
+    /** A JSON value's type as messages name it (runtimes/manifest.py {@code kind}). */
+    static String kind(Object v) {
+        if (v == null) return "null";
+        if (v instanceof Boolean) return "a boolean";
+        if (v instanceof Long || v instanceof java.math.BigInteger) return "an integer";
+        if (v instanceof Number) return "a number";
+        if (v instanceof String) return "a string";
+        if (v instanceof List) return "an array";
+        return "an object";
+    }
+
+    /** A value in a message: strings JSON-quoted, so that control characters cannot break the line. */
+    static String quote(Object v) {
+        return v instanceof String ? JSONObject.quote((String) v) : String.valueOf(v);
+    }
+
     @SuppressWarnings("unchecked")
     public static Map<String, Object> obj(Object v, String what) {
         if (!(v instanceof Map)) throw new IllegalArgumentException(what + ": expected an object");

@@ -4,21 +4,20 @@ import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.math.BigInteger;
 import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
-import java.nio.file.InvalidPathException;
-import java.nio.file.Paths;
+import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
-import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -56,30 +55,23 @@ public final class Manifest {
         public final List<Long> stopTokenIds;
         public final Map<String, Object> adapter; // null when the op has none
         /** Per format ("executorch", "onnx") this op's {program, data_files, adapter_file} in multi-format bundles. */
-        public final Map<String, Map<String, Object>> backends = new LinkedHashMap<>();
+        public final Map<String, Map<String, Object>> backends;
         public final Map<String, Object> raw;
 
+        /** From an op entry that {@link ManifestFields} checked (so the casts hold). */
         @SuppressWarnings("unchecked")
         OpEntry(String name, Map<String, Object> op) {
             this.name = name;
             this.raw = op;
             this.program = (String) op.get("program");
-            List<String> df = new ArrayList<>();
-            if (op.get("data_files") != null) for (Object o : (List<Object>) op.get("data_files")) df.add((String) o);
-            this.dataFiles = Collections.unmodifiableList(df);
+            this.dataFiles = listOf(op.get("data_files"));
             this.promptTemplate = (String) op.get("prompt_template");
             Map<String, Object> p = (Map<String, Object>) op.get("prompt");
-            List<String> fields = new ArrayList<>();
-            for (Object f : (List<Object>) p.get("fields")) fields.add((String) f);
-            this.prompt = new OpPrompt((String) p.get("id"), (String) p.get("system"), (String) p.get("user"), fields);
+            this.prompt = new OpPrompt((String) p.get("id"), (String) p.get("system"), (String) p.get("user"), listOf(p.get("fields")));
             this.generation = op.get("generation") == null ? new LinkedHashMap<>() : (Map<String, Object>) op.get("generation");
-            List<Long> stops = new ArrayList<>();
-            if (op.get("stop_token_ids") != null) for (Object o : (List<Object>) op.get("stop_token_ids")) stops.add((Long) o);
-            this.stopTokenIds = Collections.unmodifiableList(stops);
-            this.adapter = op.get("adapter") instanceof Map ? (Map<String, Object>) op.get("adapter") : null;
-            if (op.get("backends") instanceof Map)
-                for (Map.Entry<String, Object> b : ((Map<String, Object>) op.get("backends")).entrySet())
-                    backends.put(b.getKey(), (Map<String, Object>) b.getValue());
+            this.stopTokenIds = listOf(op.get("stop_token_ids"));
+            this.adapter = (Map<String, Object>) op.get("adapter");
+            this.backends = op.get("backends") == null ? new LinkedHashMap<>() : (Map<String, Map<String, Object>>) op.get("backends");
         }
 
         /** The files this op needs for one format: its program, data files and (ONNX separate adapters) adapter file. */
@@ -102,27 +94,34 @@ public final class Manifest {
         }
     }
 
+    @SuppressWarnings("unchecked")
+    private static <T> List<T> listOf(Object v) {
+        return v == null ? Collections.emptyList() : Collections.unmodifiableList(new ArrayList<>((List<T>) v));
+    }
+
     public final File root;
     public final Map<String, Object> raw;
     public final Map<String, OpEntry> ops = new LinkedHashMap<>();
     public final List<String> warnings = new ArrayList<>();
-    private ChatFormat chatFormat;
+    private final ChatFormat chatFormat;
 
-    private Manifest(File root, Map<String, Object> raw) {
+    private Manifest(File root, Map<String, Object> raw, ChatFormat chatFormat) {
         this.root = root;
         this.raw = raw;
+        this.chatFormat = chatFormat;
+        for (Map.Entry<String, Object> e : section("ops").entrySet()) ops.put(e.getKey(), new OpEntry(e.getKey(), JsonTree.obj(e.getValue(), "op")));
     }
 
     /** {@code load_manifest(bundle, verify)}: the same checks in the same order. */
     public static Manifest load(File bundle, boolean verify) {
         File path = new File(bundle, MANIFEST);
         if (!path.isFile()) throw new BundleError(bundle.getPath() + " is not a memlora bundle: " + MANIFEST + " not found");
-        String rootReal = realPath(bundle);
+        Path rootReal = realPath(bundle.toPath());
         if (!inside(rootReal, path)) throw new BundleError(path.getPath() + ": " + MANIFEST + " leads outside the bundle (a link)");
         String text;
         try {
-            text = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
-                    .onUnmappableCharacter(CodingErrorAction.REPORT).decode(ByteBuffer.wrap(Files.readAllBytes(path.toPath()))).toString();
+            // A fresh decoder refuses malformed input, as Python's bytes.decode("utf-8") does.
+            text = StandardCharsets.UTF_8.newDecoder().decode(ByteBuffer.wrap(Files.readAllBytes(path.toPath()))).toString();
         } catch (CharacterCodingException e) {
             throw new BundleError(path.getPath() + ": invalid JSON: not UTF-8 text");
         } catch (IOException e) {
@@ -136,22 +135,18 @@ public final class Manifest {
         }
         if (!(parsed instanceof Map)) throw new BundleError(path.getPath() + ": the manifest is not a JSON object");
         Map<String, Object> raw = JsonTree.obj(parsed, "manifest");
-        List<String> missing = new ArrayList<>();
-        for (String k : REQUIRED) if (!raw.containsKey(k)) missing.add(k);
+        List<String> missing = new ArrayList<>(REQUIRED);
+        missing.removeAll(raw.keySet());
         if (!missing.isEmpty()) throw new BundleError(path.getPath() + ": missing required keys " + missing);
         Object sv = raw.get("schema_version");
-        if (!(sv instanceof Long)) throw new BundleError(path.getPath() + ": schema_version: expected an integer, got " + ManifestFields.kind(sv));
-        if ((Long) sv < SCHEMA_VERSION)
+        if (!(sv instanceof Long)) throw new BundleError(path.getPath() + ": schema_version: expected an integer, got " + JsonTree.kind(sv));
+        if ((Long) sv != SCHEMA_VERSION)
             throw new BundleError(path.getPath() + ": schema_version " + sv + " is not supported (this app reads " + SCHEMA_VERSION
-                    + ": prompts carried as data, no chat template engine); re-export the bundle with this memlora version");
-        if ((Long) sv > SCHEMA_VERSION)
-            throw new BundleError(path.getPath() + ": schema_version " + sv + " is not supported (this app reads " + SCHEMA_VERSION
-                    + "); update the app to run it");
-        Manifest m = new Manifest(bundle, raw);
-        List<String> unknown = new ArrayList<>();
-        for (String k : raw.keySet()) if (!KNOWN.contains(k)) unknown.add(k);
+                    + ((Long) sv < SCHEMA_VERSION ? ": prompts carried as data, no chat template engine); re-export the bundle with this memlora version"
+                    : "); update the app to run it"));
+        List<String> unknown = new ArrayList<>(raw.keySet());
+        unknown.removeAll(KNOWN);
         unknown.sort(Text.CODE_POINT_ORDER);
-        if (!unknown.isEmpty()) m.warnings.add(path.getPath() + ": unknown keys " + unknown + " ignored");
         ManifestFields.Checker c = ManifestFields.check(raw, path.getPath());
         for (String name : c.files.keySet())
             if (!inside(rootReal, new File(bundle, name))) throw new BundleError("bundle file " + name + " leads outside the bundle (a link)");
@@ -161,15 +156,13 @@ public final class Manifest {
                 Map<String, Object> entry = JsonTree.obj(e.getValue(), "files entry");
                 File f = new File(bundle, name);
                 if (!f.isFile()) throw new BundleError("bundle file missing: " + name);
-                Object expect = entry.get("bytes");
-                if (f.length() != (Long) expect)
-                    throw new BundleError("bundle file " + name + ": " + f.length() + " bytes, manifest says " + expect + " (truncated?)");
+                if (f.length() != (Long) entry.get("bytes"))
+                    throw new BundleError("bundle file " + name + ": " + f.length() + " bytes, manifest says " + entry.get("bytes") + " (truncated?)");
                 if (!sha256(f).equals(entry.get("sha256"))) throw new BundleError("bundle file " + name + ": sha256 mismatch (corrupted or modified)");
             }
         }
-        m.chatFormat = ManifestFields.checkPrompts(raw, c);
-        for (Map.Entry<String, Object> e : JsonTree.obj(raw.get("ops"), "ops").entrySet())
-            m.ops.put(e.getKey(), new OpEntry(e.getKey(), JsonTree.obj(e.getValue(), "op")));
+        Manifest m = new Manifest(bundle, raw, ManifestFields.checkPrompts(raw, c));
+        if (!unknown.isEmpty()) m.warnings.add(path.getPath() + ": unknown keys " + unknown + " ignored");
         return m;
     }
 
@@ -202,102 +195,56 @@ public final class Manifest {
      * checked too.
      */
     public File file(String name) {
-        return file(name, true);
-    }
-
-    public File file(String name, boolean mustExist) {
-        if (!isPlainName(name)) throw new BundleError(ManifestFields.quote(name) + " is not " + NAME_RULE);
+        if (!isPlainName(name)) throw new BundleError(JsonTree.quote(name) + " is not " + NAME_RULE);
         if (!files().containsKey(name))
-            throw new BundleError(ManifestFields.quote(name) + " is not a file of this bundle (the manifest's files do not list it)");
+            throw new BundleError(JsonTree.quote(name) + " is not a file of this bundle (the manifest's files do not list it)");
         File f = new File(root, name);
-        if (!inside(realPath(root), f)) throw new BundleError("bundle file " + name + " leads outside the bundle (a link)");
-        if (mustExist && !f.isFile()) throw new BundleError("bundle file missing: " + name);
+        if (!inside(realPath(root.toPath()), f)) throw new BundleError("bundle file " + name + " leads outside the bundle (a link)");
+        if (!f.isFile()) throw new BundleError("bundle file missing: " + name);
         return f;
     }
 
-    static boolean inside(String rootReal, File f) {
-        String real = realPath(f);
-        String prefix = rootReal.endsWith("/") ? rootReal : rootReal + "/";
-        return !real.equals(rootReal) && real.startsWith(prefix);
+    static boolean inside(Path rootReal, File f) {
+        Path real = realPath(f.toPath());
+        return !real.equals(rootReal) && real.startsWith(rootReal);
     }
 
     /**
-     * Python's {@code os.path.realpath} (non-strict): symlinks resolved component by component, a dangling link's
-     * target taken as it reads, a loop left as is. {@code File.getCanonicalPath} would keep a dangling link's own
-     * name (and so call a link to a missing file outside the bundle "inside").
+     * Python's {@code os.path.realpath} (non-strict): links followed as far as they lead, a missing rest kept as
+     * written, a link loop left as it is. {@code toRealPath} alone refuses a dangling link, and
+     * {@code File.getCanonicalPath} keeps its own name (so a link to a missing file outside the bundle looks inside).
      */
-    static String realPath(File f) {
-        String[] r = joinRealPath("", f.getAbsolutePath(), new HashMap<>());
-        return r[0].isEmpty() ? "/" : r[0];
-    }
-
-    private static String join(String a, String b) {
-        return a.isEmpty() ? b : a.endsWith("/") ? a + b : a + "/" + b;
-    }
-
-    /** posixpath._joinrealpath: {path, "ok" or "loop"}. */
-    private static String[] joinRealPath(String path, String rest, Map<String, String> seen) {
-        if (rest.startsWith("/")) {
-            rest = rest.substring(1);
-            path = "/";
-        }
-        while (!rest.isEmpty()) {
-            int slash = rest.indexOf('/');
-            String name = slash < 0 ? rest : rest.substring(0, slash);
-            rest = slash < 0 ? "" : rest.substring(slash + 1);
-            if (name.isEmpty() || name.equals(".")) continue;
-            if (name.equals("..")) {
-                if (!path.isEmpty()) {
-                    int cut = path.lastIndexOf('/');
-                    String head = cut < 0 ? "" : path.substring(0, cut == 0 ? 1 : cut), tail = path.substring(cut + 1);
-                    path = tail.equals("..") ? join(join(head, ".."), "..") : head;
-                } else path = "..";
-                continue;
-            }
-            String newPath = join(path, name);
-            boolean isLink;
+    static Path realPath(Path p) {
+        p = p.toAbsolutePath();
+        for (int links = 0; ; links++) {
             try {
-                isLink = Files.isSymbolicLink(Paths.get(newPath));
-            } catch (InvalidPathException e) {
-                isLink = false;
+                return p.toRealPath();
+            } catch (IOException e) {
+                // missing, a dangling link or a loop: resolved by hand below
             }
-            if (!isLink) {
-                path = newPath;
-                continue;
-            }
-            if (seen.containsKey(newPath)) {
-                String known = seen.get(newPath);
-                if (known != null) {
-                    path = known;
+            try {
+                if (links < 40 && Files.isSymbolicLink(p)) {
+                    p = p.resolveSibling(Files.readSymbolicLink(p));
                     continue;
                 }
-                return new String[] {join(newPath, rest), "loop"};
+            } catch (IOException e) {
+                // unreadable link: kept as it is
             }
-            seen.put(newPath, null);
-            String target;
-            try {
-                target = Files.readSymbolicLink(Paths.get(newPath)).toString();
-            } catch (IOException | RuntimeException e) {
-                path = newPath;
-                continue;
-            }
-            String[] r = joinRealPath(path, target, seen);
-            if (!r[1].equals("ok")) return new String[] {join(r[0], rest), "loop"};
-            path = r[0];
-            seen.put(newPath, path);
+            Path parent = p.getParent();
+            if (parent == null) return p;
+            Path dir = realPath(parent);
+            String name = p.getFileName().toString();
+            if (name.equals("..")) return dir.getParent() != null ? dir.getParent() : dir;
+            return name.equals(".") ? dir : dir.resolve(name);
         }
-        return new String[] {path, "ok"};
     }
 
     public static String sha256(File f) {
         try (InputStream in = new FileInputStream(f)) {
             MessageDigest md = MessageDigest.getInstance("SHA-256");
             byte[] buf = new byte[1 << 20];
-            int n;
-            while ((n = in.read(buf)) > 0) md.update(buf, 0, n);
-            StringBuilder sb = new StringBuilder();
-            for (byte b : md.digest()) sb.append(String.format("%02x", b));
-            return sb.toString();
+            for (int n; (n = in.read(buf)) > 0; ) md.update(buf, 0, n);
+            return String.format("%064x", new BigInteger(1, md.digest()));
         } catch (IOException | NoSuchAlgorithmException e) {
             throw new BundleError("cannot read " + f + ": " + e.getMessage());
         }
@@ -305,6 +252,7 @@ public final class Manifest {
 
     // ------------------------------------------------------------------------------------------------ accessors
 
+    /** A section load checked to be an object (an empty map for an absent optional one). */
     @SuppressWarnings("unchecked")
     private Map<String, Object> section(String key) {
         Object v = raw.get(key);
@@ -318,12 +266,6 @@ public final class Manifest {
     /** The tokenizer file, through the checked accessor {@link #file(String)}. */
     public File tokenizerFile() {
         return file((String) tokenizer().get("file"));
-    }
-
-    /** The model's Jinja chat template (informational: prompts are built from {@link #chatFormat()}). */
-    public String chatTemplate() {
-        Object t = tokenizer().get("chat_template");
-        return t instanceof String ? (String) t : null;
     }
 
     public String eosToken() {
@@ -352,10 +294,8 @@ public final class Manifest {
     }
 
     /** The retrieval embedder entry (program, tokenizer, dim, max_len, pooling, ...) or null. */
-    @SuppressWarnings("unchecked")
     public Map<String, Object> embedder() {
-        Object e = raw.get("embedder");
-        return e instanceof Map ? (Map<String, Object>) e : null;
+        return raw.get("embedder") == null ? null : section("embedder");
     }
 
     public OpEntry op(String name) {
@@ -368,25 +308,15 @@ public final class Manifest {
         return e;
     }
 
-    /** Bytes on disk an op needs: its program plus its data files (shared files counted in full). */
-    public long opBytes(String op) {
-        long n = 0;
-        OpEntry e = op(op);
-        List<String> names = new ArrayList<>();
-        names.add(e.program);
-        names.addAll(e.dataFiles);
-        for (String f : names) n += (Long) JsonTree.obj(files().get(f), "files entry").get("bytes");
-        return n;
-    }
-
-    /** Bytes on disk an op needs on one backend ("executorch", "onnx"): that format's program, data files and adapter file. */
+    /** Bytes on disk an op needs on one backend ("executorch", "onnx"): that format's program, data files and adapter
+     *  file, each counted once. */
     public long opBytes(String op, String format) {
         Map<String, Object> b = op(op).backend(format);
-        List<Object> names = new ArrayList<>();
+        Set<Object> names = new LinkedHashSet<>();
         names.add(b.get("program"));
-        if (b.get("data_files") != null) names.addAll(JsonTree.arr(b.get("data_files"), "data_files"));
-        Object af = b.get("adapter_file");
-        if (af instanceof String && !((String) af).isEmpty() && !names.contains(af)) names.add(af);
+        names.addAll(listOf(b.get("data_files")));
+        names.add(b.get("adapter_file"));
+        names.remove(null);
         long n = 0;
         for (Object f : names) n += (Long) JsonTree.obj(files().get(f), "files entry").get("bytes");
         return n;

@@ -6,7 +6,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.regex.Pattern;
-import org.json.JSONObject;
 
 /**
  * The manifest's field checks, in runtimes/manifest.py {@code check_fields}' order (so both readers name the same
@@ -18,22 +17,6 @@ final class ManifestFields {
     private ManifestFields() {}
 
     static final long INT32 = Integer.MAX_VALUE, INT64 = Long.MAX_VALUE, INT64_MIN = Long.MIN_VALUE;
-
-    /** A name or value in a message: JSON-quoted, so that control characters cannot break the line. */
-    static String quote(Object v) {
-        return v instanceof String ? JSONObject.quote((String) v) : String.valueOf(v);
-    }
-
-    /** A JSON value's type as error messages name it (runtimes/manifest.py {@code kind}). */
-    static String kind(Object v) {
-        if (v == null) return "null";
-        if (v instanceof Boolean) return "a boolean";
-        if (v instanceof Long) return "an integer";
-        if (v instanceof Number) return "a number";
-        if (v instanceof String) return "a string";
-        if (v instanceof List) return "an array";
-        return "an object";
-    }
 
     /** runtimes/manifest.py {@code _Checker}: every error one line {@code <manifest>: <field>: <problem>}. */
     static final class Checker {
@@ -56,7 +39,7 @@ final class ManifestFields {
         @SuppressWarnings("unchecked")
         Map<String, Object> obj(String field, Object v, boolean optional) {
             if (v == null && optional) return null;
-            if (!(v instanceof Map)) throw fail(field, "expected an object, got " + kind(v));
+            if (!(v instanceof Map)) throw fail(field, "expected an object, got " + JsonTree.kind(v));
             return (Map<String, Object>) v;
         }
 
@@ -67,19 +50,19 @@ final class ManifestFields {
 
         String str(String field, Object v, boolean optional) {
             if (v == null && optional) return null;
-            if (!(v instanceof String)) throw fail(field, "expected a string, got " + kind(v));
+            if (!(v instanceof String)) throw fail(field, "expected a string, got " + JsonTree.kind(v));
             return (String) v;
         }
 
         void integer(String field, Object v, long lo, long hi, boolean optional) {
             if (v == null && optional) return;
-            if (!(v instanceof Long)) throw fail(field, "expected an integer, got " + kind(v));
+            if (!(v instanceof Long)) throw fail(field, "expected an integer, got " + JsonTree.kind(v));
             if ((Long) v < lo || (Long) v > hi) throw fail(field, v + " is out of range (" + lo + ".." + hi + ")");
         }
 
         void number(String field, Object v, double lo, double hi, boolean optional) {
             if (v == null && optional) return;
-            if (!(v instanceof Number)) throw fail(field, "expected a number, got " + kind(v));
+            if (!(v instanceof Number)) throw fail(field, "expected a number, got " + JsonTree.kind(v));
             double d = ((Number) v).doubleValue();
             if (!(!Double.isNaN(d) && !Double.isInfinite(d) && lo <= d && d <= hi))
                 throw fail(field, v + " is out of range (" + lo + ".." + hi + ")");
@@ -88,15 +71,15 @@ final class ManifestFields {
         @SuppressWarnings("unchecked")
         List<Object> list(String field, Object v, boolean optional) {
             if (v == null && optional) return null;
-            if (!(v instanceof List)) throw fail(field, "expected an array, got " + kind(v));
+            if (!(v instanceof List)) throw fail(field, "expected an array, got " + JsonTree.kind(v));
             return (List<Object>) v;
         }
 
         /** A bundle file name: plain ({@link #NAME_RULE}) and listed in files. */
         void name(String field, Object v, boolean optional) {
             if (str(field, v, optional) == null) return;
-            if (!Manifest.isPlainName(v)) throw fail(field, quote(v) + " is not " + Manifest.NAME_RULE);
-            if (!files.containsKey(v)) throw fail(field, quote(v) + " is not listed in the manifest's files");
+            if (!Manifest.isPlainName(v)) throw fail(field, JsonTree.quote(v) + " is not " + Manifest.NAME_RULE);
+            if (!files.containsKey(v)) throw fail(field, JsonTree.quote(v) + " is not listed in the manifest's files");
         }
 
         void names(String field, Object v) {
@@ -172,7 +155,7 @@ final class ManifestFields {
         }
         for (Map.Entry<String, Object> e : c.files.entrySet()) {
             String name = e.getKey();
-            if (!Manifest.isPlainName(name)) throw c.fail("files", quote(name) + " is not " + Manifest.NAME_RULE);
+            if (!Manifest.isPlainName(name)) throw c.fail("files", JsonTree.quote(name) + " is not " + Manifest.NAME_RULE);
             String f = "files." + name;
             Map<String, Object> entry = c.obj(f, e.getValue(), false);
             c.integer(f + ".bytes", c.get(entry, f, "bytes", true), 0, INT64, false);
@@ -197,7 +180,7 @@ final class ManifestFields {
         String gp = c.str(f + ".generation_prompt", cf.get("generation_prompt"), false);
         String ds = c.str(f + ".default_system", cf.get("default_system"), true);
         Object sp = cf.containsKey("add_special_tokens") ? cf.get("add_special_tokens") : Boolean.FALSE;
-        if (!(sp instanceof Boolean)) throw c.fail(f + ".add_special_tokens", "expected true or false, got " + kind(sp));
+        if (!(sp instanceof Boolean)) throw c.fail(f + ".add_special_tokens", "expected true or false, got " + JsonTree.kind(sp));
         for (Map.Entry<String, Object> op : JsonTree.obj(raw.get("ops"), "ops").entrySet()) {
             String fp = "ops." + op.getKey() + ".prompt";
             Map<String, Object> p = c.obj(fp, JsonTree.obj(op.getValue(), "op").get("prompt"), false);

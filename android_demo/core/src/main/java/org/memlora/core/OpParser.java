@@ -3,10 +3,12 @@ package org.memlora.core;
 import java.math.BigInteger;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.HashSet;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Set;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -14,9 +16,7 @@ import java.util.regex.Pattern;
  * Parsing of the extract and update outputs, rule for rule as runtimes/memory/parse.py: tolerant of a code fence,
  * prose around the JSON, integer ids, lower-case events and stray whitespace; strict on shape (one bad item rejects
  * the whole update); bounded by the same limits (lengths in code points, as Python counts), so that no output costs
- * more than linear time or escapes as anything but {@link ParseError}. The JSON is read by {@link Reader}, strict as
- * Python's json module is (org.json would take unquoted words, single quotes, hex numbers): which output is accepted,
- * and where a cut-off one is called truncated, decides what is stored. The shared test vectors hold the Python results
+ * more than linear time or escapes as anything but {@link ParseError}. The shared test vectors hold the Python results
  * (accepted or refused, and the parsed facts and events) that this class must reproduce.
  */
 public final class OpParser {
@@ -70,37 +70,32 @@ public final class OpParser {
         return false;
     }
 
-    /** Where strict decoding stopped: the index the decoder reports and whether it was inside an unterminated string. */
+    /** Where strict decoding failed: {@code truncated} when at the end of the text (trailing whitespace aside) or in an
+     *  unterminated string, parse.py's test for a cut-off output. */
     static final class Stop extends RuntimeException {
-        final int pos;
-        final boolean unterminated;
+        final boolean truncated;
 
-        Stop(int pos, boolean unterminated) {
+        Stop(boolean truncated) {
             super(null, null, false, false);
-            this.pos = pos;
-            this.unterminated = unterminated;
-        }
-    }
-
-    /** An integer literal longer than MAX_INT_CHARS (parse.py refuses those through json's parse_int hook). */
-    static final class IntTooLong extends RuntimeException {
-        final int length;
-
-        IntTooLong(int length) {
-            super(null, null, false, false);
-            this.length = length;
+            this.truncated = truncated;
         }
     }
 
     /**
      * {@code json.JSONDecoder().raw_decode(s, at)} as CPython's scanner reads: strict JSON plus NaN / Infinity /
      * -Infinity, objects as LinkedHashMap (a repeated key keeps its first place and its last value), integers as Long
-     * or BigInteger, other numbers as Double; a failure is a {@link Stop} at the index the scanner reports. Callers
-     * bound the nesting first ({@link #tooDeep}).
+     * or BigInteger, other numbers as Double; a failure is a {@link Stop}. Callers bound the nesting first
+     * ({@link #tooDeep}). org.json cannot stand in: it takes single quotes, bare words and hex numbers, turns long
+     * integers into doubles, refuses NaN in objects and does not say where a value ended or why it stopped.
      */
     static final class Reader {
-        final String s;
-        final int n;
+        private static final Pattern NUMBER = Pattern.compile("-?(?:0|[1-9][0-9]*)(\\.[0-9]+)?([eE][-+]?[0-9]+)?");
+        private static final Pattern HEX4 = Pattern.compile("[0-9a-fA-F]{4}");
+        private static final String[] WORDS = {"null", "true", "false", "NaN", "Infinity", "-Infinity"};
+        private static final Object[] VALUES = {null, true, false, Double.NaN, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY};
+
+        private final String s;
+        private final int n;
         int end; // the index after the value just read
 
         Reader(String s) {
@@ -108,82 +103,92 @@ public final class OpParser {
             this.n = s.length();
         }
 
+        private Stop stop(int pos) {
+            return new Stop(pos >= Text.rstrip(s).length());
+        }
+
+        private boolean at(int i, char c) {
+            return i < n && s.charAt(i) == c;
+        }
+
         private int ws(int i) {
-            while (i < n && (s.charAt(i) == ' ' || s.charAt(i) == '\t' || s.charAt(i) == '\n' || s.charAt(i) == '\r')) i++;
+            while (i < n && " \t\n\r".indexOf(s.charAt(i)) >= 0) i++;
             return i;
         }
 
-        private static boolean digit(char c) {
-            return c >= '0' && c <= '9';
-        }
-
         Object value(int at) {
-            if (at >= n) throw new Stop(at, false);
-            switch (s.charAt(at)) {
-                case '"': return string(at + 1);
-                case '{': return object(at + 1);
-                case '[': return array(at + 1);
-                default:
-            }
-            String[] words = {"null", "true", "false", "NaN", "Infinity", "-Infinity"};
-            Object[] values = {null, Boolean.TRUE, Boolean.FALSE, Double.NaN, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY};
-            for (int w = 0; w < words.length; w++) {
-                if (s.startsWith(words[w], at)) {
-                    end = at + words[w].length();
-                    return values[w];
+            if (at(at, '"')) return string(at);
+            if (at(at, '{') || at(at, '[')) return container(at);
+            for (int w = 0; w < WORDS.length; w++) {
+                if (s.startsWith(WORDS[w], at)) {
+                    end = at + WORDS[w].length();
+                    return VALUES[w];
                 }
             }
-            int j = at;
-            if (s.charAt(j) == '-' && ++j >= n) throw new Stop(at, false);
-            if (s.charAt(j) >= '1' && s.charAt(j) <= '9') while (++j < n && digit(s.charAt(j))) { /* integer digits */ }
-            else if (s.charAt(j) == '0') j++;
-            else throw new Stop(at, false);
-            boolean real = false;
-            if (j < n - 1 && s.charAt(j) == '.' && digit(s.charAt(j + 1))) {
-                real = true;
-                for (j += 2; j < n && digit(s.charAt(j)); ) j++;
-            }
-            if (j < n - 1 && (s.charAt(j) == 'e' || s.charAt(j) == 'E')) {
-                int e = j++;
-                if (j < n - 1 && (s.charAt(j) == '-' || s.charAt(j) == '+')) j++;
-                while (j < n && digit(s.charAt(j))) j++;
-                if (digit(s.charAt(j - 1))) real = true;
-                else j = e;
-            }
-            end = j;
-            String lit = s.substring(at, j);
-            if (real) return Double.parseDouble(lit);
-            if (lit.length() > MAX_INT_CHARS) throw new IntTooLong(lit.length());
-            return lit.length() <= 18 ? (Object) Long.parseLong(lit) : new BigInteger(lit);
+            Matcher m = NUMBER.matcher(s).region(at, n);
+            if (!m.lookingAt()) throw stop(at);
+            end = m.end();
+            String lit = m.group();
+            if (m.group(1) != null || m.group(2) != null) return Double.valueOf(lit);
+            if (lit.length() > MAX_INT_CHARS)
+                throw new ParseError("JSON integer of " + lit.length() + " characters (at most " + MAX_INT_CHARS + ")");
+            return lit.length() <= 18 ? (Object) Long.valueOf(lit) : new BigInteger(lit);
         }
 
-        private String string(int start) {
+        /** An object or an array from its opening bracket. */
+        private Object container(int open) {
+            boolean isObject = s.charAt(open) == '{';
+            char close = isObject ? '}' : ']';
+            Map<String, Object> object = new LinkedHashMap<>();
+            List<Object> array = new ArrayList<>();
+            int j = ws(open + 1);
+            boolean more = !at(j, close);
+            while (more) {
+                if (isObject) {
+                    if (!at(j, '"')) throw stop(j);
+                    String key = string(j);
+                    j = ws(end);
+                    if (!at(j, ':')) throw stop(j);
+                    object.put(key, value(ws(j + 1)));
+                } else {
+                    array.add(value(j));
+                }
+                j = ws(end);
+                more = at(j, ',');
+                if (!more && !at(j, close)) throw stop(j);
+                if (more) j = ws(j + 1);
+            }
+            end = j + 1;
+            return isObject ? object : array;
+        }
+
+        /** A string from its opening quote, escapes decoded (a \\uXXXX surrogate pair joined, as Python joins it). */
+        private String string(int quote) {
             StringBuilder sb = new StringBuilder();
-            for (int j = start; ; ) {
+            for (int j = quote + 1; ; ) {
                 int k = j;
                 while (k < n && s.charAt(k) != '"' && s.charAt(k) != '\\') {
-                    if (s.charAt(k) < 0x20) throw new Stop(k, false); // a raw control character
+                    if (s.charAt(k) < 0x20) throw stop(k); // a raw control character
                     k++;
                 }
-                if (k >= n) throw new Stop(start - 1, true);
+                if (k >= n) throw new Stop(true);
                 sb.append(s, j, k);
                 if (s.charAt(k) == '"') {
                     end = k + 1;
                     return sb.toString();
                 }
-                if (++k >= n) throw new Stop(start - 1, true);
-                char c = s.charAt(k);
-                if (c != 'u') {
-                    int at = "\"\\/bfnrt".indexOf(c);
-                    if (at < 0) throw new Stop(k - 1, false);
-                    sb.append("\"\\/\b\f\n\r\t".charAt(at));
+                if (++k >= n) throw new Stop(true);
+                int simple = "\"\\/bfnrt".indexOf(s.charAt(k));
+                if (simple >= 0) {
+                    sb.append("\"\\/\b\f\n\r\t".charAt(simple));
                     j = k + 1;
                     continue;
                 }
-                if (k + 5 >= n) throw new Stop(k, false);
+                if (s.charAt(k) != 'u') throw stop(k - 1);
+                if (k + 5 >= n) throw stop(k);
                 char u = hex4(k + 1);
                 j = k + 5;
-                if (Character.isHighSurrogate(u) && j + 6 < n && s.charAt(j) == '\\' && s.charAt(j + 1) == 'u') {
+                if (Character.isHighSurrogate(u) && j + 6 < n && s.startsWith("\\u", j)) {
                     char low = hex4(j + 2);
                     if (Character.isLowSurrogate(low)) {
                         sb.append(u);
@@ -196,106 +201,36 @@ public final class OpParser {
         }
 
         private char hex4(int at) {
-            int v = 0;
-            for (int i = at; i < at + 4; i++) {
-                int d = Character.digit(s.charAt(i), 16);
-                if (d < 0 || s.charAt(i) > 'f') throw new Stop(at - 1, false);
-                v = v * 16 + d;
-            }
-            return (char) v;
-        }
-
-        private Map<String, Object> object(int start) {
-            Map<String, Object> m = new LinkedHashMap<>();
-            int j = ws(start);
-            if (j < n && s.charAt(j) == '}') {
-                end = j + 1;
-                return m;
-            }
-            while (true) {
-                if (j >= n || s.charAt(j) != '"') throw new Stop(j, false);
-                String key = string(j + 1);
-                j = ws(end);
-                if (j >= n || s.charAt(j) != ':') throw new Stop(j, false);
-                m.put(key, value(ws(j + 1)));
-                j = ws(end);
-                if (j < n && s.charAt(j) == '}') {
-                    end = j + 1;
-                    return m;
-                }
-                if (j >= n || s.charAt(j) != ',') throw new Stop(j, false);
-                j = ws(j + 1);
-            }
-        }
-
-        private List<Object> array(int start) {
-            List<Object> l = new ArrayList<>();
-            int j = ws(start);
-            if (j < n && s.charAt(j) == ']') {
-                end = j + 1;
-                return l;
-            }
-            while (true) {
-                l.add(value(j));
-                j = ws(end);
-                if (j < n && s.charAt(j) == ']') {
-                    end = j + 1;
-                    return l;
-                }
-                if (j >= n || s.charAt(j) != ',') throw new Stop(j, false);
-                j = ws(j + 1);
-            }
+            if (!HEX4.matcher(s).region(at, at + 4).matches()) throw stop(at - 1);
+            return (char) Integer.parseInt(s.substring(at, at + 4), 16);
         }
     }
 
-    /** Result of {@link #firstObject}: the object (null when none decodes) and whether '{' were left untried. */
-    static final class Found {
-        final Map<String, Object> value;
-        final boolean capped;
-
-        Found(Map<String, Object> value, boolean capped) {
-            this.value = value;
-            this.capped = capped;
-        }
-    }
-
-    /** The first JSON object in {@code body} that decodes among its first MAX_CANDIDATES '{'; ParseError("truncated
-     *  JSON") when the first candidate is cut off. */
-    static Found firstObject(String body) {
-        boolean first = true;
-        int rlen = Text.rstrip(body).length();
-        int tried = 0;
-        for (int i = body.indexOf('{'); i >= 0; i = body.indexOf('{', i + 1)) {
-            if (tried == MAX_CANDIDATES) return new Found(null, true);
-            tried++;
-            if (tooDeep(body, i)) throw new ParseError("JSON nested deeper than " + MAX_DEPTH + " levels");
-            try {
-                @SuppressWarnings("unchecked")
-                Map<String, Object> value = (Map<String, Object>) new Reader(body).value(i);
-                return new Found(value, false);
-            } catch (IntTooLong e) {
-                throw new ParseError("JSON integer of " + e.length + " characters (at most " + MAX_INT_CHARS + ")");
-            } catch (Stop e) {
-                if (first && (e.pos >= rlen || e.unterminated)) throw new ParseError("truncated JSON");
-            }
-            first = false;
-        }
-        return new Found(null, false);
-    }
-
+    /** The first JSON object among the first MAX_CANDIDATES '{' of the fenced block, then of the whole output. */
+    @SuppressWarnings("unchecked")
     static Map<String, Object> object(String text) {
         if (text == null) throw new ParseError("expected text, got NoneType");
         if (len(text) > MAX_OUTPUT_CHARS)
             throw new ParseError("output of " + len(text) + " characters (at most " + MAX_OUTPUT_CHARS + ")");
-        Matcher m = FENCE.matcher(text);
+        Matcher fence = FENCE.matcher(text);
         List<String> bodies = new ArrayList<>();
-        if (m.find()) bodies.add(m.group(1));
+        if (fence.find()) bodies.add(fence.group(1));
         bodies.add(text);
         boolean capped = false;
         for (String body : bodies) {
-            Found f = firstObject(body);
-            if (f.value != null) return f.value;
-            capped |= f.capped;
+            int tried = 0;
+            for (int i = body.indexOf('{'); i >= 0; i = body.indexOf('{', i + 1), tried++) {
+                if (tried == MAX_CANDIDATES) {
+                    capped = true;
+                    break;
+                }
+                if (tooDeep(body, i)) throw new ParseError("JSON nested deeper than " + MAX_DEPTH + " levels");
+                try {
+                    return (Map<String, Object>) new Reader(body).value(i);
+                } catch (Stop e) {
+                    if (tried == 0 && e.truncated) throw new ParseError("truncated JSON"); // no later '{' is tried
+                }
+            }
         }
         if (capped) throw new ParseError("no JSON object in the output (only the first " + MAX_CANDIDATES + " '{' are tried)");
         throw new ParseError("no JSON object in the output");
@@ -311,80 +246,55 @@ public final class OpParser {
         return value.get(key);
     }
 
-    /** A decoded JSON value's type, for messages. */
-    static String typeName(Object v) {
-        if (v == null) return "null";
-        if (v instanceof String) return "string";
-        if (v instanceof Boolean) return "boolean";
-        if (v instanceof List) return "list";
-        if (v instanceof Map) return "object";
-        return "number";
+    /** {@code s}, refused when longer than {@code max} code points. */
+    private static String bounded(String what, String s, int max) {
+        if (len(s) > max) throw new ParseError(what + " of " + len(s) + " characters (at most " + max + ")");
+        return s;
+    }
+
+    private static List<?> list(Object v, String key, int max) {
+        if (!(v instanceof List)) throw new ParseError("'" + key + "' is " + JsonTree.kind(v) + ", not a list");
+        List<?> items = (List<?>) v;
+        if (items.size() > max) throw new ParseError("'" + key + "' has " + items.size() + " items (at most " + max + ")");
+        return items;
     }
 
     /** {@code {"facts": [str, ...]}} -> the facts, whitespace-normalised, empty and duplicate ones dropped. */
     public static List<String> parseExtract(String text) {
-        Object facts = top(text, "facts");
-        if (!(facts instanceof List)) throw new ParseError("'facts' is a " + typeName(facts) + ", not a list");
-        List<?> items = (List<?>) facts;
-        if (items.size() > MAX_FACTS) throw new ParseError("'facts' has " + items.size() + " items (at most " + MAX_FACTS + ")");
-        List<String> out = new ArrayList<>();
-        HashSet<String> seen = new HashSet<>();
-        for (Object f : items) {
-            if (!(f instanceof String)) throw new ParseError("a fact is a " + typeName(f) + ", not a string");
-            String c = Text.collapse((String) f);
-            if (len(c) > MAX_TEXT_CHARS) throw new ParseError("a fact of " + len(c) + " characters (at most " + MAX_TEXT_CHARS + ")");
-            if (!c.isEmpty() && seen.add(c)) out.add(c);
+        Set<String> out = new LinkedHashSet<>();
+        for (Object f : list(top(text, "facts"), "facts", MAX_FACTS)) {
+            if (!(f instanceof String)) throw new ParseError("a fact is " + JsonTree.kind(f) + ", not a string");
+            String fact = bounded("a fact", Text.collapse((String) f), MAX_TEXT_CHARS);
+            if (!fact.isEmpty()) out.add(fact);
         }
-        return out;
+        return new ArrayList<>(out);
     }
 
     /** {@code {"memory": [{"id", "text", "event", "old_memory"}, ...]}} -> the events. */
     public static List<UpdateEvent> parseUpdate(String text) {
-        Object items = top(text, "memory");
-        if (!(items instanceof List)) throw new ParseError("'memory' is a " + typeName(items) + ", not a list");
-        int size = ((List<?>) items).size();
-        if (size > MAX_EVENTS) throw new ParseError("'memory' has " + size + " items (at most " + MAX_EVENTS + ")");
         List<UpdateEvent> out = new ArrayList<>();
-        int n = 0;
-        for (Object it : (List<?>) items) {
-            if (!(it instanceof Map)) throw new ParseError("memory item " + n + " is a " + typeName(it) + ", not an object");
+        for (Object it : list(top(text, "memory"), "memory", MAX_EVENTS)) {
+            String where = "memory item " + out.size();
+            if (!(it instanceof Map)) throw new ParseError(where + " is " + JsonTree.kind(it) + ", not an object");
             Map<?, ?> item = (Map<?, ?>) it;
             Object event = item.get("event");
-            if (!(event instanceof String) || !EVENTS.contains(upper(Text.strip((String) event))))
-                throw new ParseError("memory item " + n + ": event " + quote(event) + " is not one of " + EVENTS);
-            String ev = upper(Text.strip((String) event));
-            Object mid = item.get("id");
-            if (mid instanceof Boolean || !(mid instanceof String || mid instanceof Long || mid instanceof BigInteger))
-                throw new ParseError("memory item " + n + ": id " + quote(mid) + " is not a string");
-            String id = Text.strip(mid.toString());
-            if (len(id) > MAX_ID_CHARS)
-                throw new ParseError("memory item " + n + ": id of " + len(id) + " characters (at most " + MAX_ID_CHARS + ")");
+            String ev = event instanceof String ? Text.strip((String) event).toUpperCase(Locale.ROOT) : null;
+            if (!EVENTS.contains(ev)) throw new ParseError(where + ": event " + JsonTree.quote(event) + " is not one of " + EVENTS);
+            Object id = item.get("id");
+            if (!(id instanceof String || id instanceof Long || id instanceof BigInteger))
+                throw new ParseError(where + ": id " + JsonTree.quote(id) + " is not a string");
             Object t = item.containsKey("text") ? item.get("text") : "";
-            if (!(t instanceof String)) throw new ParseError("memory item " + n + ": text is a " + typeName(t) + ", not a string");
+            if (!(t instanceof String)) throw new ParseError(where + ": text is " + JsonTree.kind(t) + ", not a string");
             String txt = Text.collapse((String) t);
-            if ((ev.equals("ADD") || ev.equals("UPDATE")) && txt.isEmpty())
-                throw new ParseError("memory item " + n + ": " + ev + " without text");
-            if (len(txt) > MAX_TEXT_CHARS)
-                throw new ParseError("memory item " + n + ": text of " + len(txt) + " characters (at most " + MAX_TEXT_CHARS + ")");
+            if ((ev.equals("ADD") || ev.equals("UPDATE")) && txt.isEmpty()) throw new ParseError(where + ": " + ev + " without text");
             Object old = item.get("old_memory");
             if (old != null && !(old instanceof String))
-                throw new ParseError("memory item " + n + ": old_memory is a " + typeName(old) + ", not a string");
-            String oldClean = (old instanceof String && !Text.strip((String) old).isEmpty()) ? Text.collapse((String) old) : null;
-            if (oldClean != null && len(oldClean) > MAX_TEXT_CHARS)
-                throw new ParseError("memory item " + n + ": old_memory of " + len(oldClean) + " characters (at most " + MAX_TEXT_CHARS + ")");
-            out.add(new UpdateEvent(id, txt, ev, oldClean));
-            n++;
+                throw new ParseError(where + ": old_memory is " + JsonTree.kind(old) + ", not a string");
+            String oldClean = old != null && !Text.strip((String) old).isEmpty() ? Text.collapse((String) old) : null;
+            out.add(new UpdateEvent(bounded(where + ": id", Text.strip(id.toString()), MAX_ID_CHARS),
+                    bounded(where + ": text", txt, MAX_TEXT_CHARS), ev,
+                    oldClean == null ? null : bounded(where + ": old_memory", oldClean, MAX_TEXT_CHARS)));
         }
         return out;
-    }
-
-    /** A value in a message: strings JSON-quoted (one line whatever they hold). */
-    static String quote(Object v) {
-        return v instanceof String ? org.json.JSONObject.quote((String) v) : String.valueOf(v);
-    }
-
-    /** Python's {@code str.upper()} (full Unicode case mapping, locale independent). */
-    static String upper(String s) {
-        return s.toUpperCase(java.util.Locale.ROOT);
     }
 }

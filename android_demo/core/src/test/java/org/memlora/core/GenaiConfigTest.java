@@ -73,8 +73,13 @@ public class GenaiConfigTest {
 
     @Test
     public void opBytesPerBackend() {
-        Map<String, Object> meta = Vectors.obj(Vectors.load("meta.json"));
-        Manifest m = Manifest.load(new File((String) meta.get("bundle")), false);
-        for (String op : m.ops.keySet()) assertEquals(op, m.opBytes(op), m.opBytes(op, "executorch"));
+        Manifest m = Vectors.bundle();
+        for (Manifest.OpEntry e : m.ops.values()) {
+            java.util.Set<String> names = new java.util.LinkedHashSet<>(e.dataFiles); // a one-format bundle: program + data files
+            names.add(e.program);
+            long want = 0;
+            for (String f : names) want += (Long) Vectors.obj(m.files().get(f)).get("bytes");
+            assertEquals(e.name, want, m.opBytes(e.name, "executorch"));
+        }
     }
 }

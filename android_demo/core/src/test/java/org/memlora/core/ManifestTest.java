@@ -63,7 +63,7 @@ public class ManifestTest {
             }
             Vectors.assertJsonEquals(what + " ops", ok.get("ops"), ops);
             assertEquals(what, ((Long) ok.get("max_seq_len")).intValue(), m.maxSeqLen());
-            assertEquals(what, ok.get("chat_template"), m.chatTemplate());
+            assertEquals(what, ok.get("chat_template"), m.tokenizer().get("chat_template"));
             ChatFormat want = ChatFormatTest.format(ok.get("chat_format")), got = m.chatFormat();
             assertEquals(what, want.roles.keySet(), got.roles.keySet());
             for (String r : want.roles.keySet()) assertArrayEquals(what + " " + r, want.roles.get(r), got.roles.get(r));
@@ -146,7 +146,7 @@ public class ManifestTest {
         String p = m.renderPrompt(msgs);
         assertTrue(p, p.contains(msgs.get(1).content));
         assertTrue(p, p.endsWith(m.chatFormat().generationPrompt));
-        assertTrue(m.opBytes("generate") > 0);
+        assertTrue(m.opBytes("generate", "executorch") > 0);
         try {
             m.op("translate");
             fail();
