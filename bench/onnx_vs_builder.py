@@ -324,16 +324,16 @@ def stage_separate(a, ctx) -> dict[str, Any]:
 
 
 def stage_int8(a, ctx) -> dict[str, Any]:
-    from exporter.targets import onnx_genai
+    from exporter.spec import QuantSpec, choices
 
     work, res_f = ctx["work"], {}
-    for variant in onnx_genai.INT8_VARIANTS:
-        onnx_genai.INT8_VARIANT = variant
-        m = export(a.base, work / f"int8_{variant}", quant="int8", fidelity=True, seq=a.max_length)
+    variants = choices(QuantSpec, "int8_variant")
+    for variant in variants:  # quant.int8_variant, one export each
+        m = export(a.base, work / f"int8_{variant}", quant="int8", fidelity=True, seq=a.max_length,
+                   int8_variant=variant)
         res_f[variant] = m
-    onnx_genai.INT8_VARIANT = "matmulnbits"
     fp32 = export(a.base, work / "ours_fp32", quant="fp32", seq=a.max_length)
-    cases = [OgCase(f"int8 {v}", work / f"int8_{v}", "base.onnx", a.threads, a.max_length) for v in onnx_genai.INT8_VARIANTS]
+    cases = [OgCase(f"int8 {v}", work / f"int8_{v}", "base.onnx", a.threads, a.max_length) for v in variants]
     cases.append(OgCase("fp32", work / "ours_fp32", "base.onnx", a.threads, a.max_length))
     cases.append(OgCase("int4", work / "ours_int4", "base.onnx", a.threads, a.max_length))
     res = measure(cases, ctx["prompt"], a.decode, a.rounds)

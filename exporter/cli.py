@@ -11,9 +11,13 @@ from runtimes.clikit import Parser, quiet_startup, run_main
 from runtimes.outdir import OutputError as _OutputError
 
 from .errors import MemloraError, SpecError
-from .spec import AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec
+from .spec import (AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec, choices,
+                   default)
 
 PROG = "memlora-export"
+# The one default the CLI does not take from the spec: OutputSpec.path is "bundle" for the Python API, while
+# memlora-export has always written ./memlora_bundle (README, docs, the demo app's push step). Kept as is (issue #15).
+DEFAULT_OUT = "memlora_bundle"
 
 
 def parse_adapters(items: list[str]) -> dict[str, str]:
@@ -30,39 +34,46 @@ def parse_adapters(items: list[str]) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Export a small LM + its MemLoRA adapters to a phone-ready bundle.")
-    p.add_argument("--target", default="android", choices=["android", "host"], help="where the bundle will run")
-    p.add_argument("--base", default="smollm2-135m",
+    # Choices and defaults come from the spec (exporter/spec.py): its Literal types and dataclass defaults.
+    p.add_argument("--target", default=default(ExportSpec, "target"), choices=choices(ExportSpec, "target"),
+                   help="where the bundle will run")
+    p.add_argument("--base", default=default(ModelSpec, "base"),
                    help="embedded model name (smollm2-135m, gemma3-270m), a Hugging Face directory or a .gguf file")
     p.add_argument("--adapter", action="append", default=[], metavar="OP=DIR",
                    help="PEFT LoRA directory for a memory operation (repeat per op)")
-    p.add_argument("--adapters", dest="strategy", choices=["merged", "separate", "none"], default=None,
+    p.add_argument("--adapters", dest="strategy", choices=choices(AdapterSpec, "strategy"),
+                   default=default(AdapterSpec, "strategy"),
                    help="merged | separate (shared foundation .ptd) | none; default: separate with adapters, else none. "
                         "--target android on an embedded base without --adapter uses its trained adapters")
-    p.add_argument("--format", default="executorch", choices=["executorch", "onnx", "both"],
+    p.add_argument("--format", default=default(ExportSpec, "format"), choices=choices(ExportSpec, "format"),
                    help="executorch (.pte/.ptd) | onnx (ONNX Runtime GenAI graphs) | both, in one bundle")
-    p.add_argument("--quant", default="int4", choices=["int4", "int8", "fp32"])
-    p.add_argument("--group-size", type=int, default=32, help="int4 weight group size")
-    p.add_argument("--int4-weights", default="asymmetric", choices=["asymmetric", "symmetric"],
+    p.add_argument("--quant", default=default(QuantSpec, "scheme"), choices=choices(QuantSpec, "scheme"))
+    p.add_argument("--group-size", type=int, default=default(QuantSpec, "group_size"), help="int4 weight group size")
+    p.add_argument("--int4-weights", default=default(QuantSpec, "int4_weights"),
+                   choices=choices(QuantSpec, "int4_weights"),
                    help="int4 linears: asymmetric 4-bit codes as symmetric int4 + a per-group offset (default; "
                         "exact for Q4_1 GGUF weights) or the backend's plain symmetric int4 (faster decode)")
-    p.add_argument("--accuracy-level", type=int, default=4, choices=[1, 4],
+    p.add_argument("--accuracy-level", type=int, default=default(QuantSpec, "accuracy_level"),
+                   choices=choices(QuantSpec, "accuracy_level"),
                    help="ONNX MatMulNBits activations: 4 = int8 (fast), 1 = fp32")
-    p.add_argument("--lm-head-bits", type=int, default=8, choices=[4, 8],
+    p.add_argument("--lm-head-bits", type=int, default=default(QuantSpec, "lm_head_bits"),
+                   choices=choices(QuantSpec, "lm_head_bits"),
                    help="ONNX int4: LM head + tied embedding at 8 bits (default; exact for a Q8_0 GGUF head) or the "
                         "builder's 4 bits (smaller, ~5%% faster decode)")
-    p.add_argument("--lora-dtype", default="fp32", choices=["fp32", "fp16"],
+    p.add_argument("--lora-dtype", default=default(QuantSpec, "lora_dtype"), choices=choices(QuantSpec, "lora_dtype"),
                    help="ONNX separate: LoRA weights in the adapter files as fp32 (default) or fp16 (cast to fp32 "
                         "in the graph, no zero blocks: about 1/3 the bytes; 6-11%% slower decode on x86)")
-    p.add_argument("--max-seq-len", type=int, default=1024, help="KV-cache length (prompt + generated tokens)")
-    p.add_argument("--out", default="memlora_bundle", help="bundle directory to create")
+    p.add_argument("--max-seq-len", type=int, default=default(ModelSpec, "max_seq_len"),
+                   help="KV-cache length (prompt + generated tokens)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="bundle directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--skip-fidelity", action="store_true", help="skip the exported-vs-reference check")
-    p.add_argument("--fidelity-tokens", type=int, default=64)
+    p.add_argument("--fidelity-tokens", type=int, default=default(FidelitySpec, "tokens"))
     p.add_argument("--strict-fidelity", action="store_true", help="fail (no bundle) when fidelity misses its target")
-    p.add_argument("--embedder", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--embedder", action=argparse.BooleanOptionalAction, default=default(EmbedderSpec, "enabled"),
                    help="bundle the retrieval embedder (all-MiniLM-L6-v2 embedder.pte + tokenizer); "
                         "default: on for --target android")
-    p.add_argument("--embedder-quant", default="int8", choices=["int8", "fp32"])
+    p.add_argument("--embedder-quant", default=default(EmbedderSpec, "quant"), choices=choices(EmbedderSpec, "quant"))
     p.add_argument("--install", action="store_true",
                    help="then adb push the bundle to /data/local/tmp/memlora and adb install the demo app if built")
     p.add_argument("--serial", help="with --install: the adb serial of the phone (default: the only one attached)")

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 # The packaged model (its lookup, tokenizer and PyTorch encoder) is shared with the runtime side's TorchEmbedder.
 from runtimes.memory.embed import (DISTRIBUTION, NAME, PACKAGE, build_encoder, load_tokenizer,  # noqa: F401
@@ -28,11 +28,12 @@ from runtimes.memory.embed import (DISTRIBUTION, NAME, PACKAGE, build_encoder, l
 
 from .errors import ExportError, ParityError
 from .load import cache_root
+from .spec import EmbedderQuant
 
 log = logging.getLogger("memlora.export")
 PROGRAM = "embedder.pte"
 TOKENIZER = "embedder_tokenizer.json"
-SCHEMES = ("int8", "fp32")
+SCHEMES = get_args(EmbedderQuant)  # ("int8", "fp32")
 MIN_COSINE = 0.99
 LOWERING_VERSION = 1  # bump when the program's graph or lowering changes (part of the cache key)
 PARITY_SENTENCES = (

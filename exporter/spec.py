@@ -1,7 +1,8 @@
 """`ExportSpec`: the one typed description of an export. No torch import here.
 
 Each section checks its own rules in `__post_init__`; rules across sections live on `ExportSpec`. The CLI builds a
-spec and adds no checks of its own, so the Python API gets exactly the same validation.
+spec and adds no checks of its own, so the Python API gets exactly the same validation. A field's choices are its
+`Literal` type and its default is the dataclass default: the CLI reads both from here (`choices`, `default`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import SpecError
 
@@ -19,6 +20,11 @@ Strategy = Literal["merged", "separate", "none"]
 Format = Literal["executorch", "onnx", "both"]  # both: .pte programs and ONNX graphs in one bundle and manifest
 Target = Literal["android", "host"]
 LoraDtype = Literal["fp32", "fp16"]  # ONNX separate adapter files
+Int4Weights = Literal["asymmetric", "symmetric"]
+AccuracyLevel = Literal[1, 4]  # ONNX MatMulNBits activations: 1 = fp32, 4 = int8
+LmHeadBits = Literal[4, 8]
+Int8Variant = Literal["matmulnbits", "dynamic"]  # ONNX int8 graphs (see QuantSpec.int8_variant)
+EmbedderQuant = Literal["int8", "fp32"]
 
 MEMORY_OPS = ("extract", "update", "generate")
 OP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -28,6 +34,22 @@ def _choice(field_name: str, value: Any, literal: Any) -> None:
     allowed = list(get_args(literal))
     if value not in allowed:
         raise SpecError(f"{field_name} must be one of {allowed}, got {value!r}")
+
+
+def choices(section: type, name: str) -> list[Any]:
+    """The allowed values of a spec field: the members of its Literal type (None left out of an optional one)."""
+    hint = get_type_hints(section)[name]
+    if get_origin(hint) is Union:  # Strategy | None
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    if get_origin(hint) is not Literal:
+        raise TypeError(f"{section.__name__}.{name} is not a Literal field")
+    return list(get_args(hint))
+
+
+def default(section: type, name: str) -> Any:
+    """A spec field's default value."""
+    f = next(f for f in dataclasses.fields(section) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
 @dataclass
@@ -73,30 +95,34 @@ class QuantSpec:
     """int4: int8 dynamic activations + int4 grouped weights on linears, int8 embeddings; int8: int8 dynamic
     activations + int8 per-channel weights; fp32: no quantization. LoRA weights always stay float."""
     group_size: int = 32
-    int4_weights: str = "asymmetric"
+    int4_weights: Int4Weights = "asymmetric"
     """int4 linears: "asymmetric" = min-max 4-bit codes with a per-group float offset applied to the input's group
     sums (exact for Q4_0/Q4_1-style GGUF weights; ExecuTorch: quant.GroupOffsetLinear, ONNX: MatMulNBits + offset
     MatMul, targets.onnx_genai.int4_with_offsets), "symmetric" = the backend's plain symmetric int4 (XNNPACK with HQQ
     scales; the ORT GenAI builder's MatMulNBits), faster to decode."""
-    accuracy_level: int = 4
+    accuracy_level: AccuracyLevel = 4
     """ONNX only: activation precision of MatMulNBits (int4/int8 weights): 4 = int8 activations (fastest on CPU),
     1 = fp32 activations."""
-    lm_head_bits: int = 8
+    lm_head_bits: LmHeadBits = 8
     """ONNX int4 only: bits of the LM head and of the tied embedding that shares its weight (8 = symmetric block-wise
     8-bit, llama.cpp's Q8_0; 4 = the builder's int4). The ExecuTorch int4 scheme keeps its head at 8 bits always."""
     lora_dtype: LoraDtype = "fp32"
     """ONNX separate bundles only: how the LoRA weights are stored in the adapter files and fed to the foundation
     graph. fp32, or fp16 (half the bytes; the graph casts them to fp32, so the LoRA path still computes in fp32)."""
+    int8_variant: Int8Variant = "matmulnbits"
+    """ONNX int8 only, measured on SmolLM2-135M by bench/onnx_vs_builder.py (docs/onnx.md): "matmulnbits" = the
+    builder's own int8 precision (MatMulNBits bits=8, block `group_size`, activations at `accuracy_level`);
+    "dynamic" = the builder's fp32 graph through onnxruntime.quantization.quantize_dynamic (per-channel int8 weights,
+    DynamicQuantizeMatMul)."""
 
     def __post_init__(self) -> None:
         _choice("quant.scheme", self.scheme, Quant)
         _choice("quant.lora_dtype", self.lora_dtype, LoraDtype)
-        if self.int4_weights not in ("asymmetric", "symmetric"):
+        if self.int4_weights not in get_args(Int4Weights):
             raise SpecError(f"quant.int4_weights must be asymmetric or symmetric, got {self.int4_weights!r}")
-        if self.accuracy_level not in (1, 4):
-            raise SpecError(f"quant.accuracy_level must be one of [1, 4], got {self.accuracy_level!r}")
-        if self.lm_head_bits not in (4, 8):
-            raise SpecError(f"quant.lm_head_bits must be one of [4, 8], got {self.lm_head_bits!r}")
+        _choice("quant.accuracy_level", self.accuracy_level, AccuracyLevel)
+        _choice("quant.lm_head_bits", self.lm_head_bits, LmHeadBits)
+        _choice("quant.int8_variant", self.int8_variant, Int8Variant)
         if self.group_size not in (16, 32, 64, 128, 256):
             raise SpecError(f"quant.group_size must be one of [16, 32, 64, 128, 256], got {self.group_size!r}")
 
@@ -126,13 +152,12 @@ class EmbedderSpec:
     enabled: bool | None = None
     """Bundle the retrieval embedder (all-MiniLM-L6-v2 as embedder.pte + its tokenizer) so a phone retrieves
     memories locally. Default: on for target android, off for host."""
-    quant: Literal["int8", "fp32"] = "int8"
+    quant: EmbedderQuant = "int8"
 
     def __post_init__(self) -> None:
         if self.enabled is not None and not isinstance(self.enabled, bool):
             raise SpecError(f"embedder.enabled must be true, false or null, got {self.enabled!r}")
-        if self.quant not in ("int8", "fp32"):
-            raise SpecError(f"embedder.quant must be one of ['int8', 'fp32'], got {self.quant!r}")
+        _choice("embedder.quant", self.quant, EmbedderQuant)
 
 
 @dataclass

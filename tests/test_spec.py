@@ -65,3 +65,46 @@ def test_round_trip_and_unknown_keys():
         ExportSpec.from_dict({"quantization": {}})
     with pytest.raises(SpecError, match=r"unknown keys \['bits'\] in spec section 'quant'"):
         ExportSpec.from_dict({"quant": {"bits": 4}})
+
+
+def test_cli_choices_and_defaults_are_the_specs():
+    """memlora-export re-lists nothing: each option's choices are its spec field's Literal members and its default
+    the field's default (issue #15). The one exception is --out, kept at memlora_bundle (OutputSpec.path is 'bundle')."""
+    import dataclasses
+    import typing
+
+    from exporter import spec as S
+    from exporter.cli import DEFAULT_OUT, build_parser
+
+    fields = {"target": (ExportSpec, "target"), "format": (ExportSpec, "format"), "base": (ModelSpec, "base"),
+              "max_seq_len": (ModelSpec, "max_seq_len"), "strategy": (AdapterSpec, "strategy"),
+              "quant": (QuantSpec, "scheme"), "group_size": (QuantSpec, "group_size"),
+              "int4_weights": (QuantSpec, "int4_weights"), "accuracy_level": (QuantSpec, "accuracy_level"),
+              "lm_head_bits": (QuantSpec, "lm_head_bits"), "lora_dtype": (QuantSpec, "lora_dtype"),
+              "fidelity_tokens": (FidelitySpec, "tokens"), "embedder": (S.EmbedderSpec, "enabled"),
+              "embedder_quant": (S.EmbedderSpec, "quant")}
+    flags = {"force": (S.OutputSpec, "force", False), "skip_fidelity": (FidelitySpec, "enabled", True),
+             "strict_fidelity": (FidelitySpec, "strict", False)}  # store_true flags: False = the spec's default
+    actions = {a.dest: a for a in build_parser()._actions}
+    for dest, (section, name) in fields.items():
+        a = actions[dest]
+        f = next(f for f in dataclasses.fields(section) if f.name == name)
+        assert a.default == f.default, dest
+        hint = typing.get_type_hints(section)[name]
+        members = [m for arg in (typing.get_args(hint) if typing.get_origin(hint) is typing.Union else [hint])
+                   for m in typing.get_args(arg) if typing.get_origin(arg) is typing.Literal]
+        assert (a.choices is None and not members) or list(a.choices) == members, dest
+    for dest, (section, name, spec_default) in flags.items():
+        f = next(f for f in dataclasses.fields(section) if f.name == name)
+        assert actions[dest].default is False and f.default is spec_default, dest
+    assert actions["out"].default == DEFAULT_OUT == "memlora_bundle" and S.OutputSpec().path == "bundle"
+
+
+def test_quant_literal_fields_are_checked():
+    for kw, msg in [({"accuracy_level": 2}, r"quant.accuracy_level must be one of \[1, 4\]"),
+                    ({"lm_head_bits": 3}, r"quant.lm_head_bits must be one of \[4, 8\]"),
+                    ({"int4_weights": "asym"}, "quant.int4_weights must be asymmetric or symmetric"),
+                    ({"int8_variant": "static"}, r"quant.int8_variant must be one of \['matmulnbits', 'dynamic'\]")]:
+        with pytest.raises(SpecError, match=msg):
+            QuantSpec(**kw)
+    assert QuantSpec().int8_variant == "matmulnbits"

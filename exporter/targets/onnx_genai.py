@@ -19,8 +19,8 @@ a Hugging Face directory. This module is glue around it:
 
 Quantization: int4 = MatMulNBits 4-bit, block `quant.group_size` (32), symmetric, activations at `accuracy_level`
 (4 = int8), the LM head and the tied embedding that shares its weight at 8 bits (`quant.lm_head_bits`, `head_to_int8`);
-fp32 = no quantization; int8 = see `INT8_VARIANT`. The LoRA path is added after quantization: always float (its
-weights fp32, or fp16 in the adapter files with `quant.lora_dtype`, cast to fp32 in the graph).
+fp32 = no quantization; int8 = `quant.int8_variant` (exporter/spec.py). The LoRA path is added after quantization:
+always float (its weights fp32, or fp16 in the adapter files with `quant.lora_dtype`, cast to fp32 in the graph).
 """
 
 from __future__ import annotations
@@ -51,11 +51,6 @@ FOUNDATION = "foundation"
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 LORA_INPUT_RE = re.compile(r"^model\.layers\.(\d+)\.(attn|mlp)\.(\w+)\.lora_([AB])\.MatMul\.weight$")
 
-# int8, measured on SmolLM2-135M by bench/onnx_vs_builder.py (see docs/onnx.md): "dynamic" = the builder's fp32 graph
-# through onnxruntime.quantization.quantize_dynamic (per-channel int8 weights, DynamicQuantizeMatMul);
-# "matmulnbits" = the builder's own int8 precision (MatMulNBits bits=8, block 32, int8 activations at accuracy_level 4).
-INT8_VARIANTS = ("matmulnbits", "dynamic")
-INT8_VARIANT = "matmulnbits"
 # quant.lora_dtype -> the numpy / onnx element type of the LoRA graph inputs and adapter parameters
 LORA_DTYPES = {"fp32": "float32", "fp16": "float16"}
 
@@ -592,11 +587,6 @@ class OnnxGenAI:
 
     file_suffix = ".onnx"
 
-    def __init__(self, int8_variant: str | None = None):
-        self.int8_variant = int8_variant or INT8_VARIANT  # module default read at call time (the bench flips it)
-        if self.int8_variant not in INT8_VARIANTS:
-            raise ValueError(f"int8 variant must be one of {list(INT8_VARIANTS)}, got {self.int8_variant!r}")
-
     def plan(self, spec: Any, adapters: dict[str, Any]) -> list[OnnxProgram]:
         if spec.adapters.strategy == "none":
             return [OnnxProgram("base", spec.ops, None)]
@@ -609,9 +599,9 @@ class OnnxGenAI:
         """Build every ONNX program of the bundle into `out`. Returns {"ops": {op: backend entry}, "info": {...}}."""
         from tqdm import tqdm
 
-        scheme = spec.quant.scheme
-        precision = {"int4": "int4", "fp32": "fp32", "int8": "int8" if self.int8_variant == "matmulnbits" else "fp32"}[scheme]
-        dynamic8 = scheme == "int8" and self.int8_variant == "dynamic"
+        scheme, variant = spec.quant.scheme, spec.quant.int8_variant
+        precision = {"int4": "int4", "fp32": "fp32", "int8": "int8" if variant == "matmulnbits" else "fp32"}[scheme]
+        dynamic8 = scheme == "int8" and variant == "dynamic"
         separate = spec.adapters.strategy == "separate"
         lora_dtype = LORA_DTYPES[spec.quant.lora_dtype]
         max_length = builder_max_length(arch)
@@ -674,7 +664,7 @@ class OnnxGenAI:
         info["quantization"] = {"scheme": scheme, "group_size": spec.quant.group_size,
                                 "accuracy_level": spec.quant.accuracy_level,
                                 **describe_quant(scheme, spec.quant.accuracy_level, spec.quant.group_size,
-                                                 info.get("tied_embeddings", False), self.int8_variant, head8,
+                                                 info.get("tied_embeddings", False), variant, head8,
                                                  offsets > 0, spec.quant.lora_dtype)}
         return {"ops": ops, "info": info}
 
