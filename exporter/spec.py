@@ -98,7 +98,7 @@ class QuantSpec:
     int4_weights: Int4Weights = "asymmetric"
     """int4 linears: "asymmetric" = min-max 4-bit codes with a per-group float offset applied to the input's group
     sums (exact for Q4_0/Q4_1-style GGUF weights; ExecuTorch: quant.GroupOffsetLinear, ONNX: MatMulNBits + offset
-    MatMul, targets.onnx_genai.int4_with_offsets), "symmetric" = the backend's plain symmetric int4 (XNNPACK with HQQ
+    MatMul, targets.onnx_graph.int4_with_offsets), "symmetric" = the backend's plain symmetric int4 (XNNPACK with HQQ
     scales; the ORT GenAI builder's MatMulNBits), faster to decode."""
     accuracy_level: AccuracyLevel = 4
     """ONNX only: activation precision of MatMulNBits (int4/int8 weights): 4 = int8 activations (fastest on CPU),

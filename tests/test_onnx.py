@@ -167,7 +167,7 @@ def test_separate_storage_is_one_base_plus_small_adapters(sep_int4, base_int4):
 
 def test_blockwise_int8_is_q8_0():
     """A Q8_0 weight (llama.cpp: d = max|w| / 127 per block of 32, codes round(w / d)) comes back code for code."""
-    from exporter.targets.onnx_genai import blockwise_int8
+    from exporter.targets.onnx_graph import blockwise_int8
 
     rng = np.random.default_rng(0)
     d = rng.uniform(1e-3, 1e-2, (64, 4, 1)).astype(np.float32)
