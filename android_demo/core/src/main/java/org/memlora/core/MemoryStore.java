@@ -7,14 +7,15 @@ import java.sql.DriverManager;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
-import java.sql.Statement;
 import java.util.ArrayList;
-import java.util.Arrays;
+import java.util.Collections;
 import java.util.Comparator;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeSet;
 
 /**
@@ -121,29 +122,20 @@ public final class MemoryStore implements AutoCloseable {
             }
         }
         try {
-            conn = DriverManager.getConnection("jdbc:sqlite:" + path);
+            conn = DriverManager.getConnection("jdbc:sqlite:" + path); // autocommit: transactions are opened explicitly
         } catch (SQLException e) {
             throw error(e);
         }
         try {
-            conn.setAutoCommit(true); // transactions are opened explicitly with BEGIN IMMEDIATE, as in Python
-            try (Statement st = conn.createStatement()) {
-                st.setQueryTimeout(30);
-                st.execute("PRAGMA busy_timeout=30000");
-            }
+            exec("PRAGMA busy_timeout=30000");
             if (header == null || "legacy".equals(kind)) initialise(header == null);
-            try (Statement st = conn.createStatement()) {
-                try (ResultSet rs = st.executeQuery("PRAGMA journal_mode=WAL")) {
-                    rs.next();
-                }
-                st.execute("PRAGMA synchronous=FULL");
-                st.execute("PRAGMA foreign_keys=ON");
-                for (String sql : SCHEMA) st.execute(sql); // IF NOT EXISTS: adds what older stores lack (memories_text)
-            }
-            Map<String, String> meta = new LinkedHashMap<>();
-            try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT key, value FROM meta")) {
-                while (rs.next()) meta.put(rs.getString(1), rs.getString(2));
-            }
+            exec("PRAGMA journal_mode=WAL");
+            exec("PRAGMA synchronous=FULL");
+            exec("PRAGMA foreign_keys=ON");
+            for (String sql : SCHEMA) exec(sql); // IF NOT EXISTS: adds what older stores lack (memories_text)
+            Map<String, String> meta = new HashMap<>();
+            for (String[] kv : select(conn, "SELECT key, value FROM meta", rs -> new String[] {rs.getString(1), rs.getString(2)}))
+                meta.put(kv[0], kv[1]);
             if (!String.valueOf(SCHEMA_VERSION).equals(meta.get("schema_version")))
                 throw new StoreError(path + ": memory store schema " + meta.get("schema_version") + " (this code reads " + SCHEMA_VERSION + ")");
             dim = meta.containsKey("dim") ? Integer.valueOf(meta.get("dim")) : null;
@@ -164,35 +156,36 @@ public final class MemoryStore implements AutoCloseable {
     /** Creates the store in an empty file, or stamps a store from before the stamp: one transaction, the file looked
      *  at again under the write lock (another process may have created it meanwhile). */
     private void initialise(boolean creating) throws SQLException {
-        try (Statement st = conn.createStatement()) {
-            st.execute("BEGIN IMMEDIATE");
-        }
-        try {
+        transaction(() -> {
             String kind = StoreFile.inspect(conn, path, creating);
-            try (Statement st = conn.createStatement()) {
-                if (kind.equals("empty") || kind.equals("legacy")) {
-                    st.execute("PRAGMA application_id = " + APPLICATION_ID);
-                    st.execute("PRAGMA user_version = " + SCHEMA_VERSION);
-                }
-                if (kind.equals("empty")) {
-                    for (String sql : SCHEMA) st.execute(sql);
-                    st.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '" + SCHEMA_VERSION + "')");
-                }
-                st.execute("COMMIT");
+            if (kind.equals("empty") || kind.equals("legacy")) {
+                exec("PRAGMA application_id = " + APPLICATION_ID);
+                exec("PRAGMA user_version = " + SCHEMA_VERSION);
             }
-        } catch (SQLException | RuntimeException e) {
-            rollback();
-            throw e;
-        }
+            if (kind.equals("empty")) {
+                for (String sql : SCHEMA) exec(sql);
+                exec("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", String.valueOf(SCHEMA_VERSION));
+            }
+        });
     }
 
-    private void rollback() {
+    private interface Work {
+        void run() throws SQLException;
+    }
+
+    /** {@code work} in one transaction ({@code BEGIN IMMEDIATE} ... {@code COMMIT}, as in Python), rolled back on any failure. */
+    private void transaction(Work work) throws SQLException {
+        exec("BEGIN IMMEDIATE");
         try {
-            try (Statement st = conn.createStatement()) {
-                st.execute("ROLLBACK");
+            work.run();
+            exec("COMMIT");
+        } catch (Throwable t) {
+            try {
+                exec("ROLLBACK");
+            } catch (SQLException e) {
+                // no transaction open any more (SQLite rolled it back itself), or the connection is gone
             }
-        } catch (SQLException e) {
-            // no transaction open any more (SQLite rolled it back itself), or the connection is gone
+            throw t;
         }
     }
 
@@ -209,20 +202,36 @@ public final class MemoryStore implements AutoCloseable {
         return dim;
     }
 
-    private void exec(String sql, Object... args) throws SQLException {
-        try (PreparedStatement ps = conn.prepareStatement(sql)) {
-            bind(ps, args);
-            ps.execute();
+    /** Maps the current row of a result set. */
+    interface Row<T> {
+        T map(ResultSet rs) throws SQLException;
+    }
+
+    /** The rows of {@code sql} on {@code c}, each mapped by {@code row}; {@code args} bound to its placeholders. */
+    static <T> List<T> select(Connection c, String sql, Row<T> row, Object... args) throws SQLException {
+        try (PreparedStatement ps = c.prepareStatement(sql)) {
+            for (int i = 0; i < args.length; i++) ps.setObject(i + 1, args[i]);
+            List<T> out = new ArrayList<>();
+            try (ResultSet rs = ps.executeQuery()) {
+                while (rs.next()) out.add(row.map(rs));
+            }
+            return out;
         }
     }
 
-    private static void bind(PreparedStatement ps, Object... args) throws SQLException {
-        for (int i = 0; i < args.length; i++) {
-            Object a = args[i];
-            if (a == null) ps.setNull(i + 1, java.sql.Types.NULL);
-            else if (a instanceof byte[]) ps.setBytes(i + 1, (byte[]) a);
-            else if (a instanceof Long) ps.setLong(i + 1, (Long) a);
-            else ps.setString(i + 1, a.toString());
+    /** {@link #select} on this store, failures as StoreError naming the file. */
+    private <T> List<T> query(String sql, Row<T> row, Object... args) {
+        try {
+            return select(conn, sql, row, args);
+        } catch (SQLException e) {
+            throw error(e);
+        }
+    }
+
+    private void exec(String sql, Object... args) throws SQLException {
+        try (PreparedStatement ps = conn.prepareStatement(sql)) {
+            for (int i = 0; i < args.length; i++) ps.setObject(i + 1, args[i]);
+            ps.execute();
         }
     }
 
@@ -238,15 +247,14 @@ public final class MemoryStore implements AutoCloseable {
     // ------------------------------------------------------------------------------------------------ reading
 
     static float[] fromBlob(byte[] b) {
-        ByteBuffer bb = ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN);
         float[] v = new float[b.length / 4];
-        for (int i = 0; i < v.length; i++) v[i] = bb.getFloat();
+        ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(v);
         return v;
     }
 
     static byte[] toBlob(float[] v) {
         ByteBuffer bb = ByteBuffer.allocate(v.length * 4).order(ByteOrder.LITTLE_ENDIAN);
-        for (float f : v) bb.putFloat(f);
+        bb.asFloatBuffer().put(v);
         return bb.array();
     }
 
@@ -258,12 +266,12 @@ public final class MemoryStore implements AutoCloseable {
 
     /** A list of strings as Python's {@code json.dumps} writes it ({@code ["a", "b"]}, non-ASCII as \\u escapes), so
      *  that the phone and Python write the same bytes into a store. */
-    static String jsonList(List<?> items) {
+    static String jsonList(Iterable<String> items) {
         StringBuilder sb = new StringBuilder("[");
-        for (Object o : items) {
+        for (String item : items) {
             if (sb.length() > 1) sb.append(", ");
             sb.append('"');
-            for (char c : String.valueOf(o).toCharArray()) {
+            for (char c : item.toCharArray()) {
                 int esc = "\"\\\n\r\t\b\f".indexOf(c);
                 if (esc >= 0) sb.append('\\').append("\"\\nrtbf".charAt(esc));
                 else if (c < 0x20 || c > 0x7e) sb.append(String.format("\\u%04x", (int) c));
@@ -279,69 +287,32 @@ public final class MemoryStore implements AutoCloseable {
                 jsonStrings(rs.getString(6)), withEmbedding ? fromBlob(rs.getBytes(7)) : null);
     }
 
-    private List<Memory> query(String sql, boolean withEmbedding, Object... args) {
-        try (PreparedStatement ps = conn.prepareStatement(sql)) {
-            bind(ps, args);
-            List<Memory> out = new ArrayList<>();
-            try (ResultSet rs = ps.executeQuery()) {
-                while (rs.next()) out.add(row(rs, withEmbedding));
-            }
-            return out;
-        } catch (SQLException e) {
-            throw new StoreError(path + ": " + e.getMessage(), e);
-        }
-    }
-
     public Memory get(long id) {
-        List<Memory> r = query(COLS + " WHERE id = ?", true, id);
+        List<Memory> r = query(COLS + " WHERE id = ?", rs -> row(rs, true), id);
         return r.isEmpty() ? null : r.get(0);
     }
 
     /** All memories (of one owner when owner != null), by id. */
     public List<Memory> all(String owner) {
-        return owner != null ? query(COLS + " WHERE owner = ? ORDER BY id", false, owner) : query(COLS + " ORDER BY id", false);
+        return owner != null ? query(COLS + " WHERE owner = ? ORDER BY id", rs -> row(rs, false), owner)
+                : query(COLS + " ORDER BY id", rs -> row(rs, false));
     }
 
     public int count(String owner) {
-        String sql = owner == null ? "SELECT COUNT(*) FROM memories" : "SELECT COUNT(*) FROM memories WHERE owner = ?";
-        try (PreparedStatement ps = conn.prepareStatement(sql)) {
-            if (owner != null) ps.setString(1, owner);
-            try (ResultSet rs = ps.executeQuery()) {
-                rs.next();
-                return rs.getInt(1);
-            }
-        } catch (SQLException e) {
-            throw new StoreError(path + ": " + e.getMessage(), e);
-        }
+        return owner != null ? query("SELECT COUNT(*) FROM memories WHERE owner = ?", rs -> rs.getInt(1), owner).get(0)
+                : query("SELECT COUNT(*) FROM memories", rs -> rs.getInt(1)).get(0);
     }
 
-    /** History rows (of one memory when memoryId != null) in order: seq, memory_id, owner, event, old_text, new_text,
-     *  source_turns (list), at, batch. */
+    /** History rows (of one memory when memoryId != null) in order, keyed by column; source_turns as a list. */
     public List<Map<String, Object>> history(Long memoryId) {
-        String q = "SELECT seq, memory_id, owner, event, old_text, new_text, source_turns, at, batch FROM history";
-        String sql = memoryId != null ? q + " WHERE memory_id = ? ORDER BY seq" : q + " ORDER BY seq";
-        try (PreparedStatement ps = conn.prepareStatement(sql)) {
-            if (memoryId != null) ps.setLong(1, memoryId);
-            List<Map<String, Object>> out = new ArrayList<>();
-            try (ResultSet rs = ps.executeQuery()) {
-                while (rs.next()) {
-                    Map<String, Object> h = new LinkedHashMap<>();
-                    h.put("seq", rs.getLong(1));
-                    h.put("memory_id", rs.getLong(2));
-                    h.put("owner", rs.getString(3));
-                    h.put("event", rs.getString(4));
-                    h.put("old_text", rs.getString(5));
-                    h.put("new_text", rs.getString(6));
-                    h.put("source_turns", new ArrayList<Object>(jsonStrings(rs.getString(7))));
-                    h.put("at", rs.getString(8));
-                    h.put("batch", rs.getString(9));
-                    out.add(h);
-                }
-            }
-            return out;
-        } catch (SQLException e) {
-            throw new StoreError(path + ": " + e.getMessage(), e);
-        }
+        List<String> cols = StoreFile.HISTORY_COLUMNS;
+        String sql = "SELECT " + String.join(", ", cols) + " FROM history" + (memoryId != null ? " WHERE memory_id = ?" : "") + " ORDER BY seq";
+        return query(sql, rs -> {
+            Map<String, Object> h = new LinkedHashMap<>();
+            for (int i = 0; i < cols.size(); i++) h.put(cols.get(i), i < 2 ? (Object) rs.getLong(i + 1) : rs.getString(i + 1));
+            h.put("source_turns", jsonStrings((String) h.get("source_turns")));
+            return h;
+        }, memoryId != null ? new Object[] {memoryId} : new Object[0]);
     }
 
     // ------------------------------------------------------------------------------------------------ retrieval
@@ -358,11 +329,10 @@ public final class MemoryStore implements AutoCloseable {
 
     /** The k memories most similar to the query (cosine), best first; equal scores keep row order. */
     public List<Scored> search(float[] queryEmbedding, int k, String owner) {
-        List<Memory> rows = owner != null ? query(COLS + " WHERE owner = ?", true, owner) : query(COLS, true);
-        List<Scored> out = new ArrayList<>();
-        if (rows.isEmpty() || k <= 0) return out;
+        List<Memory> rows = owner != null ? query(COLS + " WHERE owner = ?", rs -> row(rs, true), owner) : query(COLS, rs -> row(rs, true));
+        if (rows.isEmpty() || k <= 0) return new ArrayList<>();
         float[] q = normalize(queryEmbedding);
-        List<Scored> all = new ArrayList<>();
+        List<Scored> scored = new ArrayList<>();
         for (Memory m : rows) {
             if (m.embedding.length != q.length)
                 throw new StoreError(path + ": query has " + q.length + " dims, stored embeddings " + m.embedding.length);
@@ -372,12 +342,11 @@ public final class MemoryStore implements AutoCloseable {
                 nn += (double) m.embedding[i] * m.embedding[i];
             }
             double norm = Math.sqrt(nn);
-            all.add(new Scored(new Memory(m.id, m.owner, m.text, m.createdAt, m.updatedAt, m.sourceTurns, null),
+            scored.add(new Scored(new Memory(m.id, m.owner, m.text, m.createdAt, m.updatedAt, m.sourceTurns, null),
                     dot / (norm > 0 ? norm : 1.0)));
         }
-        List<Scored> sorted = new ArrayList<>(all);
-        sorted.sort(Comparator.comparingDouble((Scored s) -> -s.score)); // List.sort is stable
-        return new ArrayList<>(sorted.subList(0, Math.min(k, sorted.size())));
+        scored.sort(Comparator.comparingDouble((Scored s) -> -s.score)); // List.sort is stable
+        return new ArrayList<>(scored.subList(0, Math.min(k, scored.size())));
     }
 
     // ------------------------------------------------------------------------------------------------ writes
@@ -390,166 +359,124 @@ public final class MemoryStore implements AutoCloseable {
      */
     public ApplyResult applyUpdate(List<UpdateEvent> events, Map<String, Long> idMap, String owner, List<String> sourceTurns,
                                    EmbedFn embedFn, String now, String batch) {
-        String when = now != null ? now : MemoryFormat.now();
-        List<String> turns = sourceTurns == null ? new ArrayList<>() : new ArrayList<>(sourceTurns);
-        TreeSet<String> textSet = new TreeSet<>(Text.CODE_POINT_ORDER);
-        for (UpdateEvent e : events) if ((e.event.equals("ADD") || e.event.equals("UPDATE")) && e.text != null && !e.text.isEmpty()) textSet.add(e.text);
+        Set<String> textSet = new TreeSet<>(Text.CODE_POINT_ORDER);
+        for (UpdateEvent e : events)
+            if ((e.event.equals("ADD") || e.event.equals("UPDATE")) && e.text != null && !e.text.isEmpty()) textSet.add(e.text);
         List<String> texts = new ArrayList<>(textSet);
-        Map<String, byte[]> vectors = new LinkedHashMap<>();
+        Update u = new Update(idMap, owner, sourceTurns == null ? Collections.emptyList() : sourceTurns, now != null ? now : MemoryFormat.now(), batch);
         try {
             if (!texts.isEmpty()) {
                 float[][] emb = embedFn.embed(texts);
                 if (emb.length != texts.size()) throw new IllegalArgumentException("embed_fn returned " + emb.length + " rows for " + texts.size() + " texts");
                 checkDim(emb[0].length);
-                for (int i = 0; i < texts.size(); i++) vectors.put(texts.get(i), toBlob(normalize(emb[i])));
+                for (int i = 0; i < texts.size(); i++) u.vectors.put(texts.get(i), toBlob(normalize(emb[i])));
             }
-            Apply ctx = new Apply(idMap, owner, turns, vectors, when, batch);
-            try (Statement st = conn.createStatement()) {
-                st.execute("BEGIN IMMEDIATE");
-            }
-            try {
-                for (UpdateEvent e : events) applyOne(e, ctx);
-                try (Statement st = conn.createStatement()) {
-                    st.execute("COMMIT");
-                }
-            } catch (Throwable t) {
-                rollback();
-                throw t;
-            }
-            return ctx.res;
+            transaction(() -> {
+                for (UpdateEvent e : events) u.apply(e);
+            });
+            return u.res;
         } catch (SQLException e) {
             throw error(e);
         }
     }
 
-    /** What every event of one applyUpdate shares, computed once (not per event). */
-    private static final class Apply {
+    /** One applyUpdate: what its events share (computed once, not per event) and the rules of one event. */
+    private final class Update {
         final Map<String, Long> idMap;
-        final String owner, now, batch, turnsJson;
+        final String owner, now, batch, turnsJson, shownIds;
         final List<String> turns;
-        final Map<String, byte[]> vectors;
+        final Map<String, byte[]> vectors = new HashMap<>();
         final ApplyResult res = new ApplyResult();
-        private String shownIds;
 
-        Apply(Map<String, Long> idMap, String owner, List<String> turns, Map<String, byte[]> vectors, String now, String batch) {
+        Update(Map<String, Long> idMap, String owner, List<String> turns, String now, String batch) {
             this.idMap = idMap;
             this.owner = owner;
             this.turns = turns;
-            this.vectors = vectors;
             this.now = now;
             this.batch = batch;
             this.turnsJson = jsonList(turns);
+            Set<String> sorted = new TreeSet<>(Text.CODE_POINT_ORDER);
+            sorted.addAll(idMap.keySet());
+            List<String> shown = new ArrayList<>();
+            for (String id : sorted) shown.add("'" + id + "'");
+            this.shownIds = shown.toString(); // Python's repr of sorted(id_map): ['0', '1']
         }
 
-        String shownIds() {
-            if (shownIds == null) {
-                List<String> shown = new ArrayList<>(idMap.keySet());
-                shown.sort(Text.CODE_POINT_ORDER);
-                StringBuilder sb = new StringBuilder("[");
-                for (String id : shown) sb.append(sb.length() > 1 ? ", '" : "'").append(id).append('\'');
-                shownIds = sb.append(']').toString();
-            }
-            return shownIds;
-        }
-    }
-
-    private long lastRowId() throws SQLException {
-        try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT last_insert_rowid()")) {
-            rs.next();
-            return rs.getLong(1);
-        }
-    }
-
-    private void applyOne(UpdateEvent e, Apply ctx) throws SQLException {
-        String ev = e.event, text = e.text == null ? "" : e.text;
-        String owner = ctx.owner, now = ctx.now, batch = ctx.batch, turnsJson = ctx.turnsJson;
-        ApplyResult res = ctx.res;
-        if (ev.equals("ADD")) {
-            Long dup = null;
-            try (PreparedStatement ps = conn.prepareStatement("SELECT id FROM memories WHERE text = ? AND owner IS ?")) {
-                bind(ps, text, owner);
-                try (ResultSet rs = ps.executeQuery()) {
-                    if (rs.next()) dup = rs.getLong(1);
+        void apply(UpdateEvent e) throws SQLException {
+            String ev = e.event, text = e.text == null ? "" : e.text;
+            if (ev.equals("ADD")) {
+                List<Long> dup = query("SELECT id FROM memories WHERE text = ? AND owner IS ?", rs -> rs.getLong(1), text, owner);
+                if (!dup.isEmpty()) {
+                    skip(e, "ADD of a text already stored (memory " + dup.get(0) + ")");
+                    return;
                 }
-            }
-            if (dup != null) {
-                skip(res, e, "ADD of a text already stored (memory " + dup + ")");
+                exec("INSERT INTO memories (owner, text, created_at, updated_at, source_turns, embedding) VALUES (?, ?, ?, ?, ?, ?)",
+                        owner, text, now, now, turnsJson, vectors.get(text));
+                long id = query("SELECT last_insert_rowid()", rs -> rs.getLong(1)).get(0);
+                history(id, "ADD", null, text);
+                res.added.add(id);
                 return;
             }
-            exec("INSERT INTO memories (owner, text, created_at, updated_at, source_turns, embedding) VALUES (?, ?, ?, ?, ?, ?)",
-                    owner, text, now, now, turnsJson, ctx.vectors.get(text));
-            long mid = lastRowId();
-            exec("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
-                    + "VALUES (?, ?, 'ADD', NULL, ?, ?, ?, ?)", mid, owner, text, turnsJson, now, batch);
-            res.added.add(mid);
-            return;
-        }
-        Long real = ctx.idMap.get(e.id);
-        if (ev.equals("NONE")) {
-            res.unchanged++;
-            return;
-        }
-        if (real == null) {
-            skip(res, e, ev + " of unknown id '" + e.id + "' (shown ids: " + ctx.shownIds() + ")");
-            return;
-        }
-        String oldText = null, oldTurnsJson = null;
-        try (PreparedStatement ps = conn.prepareStatement("SELECT text, source_turns FROM memories WHERE id = ?")) {
-            ps.setLong(1, real);
-            try (ResultSet rs = ps.executeQuery()) {
-                if (rs.next()) {
-                    oldText = rs.getString(1);
-                    oldTurnsJson = rs.getString(2);
-                }
-            }
-        }
-        if (oldText == null) {
-            skip(res, e, ev + " of memory " + real + ", which is not stored (already deleted?)");
-            return;
-        }
-        if (ev.equals("UPDATE")) {
-            if (text.equals(oldText)) {
+            Long real = idMap.get(e.id);
+            if (ev.equals("NONE")) {
                 res.unchanged++;
                 return;
             }
-            List<Object> merged = new ArrayList<>(jsonStrings(oldTurnsJson));
-            HashSet<Object> seen = new HashSet<>(merged);
-            for (String t : ctx.turns) if (!seen.contains(t)) merged.add(t);
-            exec("UPDATE memories SET text = ?, updated_at = ?, source_turns = ?, embedding = ? WHERE id = ?",
-                    text, now, jsonList(merged), ctx.vectors.get(text), real);
-            exec("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
-                    + "VALUES (?, ?, 'UPDATE', ?, ?, ?, ?, ?)", real, owner, oldText, text, turnsJson, now, batch);
-            res.updated.add(real);
-        } else if (ev.equals("DELETE")) {
-            exec("DELETE FROM memories WHERE id = ?", real);
-            exec("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) "
-                    + "VALUES (?, ?, 'DELETE', ?, NULL, ?, ?, ?)", real, owner, oldText, turnsJson, now, batch);
-            res.deleted.add(real);
+            if (real == null) {
+                skip(e, ev + " of unknown id '" + e.id + "' (shown ids: " + shownIds + ")");
+                return;
+            }
+            List<String[]> old = query("SELECT text, source_turns FROM memories WHERE id = ?", rs -> new String[] {rs.getString(1), rs.getString(2)}, real);
+            if (old.isEmpty()) {
+                skip(e, ev + " of memory " + real + ", which is not stored (already deleted?)");
+                return;
+            }
+            String oldText = old.get(0)[0];
+            if (ev.equals("UPDATE")) {
+                if (text.equals(oldText)) {
+                    res.unchanged++;
+                    return;
+                }
+                List<String> merged = jsonStrings(old.get(0)[1]); // the turns it came from join the stored ones
+                Set<String> seen = new HashSet<>(merged);
+                for (String t : turns) if (!seen.contains(t)) merged.add(t);
+                exec("UPDATE memories SET text = ?, updated_at = ?, source_turns = ?, embedding = ? WHERE id = ?",
+                        text, now, jsonList(merged), vectors.get(text), real);
+                history(real, "UPDATE", oldText, text);
+                res.updated.add(real);
+            } else if (ev.equals("DELETE")) {
+                exec("DELETE FROM memories WHERE id = ?", real);
+                history(real, "DELETE", oldText, null);
+                res.deleted.add(real);
+            }
         }
-    }
 
-    private static void skip(ApplyResult res, UpdateEvent e, String reason) {
-        Map<String, Object> s = new LinkedHashMap<>();
-        s.put("event", e.toMap());
-        s.put("reason", reason);
-        res.skipped.add(s);
+        private void history(long memoryId, String event, String oldText, String newText) throws SQLException {
+            exec("INSERT INTO history (memory_id, owner, event, old_text, new_text, source_turns, at, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    memoryId, owner, event, oldText, newText, turnsJson, now, batch);
+        }
+
+        private void skip(UpdateEvent e, String reason) {
+            Map<String, Object> s = new LinkedHashMap<>();
+            s.put("event", e.toMap());
+            s.put("reason", reason);
+            res.skipped.add(s);
+        }
     }
 
     /** Adds memories directly (one transaction), e.g. to seed a store. */
     public ApplyResult add(List<String> texts, String owner, EmbedFn embedFn, List<String> sourceTurns, String now) {
         List<UpdateEvent> events = new ArrayList<>();
         for (String t : texts) events.add(new UpdateEvent("", t, "ADD", null));
-        return applyUpdate(events, new LinkedHashMap<>(), owner, sourceTurns, embedFn, now, "direct");
+        return applyUpdate(events, Collections.emptyMap(), owner, sourceTurns, embedFn, now, "direct");
     }
 
     /** A user's deletion: one transaction, recorded in the history; false when there is no such memory. */
     public boolean delete(long memoryId, String now) {
         Memory m = get(memoryId);
         if (m == null) return false;
-        Map<String, Long> idMap = new LinkedHashMap<>();
-        idMap.put("u", memoryId);
-        ApplyResult res = applyUpdate(Arrays.asList(new UpdateEvent("u", "", "DELETE", null)), idMap, m.owner, null,
-                t -> new float[t.size()][1], now, "user");
+        ApplyResult res = applyUpdate(Collections.singletonList(new UpdateEvent("u", "", "DELETE", null)),
+                Collections.singletonMap("u", memoryId), m.owner, null, t -> new float[t.size()][1], now, "user");
         return !res.deleted.isEmpty();
     }
 }

@@ -1,18 +1,14 @@
 package org.memlora.core;
 
+import java.io.DataInputStream;
 import java.io.File;
 import java.io.FileInputStream;
-import java.io.FileNotFoundException;
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
-import java.sql.ResultSet;
 import java.sql.SQLException;
-import java.sql.Statement;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 
@@ -31,20 +27,13 @@ final class StoreFile {
     static byte[] readHeader(String path) {
         File f = new File(path);
         if (!f.exists()) return null;
-        try (InputStream in = new FileInputStream(f)) {
-            byte[] buf = new byte[100];
-            int n = 0;
-            while (n < buf.length) {
-                int r = in.read(buf, n, buf.length - n);
-                if (r < 0) break;
-                n += r;
-            }
-            return n == 0 ? null : Arrays.copyOf(buf, n);
-        } catch (FileNotFoundException e) {
-            if (f.isDirectory()) throw new MemoryStore.StoreError(path + ": cannot read the file (Is a directory)", e);
-            throw new MemoryStore.StoreError(path + ": cannot read the file (" + e.getMessage() + ")", e);
+        try (DataInputStream in = new DataInputStream(new FileInputStream(f))) {
+            byte[] header = new byte[(int) Math.min(100, f.length())];
+            in.readFully(header);
+            return header.length == 0 ? null : header;
         } catch (IOException e) {
-            throw new MemoryStore.StoreError(path + ": cannot read the file (" + e.getMessage() + ")", e);
+            String why = f.isDirectory() ? "Is a directory" : e.getMessage();
+            throw new MemoryStore.StoreError(path + ": cannot read the file (" + why + ")", e);
         }
     }
 
@@ -74,17 +63,12 @@ final class StoreFile {
     }
 
     private static long pragma(Connection c, String name) throws SQLException {
-        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("PRAGMA " + name)) {
-            return rs.next() ? rs.getLong(1) : 0;
-        }
+        List<Long> v = MemoryStore.select(c, "PRAGMA " + name, rs -> rs.getLong(1));
+        return v.isEmpty() ? 0 : v.get(0);
     }
 
     private static List<String> columns(Connection c, String table) throws SQLException {
-        List<String> out = new ArrayList<>();
-        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("PRAGMA table_info(" + table + ")")) {
-            while (rs.next()) out.add(rs.getString("name"));
-        }
-        return out;
+        return MemoryStore.select(c, "PRAGMA table_info(" + table + ")", rs -> rs.getString("name"));
     }
 
     /** store._inspect: "memlora", "legacy" or (emptyOk) "empty", by read-only queries; anything else a StoreError. */
@@ -97,22 +81,15 @@ final class StoreFile {
             return "memlora";
         }
         if (appId != 0) throw new MemoryStore.StoreError(notAStore(path, otherApplication(appId)));
-        List<String> names = new ArrayList<>();
-        try (Statement st = c.createStatement();
-             ResultSet rs = st.executeQuery("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")) {
-            while (rs.next()) names.add(rs.getString(1));
-        }
+        List<String> names = MemoryStore.select(c, "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+                rs -> rs.getString(1));
         if (names.isEmpty() && version == 0 && emptyOk) return "empty";
         if (columns(c, "memories").equals(MEMORY_COLUMNS) && columns(c, "history").equals(HISTORY_COLUMNS)
                 && columns(c, "meta").equals(Arrays.asList("key", "value"))) {
-            String sv = null;
-            try (Statement st = c.createStatement();
-                 ResultSet rs = st.executeQuery("SELECT value FROM meta WHERE key = 'schema_version'")) {
-                if (rs.next()) sv = rs.getString(1);
-            }
-            if (sv != null) {
-                if (!sv.equals(String.valueOf(MemoryStore.SCHEMA_VERSION)))
-                    throw new MemoryStore.StoreError(path + ": memory store schema " + sv + " (this code reads " + MemoryStore.SCHEMA_VERSION + ")");
+            List<String> sv = MemoryStore.select(c, "SELECT value FROM meta WHERE key = 'schema_version'", rs -> rs.getString(1));
+            if (!sv.isEmpty()) {
+                if (!sv.get(0).equals(String.valueOf(MemoryStore.SCHEMA_VERSION)))
+                    throw new MemoryStore.StoreError(path + ": memory store schema " + sv.get(0) + " (this code reads " + MemoryStore.SCHEMA_VERSION + ")");
                 return "legacy";
             }
         }
