@@ -3,20 +3,18 @@ package org.memlora.core;
 import java.io.ByteArrayOutputStream;
 import java.io.File;
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.CharBuffer;
-import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CharsetDecoder;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.text.Normalizer;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.function.UnaryOperator;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -61,14 +59,12 @@ public final class BpeTokenizer {
 
     private final Map<String, Integer> vocab = new HashMap<>();
     private final String[] idToToken;
-    private final Map<Long, Integer> mergeRank = new HashMap<>(); // (left id << 32 | right id) -> rank
-    private final Map<Long, Integer> mergeResult = new HashMap<>(); // pair -> merged id
+    private final Map<Long, int[]> merges = new HashMap<>(); // (left id << 32 | right id) -> {rank, merged id}
     private final boolean ignoreMerges;
-    private final List<Added> added = new ArrayList<>();
-    private final Map<Integer, Added> addedById = new HashMap<>();
+    private final Map<Integer, Added> added = new LinkedHashMap<>(); // by id, in the file's order
     // Added tokens by first character, for the raw-text pass (normalized=false) and the normalized pass.
     private final Map<Character, List<Added>> addedRaw = new HashMap<>(), addedNormalized = new HashMap<>();
-    private final List<String> normalizers = new ArrayList<>();
+    private final List<UnaryOperator<String>> normalizers = new ArrayList<>();
     private final List<PreStep> preSteps = new ArrayList<>();
     private boolean byteLevel; // pre-tokenized pieces are mapped to byte-level characters
     private final boolean byteLevelDecoder;
@@ -88,14 +84,11 @@ public final class BpeTokenizer {
     }
 
     public static BpeTokenizer load(File tokenizerJson) {
-        String text;
         try {
-            text = new String(Files.readAllBytes(tokenizerJson.toPath()), StandardCharsets.UTF_8);
+            String text = new String(Files.readAllBytes(tokenizerJson.toPath()), StandardCharsets.UTF_8);
+            return fromJson(JsonTree.obj(JsonTree.parse(text), "tokenizer.json"));
         } catch (IOException e) {
             throw new BundleError("cannot read the tokenizer " + tokenizerJson + ": " + e.getMessage());
-        }
-        try {
-            return fromJson(JsonTree.obj(JsonTree.parse(text), "tokenizer.json"));
         } catch (IllegalArgumentException | ClassCastException e) {
             throw new BundleError(tokenizerJson.getName() + ": " + e.getMessage());
         }
@@ -129,17 +122,16 @@ public final class BpeTokenizer {
         if (tok.get("added_tokens") != null)
             for (Object o : JsonTree.arr(tok.get("added_tokens"), "added_tokens")) {
                 Added a = new Added(JsonTree.obj(o, "added token"));
-                added.add(a);
-                addedById.put(a.id, a);
+                added.put(a.id, a);
                 if (!a.content.isEmpty())
                     (a.normalized ? addedNormalized : addedRaw).computeIfAbsent(a.content.charAt(0), k -> new ArrayList<>()).add(a);
                 maxId = Math.max(maxId, a.id);
             }
         idToToken = new String[maxId + 1];
         for (Map.Entry<String, Integer> e : vocab.entrySet()) idToToken[e.getValue()] = e.getKey();
-        List<Object> merges = JsonTree.arr(model.get("merges"), "merges");
-        for (int rank = 0; rank < merges.size(); rank++) {
-            Object m = merges.get(rank);
+        List<Object> mergeList = JsonTree.arr(model.get("merges"), "merges");
+        for (int rank = 0; rank < mergeList.size(); rank++) {
+            Object m = mergeList.get(rank);
             String a, b;
             if (m instanceof String) {
                 String s = (String) m;
@@ -155,36 +147,30 @@ public final class BpeTokenizer {
             Integer ia = vocab.get(a), ib = vocab.get(b), ab = vocab.get(a + b);
             if (ia == null || ib == null || ab == null)
                 throw new IllegalArgumentException("merge '" + a + " " + b + "' names a token the vocabulary lacks");
-            long key = pairKey(ia, ib);
-            if (!mergeRank.containsKey(key)) {
-                mergeRank.put(key, rank);
-                mergeResult.put(key, ab);
-            }
+            merges.putIfAbsent(pairKey(ia, ib), new int[] {rank, ab});
         }
         addNormalizer(tok.get("normalizer"));
         addPreTokenizer(tok.get("pre_tokenizer"));
-        Object dec = tok.get("decoder");
-        byteLevelDecoder = decoderIsByteLevel(dec);
+        byteLevelDecoder = decoderIsByteLevel(tok.get("decoder"));
     }
 
     private static long pairKey(int a, int b) {
         return ((long) a << 32) | (b & 0xffffffffL);
     }
 
-    @SuppressWarnings("unchecked")
     private void addNormalizer(Object n) {
         if (n == null) return;
         Map<String, Object> m = JsonTree.obj(n, "normalizer");
         String type = (String) m.get("type");
-        switch (type) {
-            case "Sequence":
-                for (Object o : JsonTree.arr(m.get("normalizers"), "normalizers")) addNormalizer(o);
-                return;
-            case "NFC": case "NFD": case "NFKC": case "NFKD": case "Lowercase":
-                normalizers.add(type);
-                return;
-            default:
-                throw new IllegalArgumentException("normalizer '" + type + "' is not supported (NFC/NFD/NFKC/NFKD/Lowercase)");
+        if ("Sequence".equals(type)) {
+            for (Object o : JsonTree.arr(m.get("normalizers"), "normalizers")) addNormalizer(o);
+        } else if ("Lowercase".equals(type)) {
+            normalizers.add(s -> s.toLowerCase(Locale.ROOT));
+        } else if (Arrays.asList("NFC", "NFD", "NFKC", "NFKD").contains(type)) {
+            Normalizer.Form form = Normalizer.Form.valueOf(type);
+            normalizers.add(s -> Normalizer.normalize(s, form));
+        } else {
+            throw new IllegalArgumentException("normalizer '" + type + "' is not supported (NFC/NFD/NFKC/NFKD/Lowercase)");
         }
     }
 
@@ -204,7 +190,7 @@ public final class BpeTokenizer {
                 final Pattern pat = regex ? Pattern.compile(GPT2_PATTERN, Pattern.UNICODE_CHARACTER_CLASS) : null;
                 preSteps.add(piece -> {
                     String s = prefix && !piece.startsWith(" ") ? " " + piece : piece;
-                    return pat == null ? single(s) : splitIsolated(pat, s);
+                    return pat == null ? Collections.singletonList(s) : split(pat, s, "Isolated");
                 });
                 return;
             }
@@ -236,64 +222,38 @@ public final class BpeTokenizer {
         throw new IllegalArgumentException("decoder '" + type + "' is not supported (ByteLevel)");
     }
 
-    private static List<String> single(String s) {
-        List<String> out = new ArrayList<>();
-        if (!s.isEmpty()) out.add(s);
-        return out;
-    }
-
-    static List<String> splitIsolated(Pattern p, String s) {
-        return split(p, s, "Isolated");
-    }
-
-    /** tokenizers' split with a SplitDelimiterBehavior: matches and the text between them, empty pieces dropped. */
+    /** tokenizers' split with a SplitDelimiterBehavior: the matches and the text between them, empty pieces dropped. */
     static List<String> split(Pattern p, String s, String behavior) {
-        List<int[]> spans = new ArrayList<>(); // {start, end, isMatch}
-        Matcher mt = p.matcher(s);
-        int prev = 0;
-        while (mt.find()) {
-            if (mt.end() == mt.start()) continue; // empty matches split nothing
-            if (mt.start() > prev) spans.add(new int[] {prev, mt.start(), 0});
-            spans.add(new int[] {mt.start(), mt.end(), 1});
-            prev = mt.end();
-        }
-        if (prev < s.length()) spans.add(new int[] {prev, s.length(), 0});
         List<String> out = new ArrayList<>();
-        switch (behavior) {
-            case "Isolated":
-                for (int[] sp : spans) out.add(s.substring(sp[0], sp[1]));
-                break;
-            case "Removed":
-                for (int[] sp : spans) if (sp[2] == 0) out.add(s.substring(sp[0], sp[1]));
-                break;
-            case "MergedWithPrevious": {
-                StringBuilder cur = new StringBuilder();
-                for (int[] sp : spans) {
-                    cur.append(s, sp[0], sp[1]);
-                    if (sp[2] == 1) {
-                        out.add(cur.toString());
-                        cur.setLength(0);
-                    }
-                }
-                if (cur.length() > 0) out.add(cur.toString());
-                break;
+        Matcher m = p.matcher(s);
+        int prev = 0;
+        String carry = ""; // MergedWithNext: the last match, waiting for the text after it
+        while (m.find()) {
+            if (m.end() == m.start()) continue; // empty matches split nothing
+            String gap = s.substring(prev, m.start());
+            prev = m.end();
+            switch (behavior) {
+                case "Isolated":
+                    addPiece(out, gap);
+                    addPiece(out, m.group());
+                    break;
+                case "Removed":
+                    addPiece(out, gap);
+                    break;
+                case "MergedWithPrevious":
+                    addPiece(out, gap + m.group());
+                    break;
+                default: // MergedWithNext
+                    addPiece(out, carry + gap);
+                    carry = m.group();
             }
-            case "MergedWithNext": {
-                StringBuilder cur = new StringBuilder();
-                for (int[] sp : spans) {
-                    if (sp[2] == 1 && cur.length() > 0) {
-                        out.add(cur.toString());
-                        cur.setLength(0);
-                    }
-                    cur.append(s, sp[0], sp[1]);
-                }
-                if (cur.length() > 0) out.add(cur.toString());
-                break;
-            }
-            default:
-                throw new IllegalArgumentException(behavior);
         }
+        addPiece(out, carry + s.substring(prev));
         return out;
+    }
+
+    private static void addPiece(List<String> pieces, String piece) {
+        if (!piece.isEmpty()) pieces.add(piece);
     }
 
     // ------------------------------------------------------------------------------------------------ encode
@@ -313,21 +273,11 @@ public final class BpeTokenizer {
                 else encodeNormalized((String) seg2[0], ids);
             }
         }
-        int[] out = new int[ids.size()];
-        for (int i = 0; i < out.length; i++) out[i] = ids.get(i);
-        return out;
+        return ids.stream().mapToInt(Integer::intValue).toArray();
     }
 
     private String normalize(String s) {
-        for (String n : normalizers) {
-            switch (n) {
-                case "NFC": s = Normalizer.normalize(s, Normalizer.Form.NFC); break;
-                case "NFD": s = Normalizer.normalize(s, Normalizer.Form.NFD); break;
-                case "NFKC": s = Normalizer.normalize(s, Normalizer.Form.NFKC); break;
-                case "NFKD": s = Normalizer.normalize(s, Normalizer.Form.NFKD); break;
-                default: s = s.toLowerCase(java.util.Locale.ROOT);
-            }
-        }
+        for (UnaryOperator<String> n : normalizers) s = n.apply(s);
         return s;
     }
 
@@ -351,20 +301,14 @@ public final class BpeTokenizer {
                 pos = end; // tokenizers' matcher resumes after a rejected match
                 continue;
             }
-            if (best.lstrip) while (start > textStart && isWhiteSpace(s.charAt(start - 1))) start--;
-            if (best.rstrip) while (end < s.length() && isWhiteSpace(s.charAt(end))) end++;
+            if (best.lstrip) while (start > textStart && Text.isWhiteSpace(s.charAt(start - 1))) start--;
+            if (best.rstrip) while (end < s.length() && Text.isWhiteSpace(s.charAt(end))) end++;
             if (start > textStart) out.add(new Object[] {s.substring(textStart, start), null});
             out.add(new Object[] {best.content, best.id});
             pos = textStart = end;
         }
         if (textStart < s.length()) out.add(new Object[] {s.substring(textStart), null});
         return out;
-    }
-
-    /** Unicode White_Space (Rust's char::is_whitespace, what tokenizers strips around lstrip / rstrip tokens). */
-    static boolean isWhiteSpace(int c) {
-        return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a)
-                || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
     }
 
     private static final Pattern WORD_CHAR = Pattern.compile("\\w", Pattern.UNICODE_CHARACTER_CLASS);
@@ -376,7 +320,7 @@ public final class BpeTokenizer {
     }
 
     private void encodeNormalized(String s, List<Integer> ids) {
-        List<String> pieces = single(s);
+        List<String> pieces = Collections.singletonList(s);
         for (PreStep step : preSteps) {
             List<String> next = new ArrayList<>();
             for (String p : pieces) next.addAll(step.split(p));
@@ -412,20 +356,20 @@ public final class BpeTokenizer {
                 i += Character.charCount(cp);
             }
             while (sym.size() > 1) {
-                int bestRank = Integer.MAX_VALUE, at = -1;
+                int[] best = null;
+                int at = -1;
                 for (int i = 0; i + 1 < sym.size(); i++) {
-                    Integer r = mergeRank.get(pairKey(sym.get(i), sym.get(i + 1)));
-                    if (r != null && r < bestRank) {
-                        bestRank = r;
+                    int[] merge = merges.get(pairKey(sym.get(i), sym.get(i + 1)));
+                    if (merge != null && (best == null || merge[0] < best[0])) {
+                        best = merge;
                         at = i;
                     }
                 }
-                if (at < 0) break;
-                sym.set(at, mergeResult.get(pairKey(sym.get(at), sym.get(at + 1))));
+                if (best == null) break;
+                sym.set(at, best[1]);
                 sym.remove(at + 1);
             }
-            out = new int[sym.size()];
-            for (int i = 0; i < out.length; i++) out[i] = sym.get(i);
+            out = sym.stream().mapToInt(Integer::intValue).toArray();
         }
         if (cache.size() >= CACHE_MAX) cache.clear();
         cache.put(w, out);
@@ -434,11 +378,11 @@ public final class BpeTokenizer {
 
     // ------------------------------------------------------------------------------------------------ decode
 
-    /** {@code Tokenizer.decode(ids, skip_special_tokens)}: invalid UTF-8 becomes U+FFFD as in Rust's from_utf8_lossy. */
+    /** {@code Tokenizer.decode(ids, skip_special_tokens)}. */
     public String decode(int[] ids, boolean skipSpecial) {
         List<String> tokens = new ArrayList<>();
         for (int id : ids) {
-            Added a = addedById.get(id);
+            Added a = added.get(id);
             if (a != null) {
                 if (skipSpecial && a.special) continue;
                 tokens.add(a.content);
@@ -457,30 +401,19 @@ public final class BpeTokenizer {
             byte[] raw = all ? mapped : t.getBytes(StandardCharsets.UTF_8);
             bytes.write(raw, 0, raw.length);
         }
-        return lossyUtf8(bytes.toByteArray());
-    }
-
-    static String lossyUtf8(byte[] b) {
-        CharsetDecoder d = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPLACE)
-                .onUnmappableCharacter(CodingErrorAction.REPLACE).replaceWith("\ufffd");
-        try {
-            CharBuffer cb = d.decode(ByteBuffer.wrap(b));
-            return cb.toString();
-        } catch (CharacterCodingException e) {
-            throw new IllegalStateException(e); // REPLACE never throws
-        }
+        return new String(bytes.toByteArray(), StandardCharsets.UTF_8); // invalid UTF-8 -> U+FFFD, as from_utf8_lossy
     }
 
     // ------------------------------------------------------------------------------------------------ lookups
 
     /** The id of a token (added tokens first, as tokenizers' token_to_id), or null. */
     public Integer tokenId(String token) {
-        for (Added a : added) if (a.content.equals(token)) return a.id;
+        for (Added a : added.values()) if (a.content.equals(token)) return a.id;
         return vocab.get(token);
     }
 
     public boolean isSpecial(int id) {
-        Added a = addedById.get(id);
+        Added a = added.get(id);
         return a != null && a.special;
     }
 
@@ -491,7 +424,7 @@ public final class BpeTokenizer {
     /** The added tokens, content -> id (what the tests and the docs show). */
     public Map<String, Integer> addedTokens() {
         Map<String, Integer> out = new LinkedHashMap<>();
-        for (Added a : added) out.put(a.content, a.id);
+        for (Added a : added.values()) out.put(a.content, a.id);
         return out;
     }
 }

@@ -22,6 +22,12 @@ public final class Text {
                 || cp == 0xa0 || cp == 0x1680 || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
     }
 
+    /** Unicode White_Space (Rust's {@code char::is_whitespace}, what Hugging Face tokenizers strips and splits on):
+     *  Python's whitespace but U+001C..U+001F. */
+    public static boolean isWhiteSpace(int cp) {
+        return isSpace(cp) && (cp < 0x1c || cp > 0x1f);
+    }
+
     /** Whitespace runs become one space; leading and trailing whitespace goes. */
     public static String collapse(String s) {
         StringBuilder sb = new StringBuilder(s.length());

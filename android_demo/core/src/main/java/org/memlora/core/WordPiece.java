@@ -84,13 +84,6 @@ public final class WordPiece {
 
     // ------------------------------------------------------------------------------------------------ char classes
 
-    /** Rust's char::is_whitespace (Unicode White_Space). */
-    static boolean isWhitespace(int c) {
-        if (c == '\t' || c == '\n' || c == '\r') return true;
-        if (c >= 0x09 && c <= 0x0d || c == ' ' || c == 0x85 || c == 0xa0 || c == 0x1680) return true;
-        return c >= 0x2000 && c <= 0x200a || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
-    }
-
     /** Control in BertNormalizer's sense: general category C* except \t \n \r. */
     static boolean isControl(int c) {
         if (c == '\t' || c == '\n' || c == '\r') return false;
@@ -128,7 +121,7 @@ public final class WordPiece {
         text.codePoints().forEach(c -> {
             if (cleanText) {
                 if (c == 0 || c == 0xfffd || isControl(c)) return;
-                if (isWhitespace(c)) c = ' ';
+                if (Text.isWhiteSpace(c)) c = ' ';
             }
             if (chineseChars && isChinese(c)) sb.append(' ').appendCodePoint(c).append(' ');
             else sb.appendCodePoint(c);
@@ -153,7 +146,7 @@ public final class WordPiece {
         List<String> words = new ArrayList<>();
         StringBuilder cur = new StringBuilder();
         s.codePoints().forEach(c -> {
-            if (isWhitespace(c)) {
+            if (Text.isWhiteSpace(c)) {
                 if (cur.length() > 0) words.add(cur.toString());
                 cur.setLength(0);
             } else if (isPunctuation(c)) {
@@ -211,9 +204,5 @@ public final class WordPiece {
         for (int v : ids) out[k++] = v;
         for (int v : after) out[k++] = v;
         return out;
-    }
-
-    public int maxLength() {
-        return maxLength;
     }
 }
