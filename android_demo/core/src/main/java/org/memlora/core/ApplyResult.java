@@ -26,9 +26,4 @@ public final class ApplyResult {
         m.put("skipped", new ArrayList<Object>(skipped));
         return m;
     }
-
-    @Override
-    public String toString() {
-        return JsonTree.write(toMap(), 0);
-    }
 }

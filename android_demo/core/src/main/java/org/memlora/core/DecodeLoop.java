@@ -1,7 +1,6 @@
 package org.memlora.core;
 
 import java.util.Arrays;
-import java.util.Collection;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -185,12 +184,5 @@ public final class DecodeLoop {
         }
         for (int i = v - 1; i >= 0; i--) if (p[i] > 0) return i;
         return 0;
-    }
-
-    /** Stop ids as a set (from the manifest's Long list). */
-    public static Set<Integer> ids(Collection<? extends Number> ids) {
-        Set<Integer> out = new HashSet<>();
-        for (Number x : ids) out.add(x.intValue());
-        return out;
     }
 }

@@ -8,6 +8,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.function.Function;
 
 /**
  * The memory cycle of runtimes/memory/pipeline.py {@code MemoryPipeline}, step for step, so the phone does exactly what
@@ -62,16 +63,18 @@ public final class MemoryCycle {
         public final Boolean ok; // JSON parsed (extract/update); null for generate
         public final double ms;
         public final int promptTokens, newTokens;
+        final Object value; // what the parser made of the text (null: refused, or generate)
 
-        OpCall(String op, String text, Boolean ok, String error, double ms, int promptTokens, int newTokens, String stopReason) {
+        OpCall(String op, Generation g, Object value, Boolean ok, String error, double ms) {
             this.op = op;
-            this.text = text;
+            this.text = g.text;
+            this.value = value;
             this.ok = ok;
             this.error = error;
             this.ms = ms;
-            this.promptTokens = promptTokens;
-            this.newTokens = newTokens;
-            this.stopReason = stopReason;
+            this.promptTokens = g.promptTokens;
+            this.newTokens = g.newTokens;
+            this.stopReason = g.stopReason;
         }
     }
 
@@ -125,52 +128,38 @@ public final class MemoryCycle {
         return t;
     }
 
-    public OpPrompt template(String op) {
+    private OpPrompt template(String op) {
         OpPrompt p = prompts.get(op);
         if (p == null) throw new BundleError("the bundle has no prompt for op '" + op + "' (ops: " + prompts.keySet() + ")");
         return p;
     }
 
-    public float[][] embed(List<String> texts) {
-        return embedder.embed(texts);
-    }
-
-    private interface Parser<T> {
-        T parse(String text);
-    }
-
-    private <T> Object[] call(String op, List<ChatMessage> messages, Parser<T> parse, TokenListener onText) {
+    /** One model call, recorded in {@link #calls}; {@code parse} (null for generate) reads its output. */
+    private OpCall call(String op, List<ChatMessage> messages, Function<String, ?> parse, TokenListener onText) {
         long t0 = System.nanoTime();
         Generation g = llm.generate(op, messages, config.maxNewTokens.get(op), onText);
         double ms = Math.round((System.nanoTime() - t0) / 1e5) / 10.0;
-        T value = null;
-        Boolean ok = null;
-        String err = null;
-        if (parse != null) {
-            try {
-                value = parse.parse(g.text);
-                ok = true;
-            } catch (ParseError e) {
-                ok = false;
-                err = e.getMessage();
-            }
+        OpCall c;
+        try {
+            c = new OpCall(op, g, parse == null ? null : parse.apply(g.text), parse == null ? null : true, null, ms);
+        } catch (ParseError e) {
+            c = new OpCall(op, g, null, false, e.getMessage(), ms);
         }
-        OpCall c = new OpCall(op, g.text, ok, err, ms, g.promptTokens, g.newTokens, g.stopReason);
         calls.add(c);
-        return new Object[] {value, c};
+        return c;
     }
 
     @SuppressWarnings("unchecked")
     public List<String> extract(List<Turn> turns, String date) {
-        Object[] r = call("extract", MemoryFormat.extractMessages(turns, date, template("extract")), OpParser::parseExtract, null);
-        return r[0] != null ? (List<String>) r[0] : new ArrayList<>();
+        Object facts = call("extract", MemoryFormat.extractMessages(turns, date, template("extract")), OpParser::parseExtract, null).value;
+        return facts != null ? (List<String>) facts : new ArrayList<>();
     }
 
     /** Union of the top-k stored memories of each fact, best score first, at most updateMaxMemories. */
     public List<Memory> similar(List<String> facts) {
         if (facts.isEmpty() || store.count(owner) == 0) return new ArrayList<>();
         Map<Long, MemoryStore.Scored> best = new LinkedHashMap<>();
-        for (float[] v : embed(facts)) {
+        for (float[] v : embedder.embed(facts)) {
             for (MemoryStore.Scored s : store.search(v, config.updateTopK, owner)) {
                 MemoryStore.Scored b = best.get(s.memory.id);
                 if (b == null || s.score > b.score) best.put(s.memory.id, s);
@@ -194,20 +183,12 @@ public final class MemoryCycle {
             idMap = new LinkedHashMap<>(); // ADD ignores ids; nothing was shown
         } else {
             MemoryFormat.UpdatePrompt p = MemoryFormat.updateMessages(facts, memories, template("update"));
-            Object[] r = call("update", p.messages, OpParser::parseUpdate, null);
-            if (r[0] == null) return null;
-            events = (List<UpdateEvent>) r[0];
+            events = (List<UpdateEvent>) call("update", p.messages, OpParser::parseUpdate, null).value;
+            if (events == null) return null;
             idMap = p.idMap;
         }
-        return store.applyUpdate(events, idMap, owner, sourceTurns, this::embed, MemoryFormat.toIso(date), batchId());
-    }
-
-    private String batchId() {
-        byte[] b = new byte[6];
-        random.nextBytes(b);
-        StringBuilder sb = new StringBuilder();
-        for (byte x : b) sb.append(String.format("%02x", x));
-        return sb.toString();
+        String batch = String.format("%012x", random.nextLong() & 0xFFFF_FFFF_FFFFL); // 12 random hex digits
+        return store.applyUpdate(events, idMap, owner, sourceTurns, embedder, MemoryFormat.toIso(date), batch);
     }
 
     /** Extract from the turns, then fold the facts into the store (one update call per batch of facts). */
@@ -226,9 +207,7 @@ public final class MemoryCycle {
     }
 
     public List<MemoryStore.Scored> retrieve(String question, Integer k) {
-        List<String> q = new ArrayList<>();
-        q.add(question);
-        return store.search(embed(q)[0], (k == null || k == 0) ? config.answerTopK : k, owner);
+        return store.search(embedder.embed(Collections.singletonList(question))[0], (k == null || k == 0) ? config.answerTopK : k, owner);
     }
 
     /** Retrieve -> generate; {@code onText} receives the answer as it streams. */
@@ -240,8 +219,7 @@ public final class MemoryCycle {
             int c = Text.CODE_POINT_ORDER.compare(a.updatedAt, b.updatedAt);
             return c != 0 ? c : Long.compare(a.id, b.id);
         });
-        Object[] r = call("generate", MemoryFormat.generateMessages(question, shown, template("generate")), null, onText);
-        OpCall c = (OpCall) r[1];
+        OpCall c = call("generate", MemoryFormat.generateMessages(question, shown, template("generate")), null, onText);
         return new Answer(cleanAnswer(c.text), hits, c);
     }
 

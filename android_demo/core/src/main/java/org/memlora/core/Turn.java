@@ -7,10 +7,6 @@ public final class Turn {
     public final String blipCaption;
     public final String diaId; // the turn's id, recorded as a memory's source turn (null: none)
 
-    public Turn(String speaker, String text) {
-        this(speaker, text, null, null);
-    }
-
     public Turn(String speaker, String text, String blipCaption, String diaId) {
         this.speaker = speaker;
         this.text = text;

@@ -2,7 +2,6 @@ package org.memlora.core;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
-import java.util.Objects;
 
 /** One parsed update event: {@code id} (a temporary id shown to the model), {@code text}, {@code event} in
  *  ADD | UPDATE | DELETE | NONE, {@code oldMemory} (null when absent). */
@@ -27,22 +26,5 @@ public final class UpdateEvent {
         m.put("event", event);
         m.put("old_memory", oldMemory);
         return m;
-    }
-
-    @Override
-    public boolean equals(Object o) {
-        if (!(o instanceof UpdateEvent)) return false;
-        UpdateEvent e = (UpdateEvent) o;
-        return id.equals(e.id) && text.equals(e.text) && event.equals(e.event) && Objects.equals(oldMemory, e.oldMemory);
-    }
-
-    @Override
-    public int hashCode() {
-        return Objects.hash(id, text, event, oldMemory);
-    }
-
-    @Override
-    public String toString() {
-        return toMap().toString();
     }
 }
