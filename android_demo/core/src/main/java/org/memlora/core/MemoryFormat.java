@@ -1,9 +1,16 @@
 package org.memlora.core;
 
+import java.time.DateTimeException;
 import java.time.LocalDate;
 import java.time.LocalDateTime;
+import java.time.LocalTime;
 import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
+import java.time.format.DateTimeFormatterBuilder;
+import java.time.format.ResolverStyle;
 import java.time.format.TextStyle;
+import java.time.temporal.ChronoField;
+import java.time.temporal.TemporalAccessor;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -56,55 +63,16 @@ public final class MemoryFormat {
         }
     }
 
-    private static final String S = Text.SPACE_CLASS + "+";
-    private static final String I = "(1[0-2]|0[1-9]|[1-9])";
-    private static final String MIN = "([0-5]\\p{Nd}|\\p{Nd})";
-    private static final String P = "(am|pm)";
-    private static final String D = "(3[01]|[12]\\p{Nd}|0[1-9]|[1-9]| [1-9])";
-    private static final String Y = "(\\p{Nd}\\p{Nd}\\p{Nd}\\p{Nd})";
-    private static final String MONTH_FULL = "(september|february|november|december|january|october|august|march|april|june|july|may)";
-    private static final String MONTH_ABBR = "(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)";
-    private static final String M2 = "(1[0-2]|0[1-9]|[1-9])";
-    // Python's str regexes: \d is any Unicode digit (written \p{Nd} so that java.util.regex and Android's ICU agree).
-    private static final int FLAGS = Pattern.CASE_INSENSITIVE | Pattern.UNICODE_CASE;
-    // runtimes/memory/prompts.py LOCOMO_DATE_FORMATS, as Python's strptime compiles them (whitespace -> \s+).
-    private static final Pattern[] LOCOMO = {
-        Pattern.compile(I + ":" + MIN + S + P + S + "on" + S + D + S + MONTH_FULL + "," + S + Y, FLAGS),
-        Pattern.compile(I + ":" + MIN + S + P + S + "on" + S + D + S + MONTH_ABBR + "," + S + Y, FLAGS),
-        Pattern.compile(D + S + MONTH_FULL + S + Y, FLAGS),
-        Pattern.compile(D + S + MONTH_FULL + "," + S + Y, FLAGS),
-        Pattern.compile(Y + "-" + M2 + "-" + D, FLAGS),
+    // runtimes/memory/prompts.py LOCOMO_DATE_FORMATS, read as strptime reads them: case-insensitive, impossible dates
+    // (31 February) refused; a whitespace run where the format has a space (the text is collapsed first).
+    private static final DateTimeFormatter[] LOCOMO = {
+        locomo("h:m a 'on' d MMMM, uuuu"), locomo("h:m a 'on' d MMM, uuuu"), locomo("d MMMM uuuu"), locomo("d MMMM, uuuu"),
+        locomo("uuuu-M-d"),
     };
-    private static final List<String> MONTHS = java.util.Arrays.asList("january", "february", "march", "april", "may",
-            "june", "july", "august", "september", "october", "november", "december");
 
-    private static int num(String s) {
-        return Integer.parseInt(s.trim());
-    }
-
-    private static int month(String name) {
-        String n = name.toLowerCase(Locale.ROOT);
-        for (int i = 0; i < 12; i++) if (MONTHS.get(i).equals(n) || MONTHS.get(i).startsWith(n) && n.length() == 3) return i + 1;
-        throw new IllegalArgumentException(name);
-    }
-
-    private static LocalDateTime strptime(String s, int fmt) {
-        Matcher m = LOCOMO[fmt].matcher(s);
-        if (!m.matches()) return null;
-        try {
-            switch (fmt) {
-                case 0: case 1: {
-                    int h = num(m.group(1)) % 12 + (m.group(3).equalsIgnoreCase("pm") ? 12 : 0);
-                    return LocalDateTime.of(num(m.group(6)), month(m.group(5)), num(m.group(4)), h, num(m.group(2)));
-                }
-                case 2: case 3:
-                    return LocalDateTime.of(num(m.group(3)), month(m.group(2)), num(m.group(1)), 0, 0);
-                default:
-                    return LocalDateTime.of(num(m.group(1)), num(m.group(2)), num(m.group(3)), 0, 0);
-            }
-        } catch (java.time.DateTimeException e) {
-            return null; // e.g. 31 February: Python's datetime() raises ValueError and the next format is tried
-        }
+    private static DateTimeFormatter locomo(String pattern) {
+        return new DateTimeFormatterBuilder().parseCaseInsensitive().appendPattern(pattern).toFormatter(Locale.ENGLISH)
+                .withResolverStyle(ResolverStyle.STRICT);
     }
 
     // Python 3.11 datetime.fromisoformat, for the forms dates take here: YYYY-MM-DD or YYYYMMDD, then optionally any
@@ -113,36 +81,20 @@ public final class MemoryFormat {
             "([0-9]{4})-?([0-9]{2})-?([0-9]{2})(?:.([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2})(?:[.,]([0-9]{1,6}))?)?)?"
                     + "(Z|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2})?)?)?)?", Pattern.DOTALL);
 
+    private static int num(String digits) {
+        return digits == null ? 0 : Integer.parseInt(digits);
+    }
+
     private static Parsed fromIso(String s) {
         Matcher m = ISO.matcher(s);
-        if (!m.matches()) return null;
         // The date part must be consistently basic or extended.
-        boolean dash1 = s.charAt(4) == '-';
-        if (dash1 != (s.length() > 7 && s.charAt(7) == '-')) return null;
+        if (!m.matches() || (s.charAt(4) == '-') != (s.length() > 7 && s.charAt(7) == '-')) return null;
+        int micros = m.group(7) == null ? 0 : Integer.parseInt((m.group(7) + "00000").substring(0, 6));
         try {
-            int frac = 0;
-            if (m.group(7) != null) {
-                String f = (m.group(7) + "000000").substring(0, 6);
-                frac = Integer.parseInt(f) * 1000;
-            }
-            LocalDateTime dt = LocalDateTime.of(num(m.group(1)), num(m.group(2)), num(m.group(3)),
-                    m.group(4) != null ? num(m.group(4)) : 0, m.group(5) != null ? num(m.group(5)) : 0,
-                    m.group(6) != null ? num(m.group(6)) : 0, frac);
-            ZoneOffset off = null;
-            String z = m.group(8);
-            if (z != null) {
-                if (z.equals("Z")) off = ZoneOffset.UTC;
-                else {
-                    String digits = z.substring(1).replace(":", "");
-                    int hh = num(digits.substring(0, 2));
-                    int mm = digits.length() >= 4 ? num(digits.substring(2, 4)) : 0;
-                    int ss = digits.length() >= 6 ? num(digits.substring(4, 6)) : 0;
-                    int sign = z.charAt(0) == '-' ? -1 : 1;
-                    off = ZoneOffset.ofHoursMinutesSeconds(sign * hh, sign * mm, sign * ss);
-                }
-            }
-            return new Parsed(dt, off);
-        } catch (java.time.DateTimeException | IllegalArgumentException e) {
+            LocalDateTime dt = LocalDateTime.of(num(m.group(1)), num(m.group(2)), num(m.group(3)), num(m.group(4)), num(m.group(5)),
+                    num(m.group(6)), micros * 1000);
+            return new Parsed(dt, m.group(8) == null ? null : ZoneOffset.of(m.group(8)));
+        } catch (DateTimeException e) {
             return null;
         }
     }
@@ -153,9 +105,14 @@ public final class MemoryFormat {
         String s = Text.strip(value);
         Parsed iso = fromIso(s);
         if (iso != null) return iso;
-        for (int f = 0; f < LOCOMO.length; f++) {
-            LocalDateTime d = strptime(s, f);
-            if (d != null) return new Parsed(d, null);
+        for (DateTimeFormatter f : LOCOMO) {
+            try {
+                TemporalAccessor t = f.parse(Text.collapse(s));
+                LocalTime time = t.isSupported(ChronoField.HOUR_OF_DAY) ? LocalTime.from(t) : LocalTime.MIDNIGHT;
+                return new Parsed(LocalDate.from(t).atTime(time), null);
+            } catch (DateTimeException e) {
+                // not this format, or not a date: the next format is tried (Python's ValueError)
+            }
         }
         return null;
     }
