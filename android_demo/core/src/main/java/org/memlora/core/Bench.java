@@ -85,19 +85,27 @@ public final class Bench {
         Map<String, Object> s = JsonTree.obj(JsonTree.parse(statsJson), "stats");
         double scale = 1000.0 / num(s.getOrDefault("SCALING_FACTOR_UNITS_PER_SECOND", 1000L));
         long prompt = (long) num(s.get("prompt_tokens")), gen = (long) num(s.get("generated_tokens"));
-        double prefill = (num(s.get("prompt_eval_end_ms")) - num(s.get("inference_start_ms"))) * scale;
-        double decode = (num(s.get("inference_end_ms")) - num(s.get("prompt_eval_end_ms"))) * scale;
+        double start = num(s.get("inference_start_ms")), promptEnd = num(s.get("prompt_eval_end_ms")), end = num(s.get("inference_end_ms"));
+        return runFields(prompt, gen + 1, (num(s.get("model_load_end_ms")) - num(s.get("model_load_start_ms"))) * scale,
+                (num(s.get("first_token_ms")) - start) * scale, (promptEnd - start) * scale, (end - promptEnd) * scale,
+                (end - start) * scale, num(s.getOrDefault("aggregate_sampling_time_ms", 0L)) * scale);
+    }
+
+    /** The profiler's run fields; {@code newTokens} counts the first token, which comes out of prefill, so decode tok/s
+     *  is over the others. */
+    static Map<String, Object> runFields(long promptTokens, long newTokens, double loadMs, double ttftMs, double prefillMs,
+                                         double decodeMs, double e2eMs, double samplingMs) {
         Map<String, Object> r = new LinkedHashMap<>();
-        r.put("prompt_tokens", prompt);
-        r.put("new_tokens", gen + 1);
-        r.put("load_ms", (num(s.get("model_load_end_ms")) - num(s.get("model_load_start_ms"))) * scale);
-        r.put("ttft_ms", (num(s.get("first_token_ms")) - num(s.get("inference_start_ms"))) * scale);
-        r.put("prefill_ms", prefill);
-        r.put("decode_ms", decode);
-        r.put("prefill_tok_s", prefill > 0 ? prompt / (prefill / 1e3) : 0.0);
-        r.put("decode_tok_s", decode > 0 ? gen / (decode / 1e3) : 0.0);
-        r.put("e2e_ms", (num(s.get("inference_end_ms")) - num(s.get("inference_start_ms"))) * scale);
-        r.put("sampling_ms", num(s.getOrDefault("aggregate_sampling_time_ms", 0L)) * scale);
+        r.put("prompt_tokens", promptTokens);
+        r.put("new_tokens", newTokens);
+        r.put("load_ms", loadMs);
+        r.put("ttft_ms", ttftMs);
+        r.put("prefill_ms", prefillMs);
+        r.put("decode_ms", decodeMs);
+        r.put("prefill_tok_s", prefillMs > 0 ? promptTokens / (prefillMs / 1e3) : 0.0);
+        r.put("decode_tok_s", decodeMs > 0 && newTokens > 1 ? (newTokens - 1) / (decodeMs / 1e3) : 0.0);
+        r.put("e2e_ms", e2eMs);
+        r.put("sampling_ms", samplingMs);
         return r;
     }
 

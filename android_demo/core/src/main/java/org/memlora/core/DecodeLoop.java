@@ -2,7 +2,6 @@ package org.memlora.core;
 
 import java.util.Arrays;
 import java.util.HashSet;
-import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Random;
 import java.util.Set;
@@ -75,19 +74,7 @@ public final class DecodeLoop {
 
         /** The profiler's run fields (the keys {@link Bench#run} gives for ExecuTorch runner stats). */
         public Map<String, Object> run(double loadMs) {
-            Map<String, Object> r = new LinkedHashMap<>();
-            r.put("prompt_tokens", (long) promptTokens.length);
-            r.put("new_tokens", (long) newTokens);
-            r.put("load_ms", loadMs);
-            r.put("ttft_ms", ttftMs);
-            r.put("prefill_ms", prefillMs);
-            r.put("decode_ms", decodeMs);
-            r.put("prefill_tok_s", prefillMs > 0 ? promptTokens.length / (prefillMs / 1e3) : 0.0);
-            int steps = Math.max(newTokens - 1, 0); // the first new token comes out of prefill
-            r.put("decode_tok_s", decodeMs > 0 && steps > 0 ? steps / (decodeMs / 1e3) : 0.0);
-            r.put("e2e_ms", prefillMs + decodeMs);
-            r.put("sampling_ms", samplingMs);
-            return r;
+            return Bench.runFields(promptTokens.length, newTokens, loadMs, ttftMs, prefillMs, decodeMs, prefillMs + decodeMs, samplingMs);
         }
     }
 

@@ -198,11 +198,9 @@ public final class WordPiece {
             int room = Math.max(0, maxLength - before.size() - after.size());
             if (ids.size() > room) ids = new ArrayList<>(ids.subList(0, room));
         }
-        long[] out = new long[before.size() + ids.size() + after.size()];
-        int k = 0;
-        for (int v : before) out[k++] = v;
-        for (int v : ids) out[k++] = v;
-        for (int v : after) out[k++] = v;
-        return out;
+        List<Integer> all = new ArrayList<>(before);
+        all.addAll(ids);
+        all.addAll(after);
+        return all.stream().mapToLong(Integer::longValue).toArray();
     }
 }
