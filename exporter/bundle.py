@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from runtimes.manifest import MANIFEST, dump, file_entry
+from runtimes.manifest import MANIFEST, BundleError, dump, file_entry, from_dict
 from runtimes.outdir import OutputDir, OutputError as _OutputError, check_output as _check, json_file_has
 
-from .errors import OutputError
+from .errors import ExportError, OutputError
 
 KIND = "bundle"
 
@@ -51,6 +51,10 @@ class BundleWriter:
     def commit(self, manifest: dict[str, Any]) -> Path:
         assert self.dir is not None
         manifest["files"] = self.file_table()
+        try:  # what is written is checked by the reader's own definition of the format first
+            from_dict(self.dir, manifest)
+        except BundleError as e:
+            raise ExportError(f"the manifest does not pass the bundle reader ({e}); nothing was written") from None
         (self.dir / MANIFEST).write_text(dump(manifest))
         try:
             return self._od.commit()

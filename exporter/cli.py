@@ -17,7 +17,6 @@ from .spec import (AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpe
 PROG = "memlora-export"
 # The one default the CLI does not take from the spec: OutputSpec.path is "bundle" for the Python API, while
 # memlora-export has always written ./memlora_bundle (README, docs, the demo app's push step). Kept as is (issue #15).
-DEFAULT_OUT = "memlora_bundle"
 
 
 def parse_adapters(items: list[str]) -> dict[str, str]:
@@ -65,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "in the graph, no zero blocks: about 1/3 the bytes; 6-11%% slower decode on x86)")
     p.add_argument("--max-seq-len", type=int, default=default(ModelSpec, "max_seq_len"),
                    help="KV-cache length (prompt + generated tokens)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="bundle directory to create")
+    p.add_argument("--out", default=default(OutputSpec, "path"), help="bundle directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--skip-fidelity", action="store_true", help="skip the exported-vs-reference check")
     p.add_argument("--fidelity-tokens", type=int, default=default(FidelitySpec, "tokens"))

@@ -1,30 +1,30 @@
-"""The export pipeline: load -> plan -> (attach adapter -> quantize -> lower) per program -> validate -> bundle.
+"""The export pipeline: load (adapters, base) -> each target exports its programs (targets/: ExecuTorch plans,
+attaches adapters, quantizes and lowers; ONNX drives the ORT GenAI builder) -> the manifest assembled once from
+what the targets returned -> fidelity against the PyTorch reference -> the bundle written once.
 
 Each step is a small function; `run(spec)` chains them and returns the summary the CLI prints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import importlib.metadata as md
 import logging
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from runtimes import prompts
-from runtimes.manifest import SCHEMA_VERSION, dump, load_manifest, sha256_file
+from runtimes.manifest import SCHEMA_VERSION, from_dict
 
 from .bundle import BundleWriter, check_output
-from .errors import ExportError, ParityError
+from .errors import ParityError
+from .progress import step
 from .spec import ExportSpec
+from .targets import ExportJob, TargetResult, get_target
 
 log = logging.getLogger("memlora.export")
 FORMATS = {"executorch": ("executorch",), "onnx": ("onnx",), "both": ("executorch", "onnx")}
-FOUNDATION = "foundation.ptd"
 STOP_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<eos>")
 QUANT_DESCRIPTION = {
     "int4": {"linear": "int8 dynamic activation + int4 weight, per-group", "lm_head": "int8 dynamic activation + int8 "
@@ -37,30 +37,6 @@ INT4_WEIGHTS = {
                   "input's group sums",
     "symmetric": "symmetric int4, HQQ scales",
 }
-
-
-@contextlib.contextmanager
-def step(name: str, timings: dict[str, float]) -> Iterator[None]:
-    log.info("%s ...", name)
-    t0 = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - t0, 2)
-    log.info("%s done in %.1f s", name, timings[name])
-
-
-@dataclass
-class Program:
-    """One program to lower: its file stem and the ops it serves, with the adapter it carries (if any)."""
-
-    stem: str
-    ops: list[str]
-    adapter: Any | None
-
-
-def plan(spec: ExportSpec, adapters: dict[str, Any]) -> list[Program]:
-    if spec.adapters.strategy == "none":
-        return [Program("base", spec.ops, None)]
-    return [Program(op, [op], adapters[op]) for op in spec.ops]
 
 
 def versions() -> dict[str, str]:
@@ -103,44 +79,6 @@ def prompt_format(tokenizer: Any, ops: list[str]) -> Any:
     return fmt
 
 
-def lower_programs(spec: ExportSpec, base_decoder: Any, programs: list[Program], out: Path,
-                   timings: dict[str, float], stop_ids: list[int] | None = None) -> dict[str, dict[str, Any]]:
-    import torch
-    from tqdm import tqdm
-
-    from .adapters import with_adapter
-    from .quant import quantize
-    from .targets import get_target
-
-    target = get_target("executorch")
-    separate = spec.adapters.strategy == "separate"
-    example = (torch.zeros(1, 8, dtype=torch.long), torch.tensor([0], dtype=torch.long))
-    results: dict[str, dict[str, Any]] = {}
-    foundation_sha = None
-    for prog in tqdm(programs, desc="lower", unit="program", disable=None):
-        with step(f"lower {prog.stem}", timings):
-            dec = with_adapter(base_decoder, prog.adapter, spec.adapters.strategy)
-            counts = quantize(dec, spec.quant, merged_adapter=prog.adapter is not None and not separate)
-            scratch = out / f".scratch-{prog.stem}"
-            scratch.mkdir()
-            res = target.lower(dec, example, foundation_file=FOUNDATION if separate else None, out_dir=scratch,
-                               program_name=prog.stem, stop_token_ids=stop_ids)
-            del dec
-            shutil.move(str(scratch / res["program"]), out / res["program"])
-            if separate:
-                sha = sha256_file(scratch / FOUNDATION)
-                if foundation_sha is None:
-                    foundation_sha = sha
-                    shutil.move(str(scratch / FOUNDATION), out / FOUNDATION)
-                elif sha != foundation_sha:
-                    raise ExportError(f"foundation weights of {prog.stem!r} differ from the first op's: the shared "
-                                      f"{FOUNDATION} would not serve every adapter")
-            shutil.rmtree(scratch)
-            res["quantized_modules"] = counts
-            results[prog.stem] = res
-    return results
-
-
 def run(spec: ExportSpec) -> dict[str, Any]:
     from .arch import ArchConfig, build_decoder
     from .load import check_adapter, load_adapter, load_base
@@ -161,80 +99,31 @@ def run(spec: ExportSpec) -> dict[str, Any]:
         base_decoder = build_decoder(arch, base.model.state_dict())
     for a in adapters.values():
         check_adapter(a, base_decoder)
-    programs = plan(spec, adapters)
     stops = stop_token_ids(base.tokenizer, base.config)
     chat_format = prompt_format(base.tokenizer, spec.ops)
+    formats = FORMATS[spec.format]
     with BundleWriter(out, spec.output.force, inputs) as w:
         assert w.dir is not None
         base.tokenizer.backend_tokenizer.save(str(w.dir / "tokenizer.json"))
-        formats = FORMATS[spec.format]
-        lowered = lower_programs(spec, base_decoder, programs, w.dir, timings, stops) if "executorch" in formats else {}
+        job = ExportJob(spec=spec, base=base, arch=arch, adapters=adapters, out=w.dir, timings=timings,
+                        stop_token_ids=stops, decoder=base_decoder)
         del base_decoder
-        onnx_result = None
-        if "onnx" in formats:
-            from .targets import get_target
-
-            with step("onnx", timings):
-                onnx_result = get_target("onnx").export(spec, base, arch, adapters, w.dir, timings)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "tool": {"name": "memlora", "version": tool_version()},
-            "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "model": {"name": base.name, "source": spec.model.base if base.source.startswith("embedded") else base.source,
-                      "architecture": arch.family, "vocab_size": arch.vocab_size, "max_seq_len": arch.max_seq_len,
-                      "n_layers": arch.n_layers, "dim": arch.dim},
-            "tokenizer": {"file": "tokenizer.json", "chat_template": base.tokenizer.chat_template,
-                          "chat_format": chat_format.to_dict(),
-                          "bos_token": base.tokenizer.bos_token, "eos_token": base.tokenizer.eos_token},
-            "strategy": spec.adapters.strategy,
-            "quantization": {"scheme": spec.quant.scheme, "group_size": spec.quant.group_size,
-                             "lora": "fp32 (never quantized)", **QUANT_DESCRIPTION[spec.quant.scheme],
-                             **({"int4_weights": INT4_WEIGHTS[spec.quant.int4_weights]}
-                                if spec.quant.scheme == "int4" else {}),
-                             **({"int4_weights_merged": INT4_WEIGHTS["symmetric"] + " (a merged LoRA delta is below "
-                                 "one 4-bit step: min-max codes would snap it back onto the base's grid)"}
-                                if spec.quant.scheme == "int4" and spec.adapters.strategy == "merged" else {})},
-            "format": spec.format,
-            "target": spec.target,
-            "versions": versions(),
-            "spec": spec.to_dict(),
-            "ops": {},
-            "files": {},
-        }
-        for prog in programs:
-            res = lowered.get(prog.stem)
-            for op in prog.ops:
-                tpl = prompts.template_for(op)
-                manifest["ops"][op] = {
-                    **({"program": res["program"], "data_files": res["data_files"], "method": "forward",
-                        "lowering": {k: res[k] for k in ("delegated_ops", "quantized_modules")}} if res else {}),
-                    "prompt_template": tpl,
-                    "prompt": prompts.op_prompt(tpl).to_dict(),
-                    "generation": prompts.DEFAULT_GENERATION.get(op, prompts.FALLBACK_GENERATION),
-                    "stop_token_ids": stops,
-                    "adapter": prog.adapter.describe() if prog.adapter else None,
-                }
-        if onnx_result is not None:
-            from .targets.onnx_genai import add_to_manifest
-
-            add_to_manifest(manifest, onnx_result)
+        results: dict[str, TargetResult] = {}
+        for fmt in formats:
+            results[fmt] = get_target(fmt).export(job)
+            job.decoder = None  # only ExecuTorch lowers it (and comes first): free it for the next target
+        embedder = None
         if spec.embedder.enabled:
             from .embedder import export_embedder
 
             with step("embedder", timings):
-                manifest["embedder"] = export_embedder(w.dir, spec.embedder.quant)
+                embedder = export_embedder(w.dir, spec.embedder.quant)
+        manifest = assemble(spec, base, arch, adapters, stops, chat_format, results, embedder)
         manifest["files"] = w.file_table()
-        (w.dir / "manifest.json").write_text(dump(manifest))
         if spec.fidelity.enabled:
             with step("fidelity", timings):
-                per_backend = check_fidelity(spec, base, adapters, w.dir, backends=formats)
-            fidelity = per_backend[formats[0]]
-            for op, result in fidelity.items():
-                manifest["ops"][op]["fidelity"] = result
-                for b in manifest["ops"][op].get("backends", {}):
-                    manifest["ops"][op]["backends"][b]["fidelity"] = per_backend[b][op]
-                if "cross_check" in per_backend:
-                    manifest["ops"][op]["backends"]["onnx"]["vs_executorch"] = per_backend["cross_check"][op]
+                per_backend = check_fidelity(spec, base, adapters, from_dict(w.dir, manifest), backends=formats)
+            attach_fidelity(manifest, per_backend, formats)
             failed = [(b, op) for b in formats for op, r in per_backend[b].items() if not r["meets_target"]]
             if failed and spec.fidelity.strict:
                 raise ParityError("fidelity below target for " + ", ".join(
@@ -242,11 +131,80 @@ def run(spec: ExportSpec) -> dict[str, Any]:
                     f"max |dlogit| {per_backend[b][op]['max_abs_logit_diff']:.3g})" for b, op in failed))
         timings["total"] = round(time.perf_counter() - t_start, 2)
         manifest["export"] = {"seconds": timings}
-        w.commit(manifest)
+        w.commit(manifest)  # checked against the reader's schema, then written, once
     return {"bundle": str(out), "manifest": manifest}
 
 
-def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle_dir: Path,
+def assemble(spec: ExportSpec, base: Any, arch: Any, adapters: dict[str, Any], stops: list[int], chat_format: Any,
+             results: dict[str, TargetResult], embedder: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest (docs/manifest.md), from the spec and what the targets returned; `files` and fidelity follow.
+    An op's `program` / `data_files` are the first format's files; bundles with ONNX programs also list each
+    format's files under `ops.<op>.backends` and its graph facts under `backends`."""
+    formats = list(results)
+    first = results[formats[0]]
+    quantization = first.quantization or {
+        "scheme": spec.quant.scheme, "group_size": spec.quant.group_size, "lora": "fp32 (never quantized)",
+        **QUANT_DESCRIPTION[spec.quant.scheme],
+        **({"int4_weights": INT4_WEIGHTS[spec.quant.int4_weights]} if spec.quant.scheme == "int4" else {}),
+        **({"int4_weights_merged": INT4_WEIGHTS["symmetric"] + " (a merged LoRA delta is below one 4-bit step: "
+            "min-max codes would snap it back onto the base's grid)"}
+           if spec.quant.scheme == "int4" and spec.adapters.strategy == "merged" else {})}
+    ops: dict[str, Any] = {}
+    for op in spec.ops:
+        e = first.ops[op]
+        tpl = prompts.template_for(op)
+        adapter = adapters.get(op) if spec.adapters.strategy != "none" else None
+        ops[op] = {
+            "program": e["program"],
+            "data_files": [*e["data_files"], *([e["adapter_file"]] if e.get("adapter_file") else [])],
+            **{k: e[k] for k in ("method", "lowering") if k in e},
+            "prompt_template": tpl,
+            "prompt": prompts.op_prompt(tpl).to_dict(),
+            "generation": prompts.DEFAULT_GENERATION.get(op, prompts.FALLBACK_GENERATION),
+            "stop_token_ids": stops,
+            "adapter": adapter.describe() if adapter else None,
+        }
+        if formats != ["executorch"]:
+            ops[op]["backends"] = {f: {k: v for k, v in r.ops[op].items() if k != "lowering"}
+                                   for f, r in results.items()}
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "memlora", "version": tool_version()},
+        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {"name": base.name, "source": spec.model.base if base.source.startswith("embedded") else base.source,
+                  "architecture": arch.family, "vocab_size": arch.vocab_size, "max_seq_len": arch.max_seq_len,
+                  "n_layers": arch.n_layers, "dim": arch.dim},
+        "tokenizer": {"file": "tokenizer.json", "chat_template": base.tokenizer.chat_template,
+                      "chat_format": chat_format.to_dict(),
+                      "bos_token": base.tokenizer.bos_token, "eos_token": base.tokenizer.eos_token},
+        "strategy": spec.adapters.strategy,
+        "quantization": quantization,
+        "format": spec.format,
+        "target": spec.target,
+        "versions": versions(),
+        "spec": spec.to_dict(),
+        "ops": ops,
+        "files": {},
+    }
+    infos = {f: r.info for f, r in results.items() if r.info is not None}
+    if infos:
+        manifest["backends"] = infos
+    if embedder is not None:
+        manifest["embedder"] = embedder
+    return manifest
+
+
+def attach_fidelity(manifest: dict[str, Any], per_backend: dict[str, dict[str, Any]], formats: tuple[str, ...]) -> None:
+    for op, result in per_backend[formats[0]].items():
+        entry = manifest["ops"][op]
+        entry["fidelity"] = result
+        for b in entry.get("backends", {}):
+            entry["backends"][b]["fidelity"] = per_backend[b][op]
+        if "cross_check" in per_backend:
+            entry["backends"]["onnx"]["vs_executorch"] = per_backend["cross_check"][op]
+
+
+def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], manifest: Any,
                    backends: tuple[str, ...] = ("executorch",)) -> dict[str, dict[str, dict[str, Any]]]:
     """Per backend, per op: the bundle's program against the PyTorch (+ PEFT) reference. With two backends also
     "cross_check": the ONNX program teacher-forced on the ExecuTorch program's greedy tokens."""
@@ -254,7 +212,6 @@ def check_fidelity(spec: ExportSpec, base: Any, adapters: dict[str, Any], bundle
 
     from .validate import check_op, check_pair, meets_target
 
-    manifest = load_manifest(bundle_dir, verify=False)
     runtimes = {b: runtime_for(manifest, b) for b in backends}
     runtime = runtimes[backends[0]]
     model = base.model

@@ -129,7 +129,7 @@ class QuantSpec:
 
 @dataclass
 class OutputSpec:
-    path: str = "bundle"
+    path: str = "memlora_bundle"
     force: bool = False
     """Replace an existing output directory."""
 

@@ -316,6 +316,11 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
         raise BundleError(f"{path}: invalid JSON: nested too deeply") from e
     except ValueError as e:  # an integer of thousands of digits
         raise BundleError(f"{path}: invalid JSON: {one_line(e, 100)}") from e
+    return _checked(root, raw, path, verify)
+
+
+def _checked(root: Path, raw: Any, path: Path, verify: bool) -> Manifest:
+    root_real = os.path.realpath(root)
     if not isinstance(raw, dict):
         raise BundleError(f"{path}: the manifest is not a JSON object")
     missing = [k for k in REQUIRED if k not in raw]
@@ -360,6 +365,13 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
                               stop_token_ids=[int(t) for t in op.get("stop_token_ids") or []],
                               adapter=op.get("adapter"), fidelity=op.get("fidelity"), backends=dict(op.get("backends") or {}))
     return m
+
+
+def from_dict(root: str | Path, raw: dict[str, Any]) -> Manifest:
+    """A manifest that is not written yet, checked by the same rules as one read from disk (files by name and
+    location, not by checksum): the exporter checks what it is about to write, and runs its fidelity check on it."""
+    root = Path(root)
+    return _checked(root, json.loads(dump(raw)), root / MANIFEST, verify=False)
 
 
 def dump(raw: dict[str, Any]) -> str:

@@ -218,10 +218,15 @@ CASES = [
          says="not a memlora bundle"),
     Case("run --no-verify on a damaged program", "run",
          lambda e: [str(_damaged(e)), "--op", "extract", "--prompt", "hi", "--no-verify"], says="base.pte"),
-    Case("run a bundle whose chat template the sandbox refuses", "run",
-         lambda e: [str(_bundle_with(e, lambda m: m["tokenizer"].update(
-             chat_template="{{ ''.__class__.__mro__[1].__subclasses__() }}"))), "--op", "extract", "--prompt", "hi"],
-         says="chat template"),
+    Case("run a schema 1 bundle whose chat template the sandbox refuses", "run",
+         lambda e: [str(_bundle_with(e, _schema1_with_template("{{ ''.__class__.__mro__[1].__subclasses__() }}"))),
+                    "--op", "extract", "--prompt", "hi"], says="chat template"),
+    Case("run a bundle whose chat format is malformed", "run",
+         lambda e: [str(_bundle_with(e, lambda m: m["tokenizer"]["chat_format"].update(roles=[]))),
+                    "--op", "extract", "--prompt", "hi"], says="tokenizer.chat_format.roles"),
+    Case("run a bundle whose op prompt has a stray brace", "run",
+         lambda e: [str(_bundle_with(e, lambda m: m["ops"]["extract"]["prompt"].update(user="{date} } {turns}"))),
+                    "--op", "extract", "--prompt", "hi"], says="ops.extract.prompt.user"),
     # ---- memlora-eval: data, split files, outputs
     Case("eval --out is a user's file", "eval",
          lambda e: ["--data", str(e.data_with()), "--split", "all", "--out", str(e.user_dir() / "thesis.txt"),
@@ -311,6 +316,19 @@ def _hostile_template_base(env: Env) -> Path:
     cfg_path.write_text(json.dumps(cfg))
     (d / "chat_template.jinja").unlink(missing_ok=True)
     return d
+
+
+def _schema1_with_template(template: str) -> Callable[[dict], None]:
+    """Schema 1 bundles (before prompts became data) are still read, rendering their Jinja template."""
+
+    def f(m: dict) -> None:
+        m["schema_version"] = 1
+        del m["tokenizer"]["chat_format"]
+        for op in m["ops"].values():
+            del op["prompt"]
+        m["tokenizer"]["chat_template"] = template
+
+    return f
 
 
 def _bundle_with(env: Env, mutate: Callable[[dict], None]) -> Path:

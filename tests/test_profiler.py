@@ -61,7 +61,7 @@ def test_fixed_new_tokens_is_the_median_reference_length(locomo):
 def test_bad_data_and_template_are_clear_errors(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text('{"not": "locomo"}')
-    with pytest.raises(ProfileError, match="not LoCoMo-shaped"):
+    with pytest.raises(ProfileError, match="expected a non-empty list of LoCoMo samples"):
         workloads.load_locomo(bad)
     with pytest.raises(ProfileError, match="not found"):
         workloads.load_locomo(tmp_path / "missing.json")

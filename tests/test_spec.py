@@ -69,12 +69,12 @@ def test_round_trip_and_unknown_keys():
 
 def test_cli_choices_and_defaults_are_the_specs():
     """memlora-export re-lists nothing: each option's choices are its spec field's Literal members and its default
-    the field's default (issue #15). The one exception is --out, kept at memlora_bundle (OutputSpec.path is 'bundle')."""
+    the field's default (issue #15)."""
     import dataclasses
     import typing
 
     from exporter import spec as S
-    from exporter.cli import DEFAULT_OUT, build_parser
+    from exporter.cli import build_parser
 
     fields = {"target": (ExportSpec, "target"), "format": (ExportSpec, "format"), "base": (ModelSpec, "base"),
               "max_seq_len": (ModelSpec, "max_seq_len"), "strategy": (AdapterSpec, "strategy"),
@@ -82,7 +82,7 @@ def test_cli_choices_and_defaults_are_the_specs():
               "int4_weights": (QuantSpec, "int4_weights"), "accuracy_level": (QuantSpec, "accuracy_level"),
               "lm_head_bits": (QuantSpec, "lm_head_bits"), "lora_dtype": (QuantSpec, "lora_dtype"),
               "fidelity_tokens": (FidelitySpec, "tokens"), "embedder": (S.EmbedderSpec, "enabled"),
-              "embedder_quant": (S.EmbedderSpec, "quant")}
+              "embedder_quant": (S.EmbedderSpec, "quant"), "out": (S.OutputSpec, "path")}
     flags = {"force": (S.OutputSpec, "force", False), "skip_fidelity": (FidelitySpec, "enabled", True),
              "strict_fidelity": (FidelitySpec, "strict", False)}  # store_true flags: False = the spec's default
     actions = {a.dest: a for a in build_parser()._actions}
@@ -97,7 +97,7 @@ def test_cli_choices_and_defaults_are_the_specs():
     for dest, (section, name, spec_default) in flags.items():
         f = next(f for f in dataclasses.fields(section) if f.name == name)
         assert actions[dest].default is False and f.default is spec_default, dest
-    assert actions["out"].default == DEFAULT_OUT == "memlora_bundle" and S.OutputSpec().path == "bundle"
+    assert actions["out"].default == "memlora_bundle"
 
 
 def test_quant_literal_fields_are_checked():

@@ -1,17 +1,46 @@
-"""Lowering targets, looked up by name. Each module registers itself; heavy imports stay inside functions."""
+"""Export targets, looked up by format name. Every target implements `Target.export(job) -> TargetResult`: it
+exports what the spec asks into the bundle directory and returns, per op, references to the files that serve it.
+The pipeline assembles the manifest from those results alone. Heavy imports stay inside the target modules."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 from ..errors import SpecError
+
+
+@dataclass
+class ExportJob:
+    """Everything a target may use; it writes only into `out`."""
+
+    spec: Any
+    base: Any  # exporter.load.BaseModel (the Hugging Face model, tokenizer and directory)
+    arch: Any  # exporter.arch.ArchConfig
+    adapters: dict[str, Any]  # op -> exporter.load.Adapter
+    out: Path
+    timings: dict[str, float]
+    stop_token_ids: list[int]
+    decoder: Any | None = None  # exporter.arch's decoder built from the base (ExecuTorch lowers it)
+
+
+@dataclass
+class TargetResult:
+    ops: dict[str, dict[str, Any]]
+    """Per op: "program" and "data_files" (bundle file names), optionally "adapter_file", "method" and target
+    facts ("lowering"; "adapter_name"), as the manifest records them."""
+    info: dict[str, Any] | None = None
+    """Graph-level facts for the manifest's `backends.<format>`."""
+    quantization: dict[str, Any] | None = field(default=None)
+    """The manifest's `quantization` when this target's programs are the bundle's first (None: the spec's)."""
 
 
 class Target(Protocol):
     name: str
     file_suffix: str
 
-    def lower(self, decoder, example, *, foundation_file: str | None, out_dir, program_name: str) -> dict: ...
+    def export(self, job: ExportJob) -> TargetResult: ...
 
 
 _REGISTRY: dict[str, type] = {}

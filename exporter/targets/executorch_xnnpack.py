@@ -14,7 +14,10 @@ from typing import Any
 import torch
 
 from ..errors import ExportError
-from . import register_target
+from ..progress import step
+from . import ExportJob, TargetResult, register_target
+
+FOUNDATION = "foundation.ptd"
 
 
 def _is_foundation(node: torch.fx.Node) -> bool:
@@ -44,6 +47,52 @@ class _TagLiftedConstants:
 @register_target("executorch")
 class ExecuTorchXnnpack:
     file_suffix = ".pte"
+
+    @staticmethod
+    def plan(spec: Any, adapters: dict[str, Any]) -> list[tuple[str, list[str], Any]]:
+        """(program stem, ops it serves, adapter it carries): one base program for every op without adapters,
+        else one program per op (its LoRA merged in, or kept as separate weights over the shared foundation)."""
+        if spec.adapters.strategy == "none":
+            return [("base", list(spec.ops), None)]
+        return [(op, [op], adapters[op]) for op in spec.ops]
+
+    def export(self, job: ExportJob) -> TargetResult:
+        """Lower each planned program; with separate adapters every program must write a byte-identical
+        foundation.ptd (one copy is kept: the shared base weights)."""
+        import shutil
+
+        from ..adapters import with_adapter
+        from ..quant import quantize
+        from runtimes.manifest import sha256_file
+
+        spec = job.spec
+        separate = spec.adapters.strategy == "separate"
+        example = (torch.zeros(1, 8, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+        ops: dict[str, dict[str, Any]] = {}
+        foundation_sha = None
+        for stem, served, adapter in self.plan(spec, job.adapters):
+            with step(f"lower {stem}", job.timings):
+                dec = with_adapter(job.decoder, adapter, spec.adapters.strategy)
+                counts = quantize(dec, spec.quant, merged_adapter=adapter is not None and not separate)
+                scratch = job.out / f".scratch-{stem}"
+                scratch.mkdir()
+                res = self.lower(dec, example, foundation_file=FOUNDATION if separate else None, out_dir=scratch,
+                                 program_name=stem, stop_token_ids=job.stop_token_ids)
+                del dec
+                shutil.move(str(scratch / res["program"]), job.out / res["program"])
+                if separate:
+                    sha = sha256_file(scratch / FOUNDATION)
+                    if foundation_sha is None:
+                        foundation_sha = sha
+                        shutil.move(str(scratch / FOUNDATION), job.out / FOUNDATION)
+                    elif sha != foundation_sha:
+                        raise ExportError(f"foundation weights of {stem!r} differ from the first op's: the shared "
+                                          f"{FOUNDATION} would not serve every adapter")
+                shutil.rmtree(scratch)
+            for op in served:
+                ops[op] = {"program": res["program"], "data_files": res["data_files"], "method": "forward",
+                           "lowering": {"delegated_ops": res["delegated_ops"], "quantized_modules": counts}}
+        return TargetResult(ops=ops)
 
     def lower(self, decoder, example, *, foundation_file: str | None, out_dir: Path, program_name: str,
               stop_token_ids: list[int] | None = None) -> dict[str, Any]:

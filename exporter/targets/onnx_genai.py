@@ -42,7 +42,8 @@ from typing import Any
 
 from ..errors import ExportError
 from ..quant import int4_weights_for
-from . import register_target
+from ..progress import step
+from . import ExportJob, TargetResult, register_target
 from .onnx_graph import GROUPS, quantize_dynamic_int8, rewrite_int4
 from .onnx_lora import (LORA_DTYPES, adapter_params, graph_id, insert_lora, linear_dims, merged_hf_dir,
                         write_adapter_file)
@@ -186,9 +187,14 @@ class OnnxGenAI:
             return [OnnxProgram(FOUNDATION, spec.ops, None)]
         return [OnnxProgram(op, [op], adapters[op]) for op in spec.ops]
 
-    def export(self, spec: Any, base: Any, arch: Any, adapters: dict[str, Any], out: Path,
-               timings: dict[str, float]) -> dict[str, Any]:
-        """Build every ONNX program of the bundle into `out`. Returns {"ops": {op: backend entry}, "info": {...}}."""
+    def export(self, job: ExportJob) -> TargetResult:
+        """Build every ONNX program of the bundle into the bundle directory."""
+        with step("onnx", job.timings):
+            r = self._export(job.spec, job.base, job.arch, job.adapters, job.out, job.timings)
+        return TargetResult(ops=r["ops"], info=r["info"], quantization=dict(r["info"]["quantization"]))
+
+    def _export(self, spec: Any, base: Any, arch: Any, adapters: dict[str, Any], out: Path,
+                timings: dict[str, float]) -> dict[str, Any]:
         from tqdm import tqdm
 
         scheme, variant = spec.quant.scheme, spec.quant.int8_variant
@@ -270,21 +276,3 @@ class OnnxGenAI:
             check_adapter_file(path, lora_inputs, gid, dtype, blocks)
         except AdapterFileError as e:
             raise ExportError(str(e)) from e
-
-
-def add_to_manifest(manifest: dict[str, Any], result: dict[str, Any]) -> None:
-    """Record the ONNX programs: per op under `ops.<op>.backends.onnx` (ExecuTorch's files, when the bundle has
-    them, move under `backends.executorch` too and stay the op's `program` / `data_files`), the graph-level facts
-    under `backends.onnx`. An ONNX-only bundle's `program` / `data_files` are the ONNX files."""
-    manifest.setdefault("backends", {})["onnx"] = result["info"]
-    for op, e in result["ops"].items():
-        entry = manifest["ops"][op]
-        backends = entry.setdefault("backends", {})
-        if "program" in entry:
-            backends["executorch"] = {k: entry[k] for k in ("program", "data_files", "method") if k in entry}
-        else:
-            entry["program"] = e["program"]
-            entry["data_files"] = [*e["data_files"], *([e["adapter_file"]] if e.get("adapter_file") else [])]
-        backends["onnx"] = e
-    if manifest.get("format") == "onnx":
-        manifest["quantization"] = {k: v for k, v in result["info"]["quantization"].items()}
