@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_checkpoints=args.keep_checkpoints)
         if not Path(cfg.data).is_file():
             raise SpecError(f"data file not found: {cfg.data} (pass --data PATH to a LoCoMo-format JSON)")
-        check_output(cfg.out, force=False, owned=lambda p: False, kind="adapter directory", inputs=[cfg.data])
+        check_output(cfg.out, force=False, owned=lambda p: False, kind="adapter directory", inputs=cfg.inputs)
         cache = Path(args.cache_dir) if args.cache_dir else cache_root() / "train-data"
         embedder = D.default_embedder() if (args.op != "extract" or args.val_decode) else None
         log = logging.getLogger("memlora.train")

@@ -95,6 +95,11 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
+    def inputs(self) -> list[str]:
+        """Paths the output may not overlap: the data file and a base model given as a path."""
+        return [self.data, *([self.base] if Path(self.base).exists() else [])]
+
+    @property
     def checkpoint_dir(self) -> Path:
         return Path(str(Path(self.out)) + ".checkpoints")
 
@@ -320,7 +325,7 @@ def train(cfg: TrainConfig, *, train_examples: Sequence[Example], val_examples: 
     out = Path(cfg.out)
     if stop_after is None:
         try:
-            check_output(out, force=False, owned=lambda p: False, kind="adapter directory", inputs=[cfg.data])
+            check_output(out, force=False, owned=lambda p: False, kind="adapter directory", inputs=cfg.inputs)
         except OutputDirError as e:
             raise OutputError(str(e)) from None
     if restart and cfg.checkpoint_dir.exists():
@@ -437,7 +442,7 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
         with model.disable_adapter():
             val["base_val_loss"] = loss_over(val_enc)
     out.parent.mkdir(parents=True, exist_ok=True)
-    od = OutputDir(out, force=False, owned=lambda p: False, kind="adapter directory", inputs=[cfg.data])
+    od = OutputDir(out, force=False, owned=lambda p: False, kind="adapter directory", inputs=cfg.inputs)
     with od as tmp:
         model.peft_config["default"].base_model_name_or_path = cfg.base
         model.save_pretrained(str(tmp), safe_serialization=True)
