@@ -283,17 +283,18 @@ public final class OpParser {
             Object id = item.get("id");
             if (!(id instanceof String || id instanceof Long || id instanceof BigInteger))
                 throw new ParseError(where + ": id " + JsonTree.quote(id) + " is not a string");
+            String cleanId = bounded(where + ": id", Text.strip(id.toString()), MAX_ID_CHARS);
             Object t = item.containsKey("text") ? item.get("text") : "";
             if (!(t instanceof String)) throw new ParseError(where + ": text is " + JsonTree.kind(t) + ", not a string");
             String txt = Text.collapse((String) t);
             if ((ev.equals("ADD") || ev.equals("UPDATE")) && txt.isEmpty()) throw new ParseError(where + ": " + ev + " without text");
+            bounded(where + ": text", txt, MAX_TEXT_CHARS);
             Object old = item.get("old_memory");
             if (old != null && !(old instanceof String))
                 throw new ParseError(where + ": old_memory is " + JsonTree.kind(old) + ", not a string");
-            String oldClean = old != null && !Text.strip((String) old).isEmpty() ? Text.collapse((String) old) : null;
-            out.add(new UpdateEvent(bounded(where + ": id", Text.strip(id.toString()), MAX_ID_CHARS),
-                    bounded(where + ": text", txt, MAX_TEXT_CHARS), ev,
-                    oldClean == null ? null : bounded(where + ": old_memory", oldClean, MAX_TEXT_CHARS)));
+            String oldClean = old != null && !Text.strip((String) old).isEmpty()
+                    ? bounded(where + ": old_memory", Text.collapse((String) old), MAX_TEXT_CHARS) : null;
+            out.add(new UpdateEvent(cleanId, txt, ev, oldClean));
         }
         return out;
     }

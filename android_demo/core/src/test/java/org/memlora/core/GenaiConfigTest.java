@@ -7,7 +7,6 @@ import static org.junit.Assert.fail;
 
 import java.io.File;
 import java.util.Arrays;
-import java.util.Map;
 import org.junit.Test;
 
 /** genai_config.json as the ONNX backend reads it (the decoder's feed names and KV layout). */
