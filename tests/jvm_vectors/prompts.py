@@ -17,7 +17,8 @@ DATES = ["1:56 pm on 8 May, 2023", "10:37 am on 27 June, 2023", "1:56 PM on 8 ma
          "12:00 am on 31 December, 2023", "8 May 2023", "8 May, 2023", "2023-05-08", "2023-5-8", "2023-05-08T13:56:00",
          "2023-05-08 13:56", "2023-05-08T13:56:00+02:00", "2023-05-08T13:56:00Z", "20230508", "2023-05-08T13:56:00.123456",
          "31 February 2023", "13:56 pm on 8 May, 2023", "yesterday", "", "  8 May 2023  ", "1:56 pm on  8 May,  2023",
-         "11:59 pm on 29 February, 2024", "1:56 pm on 8 May, 2023 extra", "2023-13-01"]
+         "11:59 pm on 29 February, 2024", "1:56 pm on 8 May, 2023 extra", "2023-13-01", "1:056 pm on 8 May, 2023",
+         "01:5 pm on 008 May, 2023", "1:56 pm on 8 May, 02023", "8 May 23"]
 
 
 def format_vectors(manifest: Any) -> dict[str, Any]:

@@ -70,6 +70,8 @@ public final class MemoryFormat {
         locomo("uuuu-M-d"),
     };
 
+    private static final Pattern STRPTIME_DIGITS = Pattern.compile("(?:[^0-9]|(?<![0-9])(?:[0-9]{1,2}|[0-9]{4})(?![0-9]))*");
+
     private static DateTimeFormatter locomo(String pattern) {
         return new DateTimeFormatterBuilder().parseCaseInsensitive().appendPattern(pattern).toFormatter(Locale.ENGLISH)
                 .withResolverStyle(ResolverStyle.STRICT);
@@ -105,6 +107,8 @@ public final class MemoryFormat {
         String s = Text.strip(value);
         Parsed iso = fromIso(s);
         if (iso != null) return iso;
+        // strptime reads %I %M %d as 1-2 digits and %Y as exactly 4; java.time's patterns take longer runs
+        if (!STRPTIME_DIGITS.matcher(Text.collapse(s)).matches()) return null;
         for (DateTimeFormatter f : LOCOMO) {
             try {
                 TemporalAccessor t = f.parse(Text.collapse(s));
