@@ -179,7 +179,11 @@ class Runtime(ABC):
         logits = self.forward(op, ids, 0)
         stats.prefill_ms = (time.perf_counter() - t0) * 1e3
         out: list[int] = []
-        text, reason = "", "max_new_tokens"
+        reason = "max_new_tokens"
+        # Incremental detokenization: each step decodes only the tokens since the last piece (plus the ones before
+        # it, for context), not the whole answer again; a piece is held back while it ends in an incomplete
+        # character (a multi-byte emoji split over tokens).
+        prefix, read = 0, 0
         t_dec = time.perf_counter()
         while True:
             if cstate is not None:
@@ -193,10 +197,11 @@ class Runtime(ABC):
                 reason = "stop_token"
                 break
             out.append(tok)
-            new_text = self.tokenizer.decode(out, skip_special_tokens=True)
-            if len(new_text) > len(text) and not new_text.endswith("\ufffd"):
-                yield new_text[len(text):]
-                text = new_text
+            seen = self.tokenizer.decode(out[prefix:read], skip_special_tokens=True)
+            now = self.tokenizer.decode(out[prefix:], skip_special_tokens=True)
+            if len(now) > len(seen) and not now.endswith("\ufffd") and now.startswith(seen):
+                yield now[len(seen):]
+                prefix, read = read, len(out)
             if len(out) >= max_new:
                 break
             if len(ids) + len(out) >= self.manifest.max_seq_len:
