@@ -277,16 +277,20 @@ def run_job(job: dict[str, Any], on_tick: Callable[[], None] | None = None, time
         proc.stdin.close()
         err: list[str] = []
         t0 = time.monotonic()
-        for line in proc.stderr:
-            if line.startswith(TICK):
-                if on_tick:
-                    on_tick()
-            else:
-                err.append(line)
-            if timeout and time.monotonic() - t0 > timeout:
-                proc.kill()
-                raise ProfileError(f"{job['kind']} job exceeded {timeout:.0f} s")
-        rc = proc.wait()
+        try:
+            for line in proc.stderr:
+                if line.startswith(TICK):
+                    if on_tick:
+                        on_tick()
+                else:
+                    err.append(line)
+                if timeout and time.monotonic() - t0 > timeout:
+                    raise ProfileError(f"{job['kind']} job exceeded {timeout:.0f} s")
+            rc = proc.wait()
+        except BaseException:  # a timeout, Ctrl-C, SIGTERM/SIGHUP in this process: the job's process goes too
+            proc.kill()
+            proc.wait()
+            raise
         if rc != 0:
             tail = "".join(err).strip().splitlines()[-1:] or ["(no output)"]
             raise ProfileError(f"{job['kind']} job for {job.get('op', job.get('ops', ''))} failed (exit {rc}): {tail[0]}")
