@@ -1,8 +1,13 @@
-"""ExecuTorch runtime: each op's `.pte` loaded through ExecuTorch's Python runtime, with its `.ptd` data file
-(the shared foundation weights of a separate-adapter bundle)."""
+"""ExecuTorch runtime: each op's `.pte` loaded through ExecuTorch's Python runtime, with its `.ptd` data files
+(a separate-adapter bundle: the shared foundation weights and the op's LoRA weights, over one shared program).
+
+ExecuTorch's Python runtime (`Runtime.load_program(data_path=...)`, the pybindings' `_load_program`) maps one data
+file; the C++ Module, TextLLMRunner and Android's LlmModule take a list. An op with several data files is loaded from
+one temporary file that merges their named data (`merge_data_files`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,40 +37,85 @@ class ExecuTorchRuntime(Runtime):
         if manifest.raw["format"] not in ("executorch", "both"):  # "both": ops' program/data_files are the .pte/.ptd
             raise BundleError(f"bundle format is {manifest.raw['format']!r}, not executorch")
         self._et = _load_kernels()
-        self._methods: dict[str, Any] = {}  # program file -> loaded method (ops may share a program)
+        self._methods: dict[tuple, Any] = {}  # (program, data files) -> loaded method (ops may share both)
         self.etdump = etdump
-        self.programs: dict[str, Any] = {}  # etdump only: program file -> loaded Program
+        self.programs: dict[str, Any] = {}  # etdump only: op -> loaded Program
+        self._tmp: Any = None  # the merged data files' directory
+
+    def _key(self, op: str) -> tuple:
+        entry = self.manifest.ops[op]
+        return (entry.program, *entry.data_files)
 
     def _load(self, op: str) -> None:
         entry = self.manifest.ops[op]
-        if entry.program in self._methods:
+        key = self._key(op)
+        if key in self._methods:
+            if self.etdump:
+                self.programs[op] = self.programs[next(o for o in self.programs if self._key(o) == key)]
             return
         path, data = program_files(self.manifest, op)
         trace = {"enable_etdump": True, "debug_buffer_size": 0} if self.etdump else {}
+        merged = self._merge(op, data) if len(data) > 1 else None
         try:
-            program = self._et.load_program(path, data_path=data, **trace)
-            self._methods[entry.program] = program.load_method("forward")
+            program = self._et.load_program(path, data_path=merged or (data[0] if data else None), **trace)
+            self._methods[key] = program.load_method("forward")
         except Exception as e:  # ExecuTorch raises RuntimeError/ValueError for a damaged or foreign program
             raise BundleError(f"op {op!r}: executorch cannot load {entry.program}: {one_line(e)}") from e
+        finally:
+            if merged is not None:  # the loaded method holds what it needs (XNNPACK packs its weights at load)
+                merged.unlink(missing_ok=True)
         if self.etdump:
-            self.programs[entry.program] = program
+            self.programs[op] = program
+
+    def _merge(self, op: str, data: list[Any]) -> Path:
+        """The op's data files merged into one temporary file: the Python runtime maps one."""
+        import tempfile
+
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="memlora-ptd-")
+        merged = Path(self._tmp.name) / f"{op}.ptd"
+        merge_data_files(data, merged)
+        return merged
 
     def _forward(self, op: str, tokens: list[int], start_pos: int) -> np.ndarray:
         import torch
 
         program = self.manifest.ops[op].program
         try:
-            out = self._methods[program].execute([torch.tensor([tokens], dtype=torch.long),
+            out = self._methods[self._key(op)].execute([torch.tensor([tokens], dtype=torch.long),
                                                   torch.tensor([start_pos], dtype=torch.long)])
             return out[0][0].numpy()
         except Exception as e:  # a program that loads but does not run as a memlora decoder (damaged, foreign)
             raise BundleError(f"op {op!r}: program {program} failed to run: {one_line(e)}") from e
 
 
-def program_files(manifest: Any, op: str) -> tuple[Any, Any]:
-    """The op's program and its data file (or None), opened through the manifest's checked accessor."""
+def program_files(manifest: Any, op: str) -> tuple[Any, list[Any]]:
+    """The op's program and its data files, opened through the manifest's checked accessor."""
     entry = manifest.ops[op]
-    if len(entry.data_files) > 1:
-        raise BundleError(f"op {op!r} names {len(entry.data_files)} data files; this runtime maps one")
-    data = manifest.path(entry.data_files[0]) if entry.data_files else None
-    return manifest.path(entry.program), data
+    return manifest.path(entry.program), [manifest.path(f) for f in entry.data_files]
+
+
+def merge_data_files(paths: list[Any], out: Path) -> None:
+    """The named data of several `.ptd` files as one (ExecuTorch's flat_tensor serializer): a key in two files is
+    refused, as the C++ runtime's merged data map refuses it."""
+    from executorch.exir._serialize.data_serializer import DataEntry, DataPayload
+    from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
+
+    ser = FlatTensorSerializer()
+    buffers: list[bytes] = []
+    named: dict[str, Any] = {}
+    for p in paths:
+        try:
+            payload = ser.deserialize(Path(p).read_bytes())
+        except Exception as e:
+            raise BundleError(f"{Path(p).name} is not an ExecuTorch data file: {one_line(e)}") from e
+        base = len(buffers)
+        buffers.extend(payload.buffers)
+        for key, entry in payload.named_data.items():
+            if key in named:
+                raise BundleError(f"data key {key!r} is in two of {[Path(q).name for q in paths]}")
+            # alignment is not stored in a .ptd: 64 covers XNNPACK's (16) and ExecuTorch's tensor alignment
+            named[key] = DataEntry(buffer_index=base + entry.buffer_index, alignment=64,
+                                   tensor_layout=entry.tensor_layout)
+    with open(out, "wb") as f:
+        ser.serialize(DataPayload(buffers=buffers, named_data=named)).write_to_file(f)

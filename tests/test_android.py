@@ -131,13 +131,13 @@ def test_runner_tokenizer_matches_the_python_runtime(smollm2_dir):
         assert list(cpp.encode(text, 0, 0)) == hf.encode(text, add_special_tokens=False).ids
 
 
-def test_executorch_llm_runner_runs_a_bundle_like_the_python_runtime():
+def test_executorch_llm_runner_runs_a_bundle_like_the_python_runtime(tmp_path):
     """ExecuTorch's C++ TextLLMRunner (what Android's LlmModule runs) on an exported bundle gives the Python runtime's
     greedy text."""
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
     from runtimes import prompts
-    from runtimes.executorch import ExecuTorchRuntime
+    from runtimes.executorch import ExecuTorchRuntime, merge_data_files
     from tests.jvm_vectors import tiny_bundle
 
     bundle = tiny_bundle()
@@ -148,7 +148,11 @@ def test_executorch_llm_runner_runs_a_bundle_like_the_python_runtime():
         n = min(16, rt.manifest.max_seq_len - len(ids) - 1)
         assert n >= 8, f"{op}: the tiny bundle's max_seq_len leaves {n} tokens to decode"
         want = rt.generate(op, messages=messages, max_new_tokens=n)
+        # The Python binding maps one data file (the C++ runner and LlmModule take a list): several are merged.
         data = str(bundle / e.data_files[0]) if e.data_files else None
+        if len(e.data_files) > 1:
+            data = str(tmp_path / f"{op}.ptd")
+            merge_data_files([bundle / f for f in e.data_files], Path(data))
         runner = TextLLMRunner(str(bundle / e.program), str(rt.manifest.tokenizer_file), data)
         pieces: list[str] = []
         runner.generate(rt.apply_chat_template(messages), GenerationConfig(echo=False, seq_len=len(ids) + n, temperature=0.0),

@@ -36,18 +36,64 @@ def merged_fp32(tmp_path_factory, tiny_llama, llama_adapters):
 
 
 def test_separate_bundle_layout(separate_fp32):
+    # One lowering serves every op: one program, the shared foundation, one small LoRA data file per op.
     out, m = separate_fp32
-    assert set(m["files"]) == {"extract.pte", "update.pte", "generate.pte", "foundation.ptd", "tokenizer.json"}
-    for op in ("extract", "update", "generate"):
+    ops = ("extract", "update", "generate")
+    assert set(m["files"]) == {"model.pte", "foundation.ptd", "tokenizer.json", *(f"{op}.lora.ptd" for op in ops)}
+    for op in ops:
         e = m["ops"][op]
-        assert e["program"] == f"{op}.pte" and e["data_files"] == ["foundation.ptd"]
+        assert e["program"] == "model.pte" and e["data_files"] == ["foundation.ptd", f"{op}.lora.ptd"]
         assert e["prompt_template"] == f"memlora.{op}.v1" and e["stop_token_ids"]
         assert e["adapter"]["rank"] in (4, 8)
+        # the adapters' union (every linear of both layers) at the largest rank, 8
+        assert e["lowering"]["lora_slots"] == {"modules": 2 * 7, "max_rank": 8}
     assert m["versions"]["executorch"] == "1.5.1" and m["strategy"] == "separate"
     load_manifest(out)  # every checksum verifies
-    # Programs carry only the graph + LoRA weights; the foundation holds the base weights once.
+    # The program carries only the graph; the foundation holds the base weights once, each op file its LoRA.
     foundation = m["files"]["foundation.ptd"]["bytes"]
-    assert all(m["files"][f"{op}.pte"]["bytes"] < foundation / 2 for op in ("extract", "update", "generate"))
+    assert m["files"]["model.pte"]["bytes"] < foundation / 2
+    assert all(m["files"][f"{op}.lora.ptd"]["bytes"] < foundation / 50 for op in ops)
+
+
+def test_separate_foundation_does_not_depend_on_the_adapters(tmp_path, tiny_llama, llama_adapters, separate_fp32):
+    # Other adapters (another LoRA layout, another rank) leave foundation.ptd byte for byte as it was.
+    from runtimes.manifest import sha256_file
+
+    out, m = separate_fp32
+    one = export(tiny_llama, tmp_path / "one", {"extract": llama_adapters["extract"]}, "separate", "fp32", tokens=4)
+    assert one["ops"]["extract"]["lowering"]["lora_slots"] == {"modules": 2 * 2, "max_rank": 4}
+    assert one["ops"]["extract"]["fidelity"]["token_agreement"] == 1.0
+    assert sha256_file(tmp_path / "one" / "foundation.ptd") == sha256_file(out / "foundation.ptd")
+
+
+def test_lora_slots_pad_with_zeros():
+    import torch
+
+    from exporter.adapters import lora_slots, slot_weights
+    from exporter.load import Adapter
+
+    a = Adapter("a", Path("a"), 2, 4.0, 2.0, ["q_proj"], {(0, "q_proj"): (torch.ones(2, 3), torch.ones(5, 2))})
+    b = Adapter("b", Path("b"), 4, 4.0, 1.0, ["v_proj"], {(1, "v_proj"): (torch.ones(4, 3), torch.ones(5, 4))})
+    slots = lora_slots([a, b])
+    assert slots == {(0, "q_proj"): 2, (1, "v_proj"): 4}
+    names = {"q.a": (0, "q_proj", "a"), "q.b": (0, "q_proj", "b"), "v.a": (1, "v_proj", "a"), "v.b": (1, "v_proj", "b")}
+    shapes = {"q.a": (2, 3), "q.b": (5, 2), "v.a": (4, 3), "v.b": (5, 4)}
+    w = slot_weights(a, slots, names, shapes)
+    assert torch.equal(w["q.b"], torch.full((5, 2), 2.0)) and not w["v.a"].any() and not w["v.b"].any()
+    wide = {"q.a": (4, 3), "q.b": (5, 4), **{k: shapes[k] for k in ("v.a", "v.b")}}
+    w = slot_weights(a, {(0, "q_proj"): 4, (1, "v_proj"): 4}, names, wide)  # rank 2 in a rank-4 slot
+    assert torch.equal(w["q.b"] @ w["q.a"], 2.0 * torch.ones(5, 2) @ torch.ones(2, 3))
+    assert not w["q.a"][2:].any() and not w["q.b"][:, 2:].any()
+
+
+def test_merged_data_files_refuse_a_key_in_two(separate_fp32, tmp_path):
+    from runtimes.executorch import merge_data_files
+    from runtimes.manifest import BundleError
+
+    out, _ = separate_fp32
+    merge_data_files([out / "foundation.ptd", out / "extract.lora.ptd"], tmp_path / "ok.ptd")
+    with pytest.raises(BundleError, match="is in two of"):
+        merge_data_files([out / "extract.lora.ptd", out / "update.lora.ptd"], tmp_path / "bad.ptd")
 
 
 def test_fp32_fidelity_matches_peft_reference(separate_fp32, merged_fp32):

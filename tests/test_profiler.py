@@ -152,6 +152,9 @@ def test_adb_command_construction(tmp_path):
     assert remote[:4] == ["cd", "/data/local/tmp/memlora", "&&", "./llama_main"]
     assert remote[4:] == ["--model_path=extract.pte", "--tokenizer_path=tokenizer.json", f"--prompt={prompt}",
                           "--seq_len=400", "--cpu_threads=4", "--temperature=0", "--data_path=foundation.ptd"]
+    two = shlex.split(adb.runner_cmd("adb", "S1", "./llama_main", "model.pte", "tokenizer.json", "hi", 64, 4,
+                                     ["foundation.ptd", "extract.lora.ptd"])[4])
+    assert two[-1] == "--data_paths=foundation.ptd,extract.lora.ptd"
 
 
 def test_parse_pytorch_observer_line():
@@ -262,7 +265,7 @@ def test_host_profile_end_to_end(separate_bundle, tmp_path, capsys):
         assert all(x["e2e_ms"] >= x["ttft_ms"] > 0 and x["decode_tok_s"] > 0 for x in o["runs"])
         assert o["summary"]["e2e_ms"]["median"] == pytest.approx(np.median([x["e2e_ms"] for x in o["runs"]]))
         assert o["load_ms"]["median"] > 0 and o["rss_mb"]["peak"] > o["rss_mb"]["interpreter"] > 0
-        need = [f"{op}.pte", "foundation.ptd", "tokenizer.json"]
+        need = ["model.pte", "foundation.ptd", f"{op}.lora.ptd", "tokenizer.json"]
         assert o["bytes_on_disk"] == sum(manifest["files"][f]["bytes"] for f in need)
         assert set(o["agreement"]) == {"e2e_ms", "prefill_tok_s", "decode_tok_s"}
         assert 0 < o["roofline_host"]["decode_fraction"]

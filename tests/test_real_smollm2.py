@@ -28,7 +28,7 @@ def test_real_smollm2_int4_separate(tmp_path, smollm2_dir):
     files = m["files"]
     # int4 + int8 embedding: the 135M model's weights shrink to well under a third of fp32 (540 MB).
     assert 50e6 < files["foundation.ptd"]["bytes"] < 140e6
-    assert files["generate.pte"]["bytes"] < 5e6
+    assert files["model.pte"]["bytes"] < 5e6 and files["generate.lora.ptd"]["bytes"] < 5e6
     assert m["ops"]["generate"]["lowering"]["delegated_ops"]["cpu_matmuls"] == 0
     rt = ExecuTorchRuntime.from_bundle(out)
     g = rt.generate("generate", prompt="What is the capital of France?", max_new_tokens=16)

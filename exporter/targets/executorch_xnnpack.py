@@ -1,8 +1,11 @@
 """ExecuTorch + XNNPACK: export the KV-cache decoder with a dynamic sequence length and lower it.
 
-With `foundation_file` set (separate adapters), every weight except the LoRA path is tagged for an external
-`.ptd` file (ExecuTorch program-data separation), delegated XNNPACK weights included; the `.pte` keeps only the
-graph and the float LoRA weights.
+Separate adapters are lowered once for every op (ExecuTorch program-data separation): the weights of the base are
+tagged for `foundation.ptd`, those of the LoRA path for `lora.ptd`, delegated XNNPACK weights included, so
+`model.pte` keeps only the graph. The graph carries a LoRA path in every (layer, module) any adapter targets, at the
+largest rank among them (`adapters.lora_slots`), and is lowered with distinct random placeholder weights; each op's
+`<op>.lora.ptd` then holds that op's zero-padded weights under the placeholders' keys (`write_op_lora`). An op is
+loaded from model.pte + foundation.ptd + its <op>.lora.ptd.
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ from ..progress import step
 from . import ExportJob, TargetResult, register_target
 
 FOUNDATION = "foundation.ptd"
+LORA = "lora.ptd"  # the lowering's placeholder LoRA data; never in a bundle
+PROGRAM = "model.pte"  # separate adapters: the one program every op runs
 
 
-def _is_foundation(node: torch.fx.Node) -> bool:
-    return "lora" not in node.name and "cache" not in node.name
+def _data_tag(node: torch.fx.Node) -> str | None:
+    """The external data file (stem) a weight goes to: the LoRA path's to lora.ptd, the base's to foundation.ptd;
+    the KV cache stays in the program."""
+    if "cache" in node.name:
+        return None
+    return Path(LORA).stem if "lora" in node.name else Path(FOUNDATION).stem
 
 
 class _TagLiftedConstants:
@@ -29,18 +38,18 @@ class _TagLiftedConstants:
     flattens into new placeholders (qdata / scale / zero point) without the tags placed on the unlifted graph;
     XNNPACK reads the tag from the placeholder it serialises, so without this the int4 weights stayed in each .pte."""
 
-    def __init__(self, tag: str, ep):
-        self.tag = tag
+    def __init__(self, tag, ep):
+        self.tag = tag  # node -> data file stem or None
         self.user_inputs = set(ep.graph_signature.user_inputs)
 
     def __call__(self, gm: torch.fx.GraphModule):
         from torch.fx.passes.infra.pass_base import PassResult
 
         for node in gm.graph.nodes:
-            # Every lifted weight / constant except user inputs, the KV cache and the LoRA path. Names of the lifted
+            # Every lifted weight / constant except user inputs and the KV cache. Names of the lifted
             # subclass parts (`_lifted_tensor_constantN`) are not in the export signature, hence the negative test.
-            if node.op == "placeholder" and node.name not in self.user_inputs and _is_foundation(node):
-                node.meta.setdefault("custom", {})["delegate_constant_tag"] = self.tag
+            if node.op == "placeholder" and node.name not in self.user_inputs and self.tag(node):
+                node.meta.setdefault("custom", {})["delegate_constant_tag"] = self.tag(node)
         return PassResult(gm, True)
 
 
@@ -51,50 +60,74 @@ class ExecuTorchXnnpack:
     @staticmethod
     def plan(spec: Any, adapters: dict[str, Any]) -> list[tuple[str, list[str], Any]]:
         """(program stem, ops it serves, adapter it carries): one base program for every op without adapters,
-        else one program per op (its LoRA merged in, or kept as separate weights over the shared foundation)."""
+        else one program per op with its LoRA merged in. Separate adapters share one program (`export_separate`)."""
+        if spec.adapters.strategy == "separate":
+            return [(Path(PROGRAM).stem, list(spec.ops), None)]
         if spec.adapters.strategy == "none":
             return [("base", list(spec.ops), None)]
         return [(op, [op], adapters[op]) for op in spec.ops]
 
     def export(self, job: ExportJob) -> TargetResult:
-        """Lower each planned program; with separate adapters every program must write a byte-identical
-        foundation.ptd (one copy is kept: the shared base weights)."""
+        """Lower each planned program; separate adapters are lowered once for every op (`export_separate`)."""
         import shutil
 
         from ..adapters import with_adapter
         from ..quant import quantize
-        from runtimes.manifest import sha256_file
 
         spec = job.spec
-        separate = spec.adapters.strategy == "separate"
-        example = (torch.zeros(1, 8, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+        if spec.adapters.strategy == "separate":
+            return self.export_separate(job)
         ops: dict[str, dict[str, Any]] = {}
-        foundation_sha = None
         for stem, served, adapter in self.plan(spec, job.adapters):
             with step(f"lower {stem}", job.timings):
                 dec = with_adapter(job.decoder, adapter, spec.adapters.strategy)
-                counts = quantize(dec, spec.quant, merged_adapter=adapter is not None and not separate)
+                counts = quantize(dec, spec.quant, merged_adapter=adapter is not None)
                 scratch = job.out / f".scratch-{stem}"
                 scratch.mkdir()
-                res = self.lower(dec, example, foundation_file=FOUNDATION if separate else None, out_dir=scratch,
-                                 program_name=stem, stop_token_ids=job.stop_token_ids)
+                res = self.lower(dec, example_inputs(), separate=False, out_dir=scratch, program_name=stem,
+                                 stop_token_ids=job.stop_token_ids)
                 del dec
                 shutil.move(str(scratch / res["program"]), job.out / res["program"])
-                if separate:
-                    sha = sha256_file(scratch / FOUNDATION)
-                    if foundation_sha is None:
-                        foundation_sha = sha
-                        shutil.move(str(scratch / FOUNDATION), job.out / FOUNDATION)
-                    elif sha != foundation_sha:
-                        raise ExportError(f"foundation weights of {stem!r} differ from the first op's: the shared "
-                                          f"{FOUNDATION} would not serve every adapter")
                 shutil.rmtree(scratch)
             for op in served:
-                ops[op] = {"program": res["program"], "data_files": res["data_files"], "method": "forward",
+                ops[op] = {"program": res["program"], "data_files": [], "method": "forward",
                            "lowering": {"delegated_ops": res["delegated_ops"], "quantized_modules": counts}}
         return TargetResult(ops=ops)
 
-    def lower(self, decoder, example, *, foundation_file: str | None, out_dir: Path, program_name: str,
+    def export_separate(self, job: ExportJob) -> TargetResult:
+        """One lowering for every op: model.pte + foundation.ptd + one <op>.lora.ptd per op."""
+        import shutil
+
+        from ..adapters import lora_slots, slot_weights, with_lora_slots
+        from ..quant import quantize
+
+        spec = job.spec
+        adapters = [job.adapters[op] for op in spec.ops]
+        slots = lora_slots(adapters)
+        with step("lower model", job.timings):
+            dec, names = with_lora_slots(job.decoder, slots)
+            counts = quantize(dec, spec.quant, merged_adapter=False)
+            placeholders = {n: t.detach().clone() for n, t in dec.state_dict().items() if n in names}
+            scratch = job.out / ".scratch-model"
+            scratch.mkdir()
+            res = self.lower(dec, example_inputs(), separate=True, out_dir=scratch, program_name=Path(PROGRAM).stem,
+                             stop_token_ids=job.stop_token_ids)
+            del dec
+        with step("adapter data", job.timings):
+            layout = lora_layout(scratch / LORA, placeholders)
+            shapes = {n: tuple(t.shape) for n, t in placeholders.items()}
+            for op, adapter in zip(spec.ops, adapters):
+                write_op_lora(job.out / op_lora_file(op), layout, slot_weights(adapter, slots, names, shapes))
+            shutil.move(str(scratch / res["program"]), job.out / res["program"])
+            shutil.move(str(scratch / FOUNDATION), job.out / FOUNDATION)
+            shutil.rmtree(scratch)
+        lowering = {"delegated_ops": res["delegated_ops"], "quantized_modules": counts,
+                    "lora_slots": {"modules": len(slots), "max_rank": max(slots.values(), default=0)}}
+        ops = {op: {"program": res["program"], "data_files": [FOUNDATION, op_lora_file(op)], "method": "forward",
+                    "lowering": dict(lowering)} for op in spec.ops}
+        return TargetResult(ops=ops)
+
+    def lower(self, decoder, example, *, separate: bool, out_dir: Path, program_name: str,
               stop_token_ids: list[int] | None = None) -> dict[str, Any]:
         from torch.export import Dim, export
 
@@ -104,8 +137,7 @@ class ExecuTorchXnnpack:
         from executorch.exir.passes.external_constants_pass import delegate_external_constants_pass_unlifted
         from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-        stem = Path(foundation_file).stem if foundation_file else None
-        tag = (lambda n: stem if _is_foundation(n) else None) if stem else None
+        tag = _data_tag if separate else None
         seq = Dim("seq", min=1, max=decoder.cfg.max_seq_len - 1)
         dyn = ({1: seq}, None)
         t0 = time.perf_counter()
@@ -121,7 +153,7 @@ class ExecuTorchXnnpack:
                 edge = to_edge_transform_and_lower(
                     ep,
                     constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []),
-                    transform_passes=[_TagLiftedConstants(stem, ep)] if stem else None,
+                    transform_passes=[_TagLiftedConstants(tag, ep)] if tag else None,
                     partitioner=[XnnpackPartitioner()],
                     compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
                 )
@@ -139,9 +171,10 @@ class ExecuTorchXnnpack:
         data_files = []
         if tag:
             et.write_tensor_data_to_file(str(out_dir))
-            if not (out_dir / foundation_file).exists():
-                raise ExportError(f"ExecuTorch wrote no {foundation_file} for {program_name!r}")
-            data_files = [foundation_file]
+            missing = [f for f in (FOUNDATION, LORA) if not (out_dir / f).exists()]
+            if missing:
+                raise ExportError(f"ExecuTorch wrote no {missing[0]} for {program_name!r}")
+            data_files = [FOUNDATION, LORA]
         graph = edge.exported_program().graph
         return {
             "program": program.name,
@@ -149,6 +182,63 @@ class ExecuTorchXnnpack:
             "seconds": time.perf_counter() - t0,
             "delegated_ops": delegation_summary(graph),
         }
+
+
+def example_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [1, 8], start_pos [1]): the decoder's export inputs (the sequence length is dynamic)."""
+    return torch.zeros(1, 8, dtype=torch.long), torch.tensor([0], dtype=torch.long)
+
+
+def op_lora_file(op: str) -> str:
+    return f"{op}.lora.ptd"
+
+
+def lora_layout(path: Path, placeholders: dict[str, torch.Tensor]) -> list[tuple[str, str, bool, Any]]:
+    """The lowering's lora.ptd read back: per entry (key, LoRA weight name, transposed, tensor layout). XNNPACK keys
+    a delegated weight by the sha256 of its bytes, a weight left to the portable kernels by its name; each entry is
+    matched to its placeholder by content (as stored or transposed), so the program's keys need not be recomputed."""
+    from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
+
+    payload = FlatTensorSerializer().deserialize(path.read_bytes())
+    by_bytes: dict[bytes, tuple[str, bool]] = {}
+    for name, t in placeholders.items():
+        for transposed in (False, True):
+            b = (t.t() if transposed else t).contiguous().numpy().tobytes()
+            by_bytes.setdefault(b, (name, transposed))
+    if len({t.numpy().tobytes() for t in placeholders.values()}) != len(placeholders):
+        raise ExportError("two LoRA placeholders are equal: their data keys would collide")
+    layout, seen = [], set()
+    for key, entry in payload.named_data.items():
+        hit = by_bytes.get(bytes(payload.buffers[entry.buffer_index]))
+        if hit is None:
+            raise ExportError(f"{LORA}: entry {key!r} matches no LoRA weight (transformed by the lowering?)")
+        layout.append((key, hit[0], hit[1], entry.tensor_layout))
+        seen.add(hit[0])
+    if seen != set(placeholders):
+        raise ExportError(f"{LORA} lacks LoRA weights {sorted(set(placeholders) - seen)[:3]}: they stayed in the "
+                          "program, where no other op's data can replace them")
+    return layout
+
+
+def write_op_lora(path: Path, layout: list[tuple[str, str, bool, Any]], weights: dict[str, torch.Tensor]) -> None:
+    """One op's LoRA data file: its weights under the lowered program's keys (equal tensors, e.g. the zeros of a
+    slot the adapter leaves out, share one segment)."""
+    from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import CONSTANT_TENSOR_ALIGNMENT
+    from executorch.exir._serialize.data_serializer import DataEntry, DataPayload
+    from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
+
+    buffers: list[bytes] = []
+    index: dict[bytes, int] = {}
+    named = {}
+    for key, name, transposed, tensor_layout in layout:
+        t = weights[name]
+        b = (t.t() if transposed else t).contiguous().numpy().tobytes()
+        if b not in index:
+            index[b] = len(buffers)
+            buffers.append(b)
+        named[key] = DataEntry(buffer_index=index[b], alignment=CONSTANT_TENSOR_ALIGNMENT, tensor_layout=tensor_layout)
+    with open(path, "wb") as f:
+        FlatTensorSerializer().serialize(DataPayload(buffers=buffers, named_data=named)).write_to_file(f)
 
 
 def llm_metadata(cfg, stop_token_ids: list[int]) -> dict[str, Any]:

@@ -111,13 +111,17 @@ def app_cmd(adb: str, serial: str, job_remote: str, out_remote: str, package: st
 
 
 def runner_cmd(adb: str, serial: str, runner_remote: str, model: str, tokenizer: str, prompt: str, seq_len: int,
-               threads: int, data: str | None = None, remote: str = REMOTE_DIR) -> list[str]:
+               threads: int, data: str | list[str] | None = None, remote: str = REMOTE_DIR) -> list[str]:
     """One greedy generation by an ExecuTorch llama_main-style runner (flags of examples/models/llama/main.cpp).
-    `adb shell` joins its arguments into one line for the phone's /system/bin/sh, hence one quoted string."""
+    `adb shell` joins its arguments into one line for the phone's /system/bin/sh, hence one quoted string. Several
+    data files (a separate-adapter bundle: foundation + the op's LoRA) go comma-separated in --data_paths."""
+    data = [data] if isinstance(data, str) else list(data or [])
     args = [runner_remote, f"--model_path={model}", f"--tokenizer_path={tokenizer}", f"--prompt={prompt}",
             f"--seq_len={seq_len}", f"--cpu_threads={threads}", "--temperature=0"]
-    if data:
-        args.append(f"--data_path={data}")
+    if len(data) == 1:
+        args.append(f"--data_path={data[0]}")
+    elif data:
+        args.append(f"--data_paths={','.join(data)}")
     return adb_cmd(adb, serial, "shell", f"cd {shlex.quote(remote)} && " + " ".join(shlex.quote(a) for a in args))
 
 
@@ -227,7 +231,7 @@ def profile_adb(bundle: str, settings: Any, serial: str | None, runner: str | No
                         prompt = tok.apply_chat_template(item["messages"])
                         cmd = runner_cmd(adb, dev.serial, f"./{rname}", e.program, m.raw["tokenizer"]["file"], prompt,
                                          item["prompt_tokens"] + plan.new_tokens[op], threads,
-                                         e.data_files[0] if e.data_files else None)
+                                         e.data_files)
                         r = parse_observer(_run(cmd).stdout)
                         bar.update(1)
                         if rep >= 0:

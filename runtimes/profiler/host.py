@@ -234,7 +234,7 @@ def job_breakdown(job: dict[str, Any]) -> dict[str, Any]:
         rt.ensure_loaded(op)
         item = job["items"][op][0]
         _run(rt, op, item, 2)  # warm
-        program = rt.programs[rt.manifest.ops[op].program]
+        program = rt.programs[op]
         with tempfile.TemporaryDirectory() as tmp:
             program.write_etdump_result_to_file(str(Path(tmp) / "warm.etdp"), str(Path(tmp) / "warm.bin"))
         r = _run(rt, op, item, int(job["new_tokens"][op]))

@@ -37,7 +37,7 @@ class ExecutorchApp : MemloraApp() {
  */
 class EtLlm(private val m: Manifest) : LlmBackend {
     override val name = "executorch"
-    private val modules = HashMap<String, LlmModule>() // program file -> module
+    private val modules = HashMap<List<String>, LlmModule>() // program + data files -> module (a separate-adapter bundle's ops share the program, not the LoRA data)
     override val loadMs = LinkedHashMap<String, Double>() // op -> ms its program took to load (0 when shared)
     override var lastRun: Map<String, Any?>? = null
         private set
@@ -53,11 +53,12 @@ class EtLlm(private val m: Manifest) : LlmBackend {
 
     override fun ensureLoaded(op: String): Double {
         val (program, data) = files(op)
-        if (modules.containsKey(program)) return 0.0
+        val key = listOf(program) + data
+        if (modules.containsKey(key)) return 0.0
         val t0 = System.nanoTime()
         val module = LlmModule(LlmModule.MODEL_TYPE_TEXT, m.file(program).path, m.tokenizerFile().path, 0.0f, data, 0, 0)
         module.load()
-        modules[program] = module
+        modules[key] = module
         val ms = (System.nanoTime() - t0) / 1e6
         loadMs[op] = ms
         return ms
@@ -77,7 +78,7 @@ class EtLlm(private val m: Manifest) : LlmBackend {
 
     fun generate(op: String, prompt: String, maxNew: Int, onText: MemoryCycle.TokenListener?): MemoryCycle.Generation {
         ensureLoaded(op)
-        val module = modules.getValue(files(op).first)
+        val module = files(op).let { (p, d) -> modules.getValue(listOf(p) + d) }
         val temperature = m.op(op).gen("temperature", 0.0).toFloat()
         val stopText = m.eosToken().takeIf { it.isNotEmpty() }
         val text = StringBuilder()
