@@ -18,7 +18,7 @@ from runtimes import prompts
 from runtimes.manifest import SCHEMA_VERSION, from_dict
 
 from .bundle import BundleWriter, check_output
-from .errors import ParityError
+from .errors import ExportError, ParityError
 from .progress import step
 from .spec import ExportSpec
 from .targets import ExportJob, TargetResult, get_target

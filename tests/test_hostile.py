@@ -204,6 +204,10 @@ CASES = [
          lambda e: ["--base", str(e.base), "--adapter",
                     f"extract={e.adapter_with('a', raw=b'[' * 100000 + b']' * 100000)}", "--out", str(e.dir / "b")],
          says="adapter_config.json"),
+    Case("export whose fidelity prompts do not fit --max-seq-len", "export",
+         lambda e: ["--base", str(e.base), "--adapters", "none", "--quant", "fp32", "--no-embedder",
+                    "--max-seq-len", "128", "--fidelity-tokens", "8", "--out", str(e.dir / "b")],
+         says="does not fit max_seq_len"),
     Case("base whose chat template the sandbox refuses", "export",
          lambda e: export_args(e, e.dir / "b", "--base", str(_hostile_template_base(e))), says="chat template"),
     # ---- argparse misuse: one line, exit 2, for every command
