@@ -76,12 +76,7 @@ def quiet_startup(verbose: bool, prog: str) -> None:
     _divert_native_stderr(prog)
 
 
-_native_log: str | None = None
-
-
-def native_log() -> str | None:
-    """Where C/C++ library output of this process went (None when it goes to the terminal)."""
-    return _native_log
+_native_log: str | None = None  # where C/C++ library output of this process went, once diverted
 
 
 def _divert_native_stderr(prog: str) -> None:

@@ -466,7 +466,6 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
         }
         (tmp / "training_config.json").write_text(json.dumps(summary, indent=1) + "\n")
         (tmp / "validation.json").write_text(json.dumps(val, indent=1) + "\n")
-        _readable(tmp)
         try:
             od.commit()
         except OutputDirError as e:
@@ -475,15 +474,6 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
         shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
     summary["validation"] = val
     return summary
-
-
-def _readable(d: Path) -> None:
-    """mkdtemp makes a 0700 directory: give the result the permissions a normal directory would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    d.chmod(0o777 & ~umask)
-    for f in d.iterdir():
-        f.chmod(0o666 & ~umask)
 
 
 def half_precision(path: Path) -> None:
