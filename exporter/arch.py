@@ -188,9 +188,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int) -> torch.Tensor:
         bsz, seqlen, _ = x.shape
         d = self.cfg.head_dim
-        q = self.q_proj(x).view(bsz, seqlen, self.cfg.n_heads, d)
-        k = self.k_proj(x).view(bsz, seqlen, self.cfg.n_kv_heads, d)
-        v = self.v_proj(x).view(bsz, seqlen, self.cfg.n_kv_heads, d)
+        fused = getattr(self, "qkv_proj", None)  # exporter.fuse: one linear for q, k and v
+        q, k, v = fused(x) if fused is not None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        q = q.view(bsz, seqlen, self.cfg.n_heads, d)
+        k = k.view(bsz, seqlen, self.cfg.n_kv_heads, d)
+        v = v.view(bsz, seqlen, self.cfg.n_kv_heads, d)
         if self.cfg.family == "gemma3":
             q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
@@ -211,7 +213,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.hidden_dim, cfg.dim, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        fused = getattr(self, "gate_up_proj", None)  # exporter.fuse: one linear for gate and up
+        gate, up = fused(x) if fused is not None else (self.gate_proj(x), self.up_proj(x))
+        return self.down_proj(self.act(gate) * up)
 
 
 class Block(nn.Module):

@@ -139,7 +139,7 @@ def test_int8_is_delegated_not_folded(tmp_path, tiny_llama):
     m = export(tiny_llama, tmp_path / "i8", quant="int8", tokens=8)
     assert set(m["files"]) == {"base.pte", "tokenizer.json"}
     lowering = m["ops"]["generate"]["lowering"]
-    assert lowering["quantized_modules"]["8da8w"] == 2 * 7 + 1  # 7 linears per layer + lm_head
+    assert lowering["quantized_modules"]["8da8w"] == 2 * 4 + 1  # per layer qkv, o, gate_up, down (fused) + lm_head
     assert lowering["delegated_ops"]["cpu_matmuls"] == 0
     # int8 weights stay int8 on disk: about a quarter of fp32 for this model's linears + embedding.
     fp32 = export(tiny_llama, tmp_path / "f32", quant="fp32", tokens=8)

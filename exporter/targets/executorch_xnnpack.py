@@ -34,9 +34,9 @@ def _data_tag(node: torch.fx.Node) -> str | None:
 
 
 class _TagLiftedConstants:
-    """Tag the lifted weight placeholders too. torchao's quantized weights are tensor subclasses that export
-    flattens into new placeholders (qdata / scale / zero point) without the tags placed on the unlifted graph;
-    XNNPACK reads the tag from the placeholder it serialises, so without this the int4 weights stayed in each .pte."""
+    """Tag every lifted weight placeholder with its data file: XNNPACK reads the tag from the placeholder it
+    serialises, and torchao's quantized weights are tensor subclasses that export flattens into new placeholders
+    (qdata / scale / zero point), which only exist on the lifted graph."""
 
     def __init__(self, tag, ep):
         self.tag = tag  # node -> data file stem or None
@@ -72,6 +72,7 @@ class ExecuTorchXnnpack:
         import shutil
 
         from ..adapters import with_adapter
+        from ..fuse import fuse_projections
         from ..quant import quantize
 
         spec = job.spec
@@ -81,6 +82,7 @@ class ExecuTorchXnnpack:
         for stem, served, adapter in self.plan(spec, job.adapters):
             with step(f"lower {stem}", job.timings):
                 dec = with_adapter(job.decoder, adapter, spec.adapters.strategy)
+                fuse_projections(dec)
                 counts = quantize(dec, spec.quant, merged_adapter=adapter is not None)
                 scratch = job.out / f".scratch-{stem}"
                 scratch.mkdir()
@@ -99,6 +101,7 @@ class ExecuTorchXnnpack:
         import shutil
 
         from ..adapters import lora_slots, slot_weights, with_lora_slots
+        from ..fuse import fuse_projections, fused_lora_weights
         from ..quant import quantize
 
         spec = job.spec
@@ -106,8 +109,10 @@ class ExecuTorchXnnpack:
         slots = lora_slots(adapters)
         with step("lower model", job.timings):
             dec, names = with_lora_slots(job.decoder, slots)
+            shapes = {n: tuple(t.shape) for n, t in dec.state_dict().items() if n in names}
+            plan = fuse_projections(dec)
             counts = quantize(dec, spec.quant, merged_adapter=False)
-            placeholders = {n: t.detach().clone() for n, t in dec.state_dict().items() if n in names}
+            placeholders = {n: t.detach().clone() for n, t in dec.state_dict().items() if n in plan or n in names}
             scratch = job.out / ".scratch-model"
             scratch.mkdir()
             res = self.lower(dec, example_inputs(), separate=True, out_dir=scratch, program_name=Path(PROGRAM).stem,
@@ -115,9 +120,10 @@ class ExecuTorchXnnpack:
             del dec
         with step("adapter data", job.timings):
             layout = lora_layout(scratch / LORA, placeholders)
-            shapes = {n: tuple(t.shape) for n, t in placeholders.items()}
             for op, adapter in zip(spec.ops, adapters):
-                write_op_lora(job.out / op_lora_file(op), layout, slot_weights(adapter, slots, names, shapes))
+                unfused = slot_weights(adapter, slots, names, shapes)
+                weights = {**{n: t for n, t in unfused.items() if n in placeholders}, **fused_lora_weights(unfused, plan)}
+                write_op_lora(job.out / op_lora_file(op), layout, weights)
             shutil.move(str(scratch / res["program"]), job.out / res["program"])
             shutil.move(str(scratch / FOUNDATION), job.out / FOUNDATION)
             shutil.rmtree(scratch)
@@ -134,7 +140,6 @@ class ExecuTorchXnnpack:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
         from executorch.exir.passes import MemoryPlanningPass
-        from executorch.exir.passes.external_constants_pass import delegate_external_constants_pass_unlifted
         from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
         tag = _data_tag if separate else None
@@ -143,13 +148,10 @@ class ExecuTorchXnnpack:
         t0 = time.perf_counter()
         try:
             with torch.no_grad():
+                # One non-strict export; the data-file tags go on the lifted weight placeholders
+                # (_TagLiftedConstants). A strict re-export of `ep.module()` (36 s of the default export) gave
+                # byte-identical files and outputs.
                 ep = export(decoder, example, dynamic_shapes=dyn, strict=False)
-                # Re-export the unlifted module strictly: the way through torch 2.13's run_decompositions trap, and
-                # the graph on which the external-constant tags are placed (they ride on get_attr nodes).
-                gm = ep.module()
-                if tag:
-                    delegate_external_constants_pass_unlifted(gm, tag)
-                ep = export(gm, example, dynamic_shapes=dyn, strict=True)
                 edge = to_edge_transform_and_lower(
                     ep,
                     constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []),
