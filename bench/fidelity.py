@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     from exporter.load import load_adapter, load_base
-    from exporter.pipeline import FORMATS, check_fidelity
+    from exporter.pipeline import FORMATS, check_fidelity, fidelity_prompts, reference_for
+    from exporter.chatformat import derive
     from exporter.errors import MemloraError
     from exporter.spec import ExportSpec
     from runtimes.manifest import BundleError, load_manifest
@@ -37,7 +38,8 @@ def main() -> int:
             spec.fidelity.tokens = a.tokens
         base = load_base(spec.model.base)
         adapters = {op: load_adapter(op, path) for op, path in spec.adapters.paths.items()}
-        res = check_fidelity(spec, base, adapters, Path(a.bundle), backends=FORMATS[spec.format])
+        work = fidelity_prompts(spec, base.tokenizer, m.chat_format or derive(base.tokenizer))
+        res = check_fidelity(spec, m, work, reference_for(base.model, adapters, work), backends=FORMATS[spec.format])
     except (BundleError, MemloraError) as e:
         p.error(str(e))
     print(f"{'backend':<12} {'op':<9} {'answer agr.':>11} {'tokens':>6} {'forced agr.':>11} {'max|dlogit|':>11}  target")

@@ -30,7 +30,7 @@ class ReferenceLLM:
         import torch
 
         from .load import load_adapter, load_base
-        from .pipeline import stop_token_ids
+        from .pipeline import reference_model, stop_token_ids
 
         if threads:
             torch.set_num_threads(threads)
@@ -39,18 +39,8 @@ class ReferenceLLM:
         self.tokenizer = self.base.tokenizer
         self.stops = stop_token_ids(self.tokenizer, self.base.config)
         self.adapters = {op: str(p) for op, p in (adapters or {}).items()}
-        model = self.base.model
-        if self.adapters:
-            from peft import PeftModel
-
-            for op, p in self.adapters.items():
-                load_adapter(op, p)  # the exporter's checks: safetensors only, LoRA only, clear errors
-            (first_op, first), *rest = self.adapters.items()
-            # "memlora_<op>": a bare "update" would shadow ModuleDict.update inside PEFT.
-            model = PeftModel.from_pretrained(model, first, adapter_name=f"memlora_{first_op}")
-            for op, p in rest:
-                model.load_adapter(p, adapter_name=f"memlora_{op}")
-        self.model = model.eval()
+        # The exporter's checks (safetensors only, LoRA only, clear errors), then the export's fidelity reference.
+        self.model = reference_model(self.base.model, {op: load_adapter(op, p) for op, p in self.adapters.items()})
         self.load_ms = (time.perf_counter() - t0) * 1e3
         self.name = self.base.name + (" + adapters(" + ",".join(self.adapters) + ")" if self.adapters else "")
 

@@ -31,11 +31,11 @@ def meets_target(scheme: str, result: dict[str, Any]) -> bool:
 def reference_logits(model: Any, prompt_ids: list[int], n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Greedy continuation of `prompt_ids` by the reference and its logits at each predicted position."""
     ids = torch.tensor([prompt_ids])
+    # The raw logits of each step come with the generation (KV cache); no second full forward pass.
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_tokens, min_new_tokens=n_tokens,
-                         do_sample=False, pad_token_id=0)
-    full = out[0]
-    logits = model(full[None]).logits[0, len(prompt_ids) - 1: len(prompt_ids) - 1 + n_tokens]
-    return full[len(prompt_ids):].numpy(), logits.float().numpy()
+                         do_sample=False, pad_token_id=0, return_dict_in_generate=True, output_logits=True)
+    logits = torch.stack(out.logits)[:, 0]
+    return out.sequences[0, len(prompt_ids):].numpy(), logits.float().numpy()
 
 
 def answer_length(tokens: np.ndarray, stop_ids: set[int]) -> int:
@@ -64,12 +64,17 @@ def summarise(pairs: list[tuple[np.ndarray, np.ndarray]], stop_ids: set[int], n_
     }
 
 
-def check_op(runtime: Any, op: str, model: Any, prompts_ids: list[list[int]], n_tokens: int,
-             stop_ids: set[int] | None = None) -> dict[str, Any]:
-    """The bundle's `op` teacher-forced on the reference's greedy tokens for each prompt (see the module doc)."""
+def reference_runs(model: Any, prompts_ids: list[list[int]], n_tokens: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The reference's greedy tokens and logits for each prompt (`reference_logits`)."""
+    return [reference_logits(model, ids, n_tokens) for ids in prompts_ids]
+
+
+def check_op(runtime: Any, op: str, reference: list[tuple[np.ndarray, np.ndarray]], prompts_ids: list[list[int]],
+             n_tokens: int, stop_ids: set[int] | None = None) -> dict[str, Any]:
+    """The bundle's `op` teacher-forced on the reference's greedy tokens for each prompt (see the module doc);
+    `reference`: `reference_runs` of the same prompts."""
     pairs = []
-    for prompt_ids in prompts_ids:
-        ref_tokens, ref_logits = reference_logits(model, prompt_ids, n_tokens)
+    for prompt_ids, (ref_tokens, ref_logits) in zip(prompts_ids, reference, strict=True):
         got = [runtime.forward(op, prompt_ids, 0)]
         for i in range(n_tokens - 1):
             got.append(runtime.forward(op, [int(ref_tokens[i])], len(prompt_ids) + i))
