@@ -67,6 +67,7 @@ def quiet_startup(verbose: bool, prog: str) -> None:
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar reads it too
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # child processes (profiler) start quiet as well
     os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
     for name in NOISY_LOGGERS:

@@ -549,3 +549,13 @@ def test_cli_start_up_is_quiet(shared, tmp_path):
     r = subprocess.run([str(exe / "memlora-export"), "--quant", "int3"], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=300)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    # A whole export: our stage lines and the summary tables only (no "Loading weights" bar, no library warnings).
+    out = tmp_path / "b"
+    r = subprocess.run([str(exe / "memlora-export"), *export_args(Env(tmp_path, shared["base"], shared["adapter"],
+                                                                      shared["bundle"]), out)],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    foreign = [line for line in (r.stdout + r.stderr).splitlines()
+               if line.strip() and not line.startswith(("memlora.export: ", "export time ")) and line[0] not in "┏┃┡│└"]
+    assert foreign == [], foreign
+    assert "memlora.export: lower base done in" in r.stderr
