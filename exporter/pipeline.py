@@ -275,25 +275,36 @@ class ReferenceJob:
     time, default bundle: fidelity 64 s -> ~15 s after lowering). Nothing to do when `work` is empty."""
 
     def __init__(self, spec: ExportSpec, adapters: dict[str, Any], work: dict[str, Any]):
-        self._pool = self._async = None
+        self._pool = self._future = None
         if work:
             import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = multiprocessing.get_context("spawn").Pool(1, initializer=_quiet_child)
-            self._async = self._pool.apply_async(
-                _reference_process, (spec.model.base, {op: str(a.path) for op, a in adapters.items()}, work))
+            # An executor, not multiprocessing.Pool: a worker that dies (killed, out of memory) fails the future
+            # instead of leaving it waiting forever.
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet_child)
+            self._future = self._pool.submit(
+                _reference_process, spec.model.base, {op: str(a.path) for op, a in adapters.items()}, work)
 
     def result(self) -> dict:
-        assert self._async is not None
-        return self._async.get()
+        from concurrent.futures.process import BrokenProcessPool
+
+        assert self._future is not None
+        try:
+            return self._future.result()
+        except BrokenProcessPool:
+            raise ExportError("the fidelity reference process died (out of memory?); export again, or pass "
+                              "--skip-fidelity") from None
 
     def __enter__(self) -> "ReferenceJob":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            procs = getattr(self._pool, "_processes", None) or {}  # CPython's; 3.14 has terminate_workers()
+            for proc in list(procs.values()):
+                proc.terminate()  # unfinished work (an interrupted export) is not waited for
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_fidelity(spec: ExportSpec, manifest: Any, work: dict[str, tuple[list[list[int]], int]],
