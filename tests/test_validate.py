@@ -31,3 +31,35 @@ def test_summarise_pools_answer_positions_and_keeps_forced_figure():
     # Without stop tokens the two figures coincide.
     r = summarise([(ref_a, got_a)], set(), 6)
     assert r["token_agreement"] == r["token_agreement_forced"] == 0.5
+
+
+def test_reference_job_matches_in_process_reference_and_a_dead_worker_is_one_error(tiny_llama, llama_adapters):
+    """The export's fidelity reference, computed in a spawned process while the program lowers, is the reference
+    computed here; a worker that dies fails with one ExportError instead of a hang."""
+    import os
+    import signal
+
+    import pytest
+
+    from exporter.errors import ExportError
+    from exporter.load import load_adapter, load_base
+    from exporter.pipeline import ReferenceJob, reference_for
+    from exporter.spec import ExportSpec
+
+    spec = ExportSpec.from_dict({"model": {"base": str(tiny_llama)}})
+    adapters = {op: load_adapter(op, p) for op, p in llama_adapters.items()}
+    work = {op: ([[1, 5, 9, 2], [7, 3]], 5) for op in adapters}
+    with ReferenceJob(spec, adapters, work) as job:
+        got = job.result()
+    want = reference_for(load_base(str(tiny_llama)).model, adapters, work)
+    assert set(got) == set(want) == set(adapters)
+    for op in adapters:
+        for (gt, gl), (wt, wl) in zip(got[op], want[op], strict=True):
+            assert gt.tolist() == wt.tolist() and gl.shape == (5, wl.shape[1])
+            np.testing.assert_allclose(gl, wl, atol=1e-4)
+    assert not np.allclose(got["extract"][0][1], got["update"][0][1])  # each op ran with its own adapter
+    with ReferenceJob(spec, adapters, work) as job:
+        for proc in job._pool._processes.values():
+            os.kill(proc.pid, signal.SIGKILL)
+        with pytest.raises(ExportError, match="reference process died"):
+            job.result()
