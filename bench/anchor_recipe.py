@@ -100,36 +100,19 @@ def main() -> int:
 
     import tempfile
 
-    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
-    from textllm_runner import runner_run
+    from executorch.extension.llm.runner import TextLLMRunner
+    from textllm_runner import greedy_config, op_runners, runner_run
 
-    from runtimes import prompts
-    from runtimes.executorch import merge_data_files, program_files
     from runtimes.factory import open_bundle
 
     rt = open_bundle(a.bundle, backend="executorch")
     m = rt.manifest
     recipe = export_recipe(Path(a.workdir), m.max_seq_len)
-    tokenizer = str(m.path(m.raw["tokenizer"]["file"]))
-    anchor = TextLLMRunner(str(recipe), tokenizer, None)
+    anchor = TextLLMRunner(str(recipe), str(m.path(m.raw["tokenizer"]["file"])), None)
     tmp = tempfile.TemporaryDirectory(prefix="memlora-bench-")
     ops = a.ops or list(m.ops)
-    runners, texts = {}, {}
-    for op in ops:
-        program, data = program_files(m, op)
-        if len(data) > 1:
-            merged = Path(tmp.name) / f"{op}.ptd"
-            merge_data_files(data, merged)
-            data = [merged]
-        runners[op] = TextLLMRunner(str(program), tokenizer, str(data[0]) if data else None)
-        tpl = prompts.template_for(op)
-        texts[op] = rt.apply_chat_template(prompts.render(tpl, **prompts.FIDELITY_SAMPLES[tpl][0]))
-    config = GenerationConfig()
-    config.max_new_tokens = a.tokens
-    config.temperature = 0.0
-    config.echo = False
-    config.num_bos = 0
-    config.num_eos = 0
+    runners, texts = op_runners(rt, ops, Path(tmp.name))
+    config = greedy_config(a.tokens)
     res = {op: {"bundle": [], "recipe": []} for op in ops}
     for rnd in range(a.rounds + 1):  # round 0 warms up
         for op in ops:

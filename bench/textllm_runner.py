@@ -58,6 +58,47 @@ def python_run(rt, op: str, ids: list[int], n: int) -> dict[str, float]:
     return {"prefill_tok_s": len(ids) / (t1 - t0), "decode_tok_s": (n - 1) / (t2 - t1), "generated": n}
 
 
+def fidelity_messages(op: str) -> list[dict[str, str]]:
+    """The op's first fixed fidelity prompt (runtimes/prompts.py), the prompt every bench here uses."""
+    from runtimes import prompts
+
+    tpl = prompts.template_for(op)
+    return prompts.render(tpl, **prompts.FIDELITY_SAMPLES[tpl][0])
+
+
+def op_runners(rt, ops: list[str], tmp: Path) -> tuple[dict, dict]:
+    """Per op a TextLLMRunner on the bundle's program and data (an op's data files merged into one `.ptd` under
+    `tmp`: the binding takes one) and the op's prompt text, chat-formatted as the bundle formats it."""
+    from executorch.extension.llm.runner import TextLLMRunner
+
+    from runtimes.executorch import merge_data_files, program_files
+
+    m = rt.manifest
+    runners, texts = {}, {}
+    for op in ops:
+        program, data = program_files(m, op)
+        if len(data) > 1:
+            merged = tmp / f"{op}.ptd"
+            merge_data_files(data, merged)
+            data = [merged]
+        runners[op] = TextLLMRunner(str(program), str(m.path(m.raw["tokenizer"]["file"])),
+                                    str(data[0]) if data else None)
+        texts[op] = rt.apply_chat_template(fidelity_messages(op))
+    return runners, texts
+
+
+def greedy_config(max_new_tokens: int):
+    from executorch.extension.llm.runner import GenerationConfig
+
+    config = GenerationConfig()
+    config.max_new_tokens = max_new_tokens
+    config.temperature = 0.0
+    config.echo = False
+    config.num_bos = 0  # the chat format writes its own special tokens
+    config.num_eos = 0
+    return config
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle")
@@ -66,35 +107,14 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
 
-    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
-
-    from runtimes import prompts
-    from runtimes.executorch import merge_data_files, program_files
     from runtimes.factory import open_bundle
 
     rt = open_bundle(a.bundle, backend="executorch")
-    m = rt.manifest
-    ops = a.ops or list(m.ops)
+    ops = a.ops or list(rt.manifest.ops)
     tmp = tempfile.TemporaryDirectory(prefix="memlora-bench-")
-    runners, texts, ids = {}, {}, {}
-    for op in ops:
-        program, data = program_files(m, op)
-        if len(data) > 1:
-            merged = Path(tmp.name) / f"{op}.ptd"
-            merge_data_files(data, merged)
-            data = [merged]
-        runners[op] = TextLLMRunner(str(program), str(m.path(m.raw["tokenizer"]["file"])),
-                                    str(data[0]) if data else None)
-        tpl = prompts.template_for(op)
-        messages = prompts.render(tpl, **prompts.FIDELITY_SAMPLES[tpl][0])
-        texts[op] = rt.apply_chat_template(messages)
-        ids[op] = rt.encode(messages)
-    config = GenerationConfig()
-    config.max_new_tokens = a.tokens
-    config.temperature = 0.0
-    config.echo = False
-    config.num_bos = 0
-    config.num_eos = 0
+    runners, texts = op_runners(rt, ops, Path(tmp.name))
+    ids = {op: rt.encode(fidelity_messages(op)) for op in ops}
+    config = greedy_config(a.tokens)
     res = {op: {"runner": [], "python": []} for op in ops}
     for rnd in range(a.rounds + 1):  # round 0 warms up both
         for op in ops:
