@@ -225,7 +225,8 @@ def fidelity_prompts(spec: ExportSpec, tokenizer: Any, chat_format: Any) -> dict
 
 
 def reference_model(base_model: Any, adapters: dict[str, Any]) -> Any:
-    """The float base with every op's adapter loaded in PEFT (`set_adapter(f"memlora_{op}")` picks one)."""
+    """The float base with every op's adapter loaded in PEFT (`set_adapter(f"memlora_{op}")` picks one). PEFT
+    injects the LoRA layers into `base_model` itself: take anything else from it (a state dict) before."""
     if not adapters:
         return base_model
     from peft import PeftModel
