@@ -8,6 +8,8 @@ llama.cpp through llama-cpp-python (`pip install -e .[bench]`, a ~25 min source 
 Python loop (numpy argmax over the last logits), on the same LoCoMo prompts (rendered with the bundle's chat
 template; llama.cpp tokenizes the same text), for the same fixed number of new tokens, at the same thread count,
 interleaved op by op in this one run, each in a fresh process per op (as memlora-profile runs ExecuTorch).
+Each op's PEFT adapter (the manifest's `adapter.source`) is converted to a GGUF LoRA (`peft_to_gguf_lora`) and
+applied by llama.cpp at run time, as the bundle applies it (`--no-lora`: the bare GGUF).
 
 With `--onnx`, the same model exported to ONNX (`memlora-export --format onnx`) runs through runtimes/onnx.py
 (ONNX Runtime GenAI) in the same run too, with ExecuTorch / ONNX ratios.
@@ -43,6 +45,56 @@ def default_gguf() -> Path:
     from exporter.load import EMBEDDED
 
     return EMBEDDED["smollm2-135m"].gguf()
+
+
+GGUF_NAMES = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's q/k row order (convert_hf_to_gguf's LlamaModel.permute): the GGUF stores q and k permuted for
+    its RoPE, so a LoRA B that writes q or k rows is permuted the same way (A reads inputs: unchanged)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_heads(path: Path) -> tuple[int, int]:
+    """(attention heads, KV heads) of a llama GGUF, from its own metadata."""
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+
+    def value(key: str) -> int:
+        f = r.fields[key]
+        return int(f.parts[f.data[0]][0])
+
+    return value("llama.attention.head_count"), value("llama.attention.head_count_kv")
+
+
+def peft_to_gguf_lora(adapter_dir: str, out: Path, n_head: int, n_head_kv: int) -> Path:
+    """A PEFT LoRA adapter as a llama.cpp GGUF LoRA (general.type adapter, `blk.N.<tensor>.weight.lora_a/_b`),
+    the layout llama.cpp's convert_lora_to_gguf.py writes; alpha chosen so llama.cpp's alpha / rank is the
+    adapter's own scale (rsLoRA included)."""
+    import gguf
+
+    from exporter.load import load_adapter
+
+    a = load_adapter("op", adapter_dir)
+    w = gguf.GGUFWriter(str(out), "llama")
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(a.scale * a.rank))
+    for (layer, mod), (la, lb) in sorted(a.weights.items()):
+        la, lb = la.float().numpy(), lb.float().numpy()
+        if mod in ("q_proj", "k_proj"):
+            lb = _permute(lb, n_head if mod == "q_proj" else n_head_kv)
+        name = f"blk.{layer}.{GGUF_NAMES[mod]}.weight"
+        w.add_tensor(f"{name}.lora_a", np.ascontiguousarray(la))
+        w.add_tensor(f"{name}.lora_b", np.ascontiguousarray(lb))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
 
 
 def llama_runs(llm, tok_text: list[tuple[str, str]], new_tokens: int, warmup: int, repeats: int) -> list[dict]:
@@ -81,7 +133,8 @@ def llama_worker() -> int:
 
     job = json.loads(sys.stdin.read())
     llm = Llama(model_path=job["gguf"], n_ctx=job["n_ctx"], n_batch=job["n_ctx"], n_ubatch=job["n_ctx"],
-                n_threads=job["threads"], n_threads_batch=job["threads"], logits_all=False, verbose=False)
+                n_threads=job["threads"], n_threads_batch=job["threads"], logits_all=False, verbose=False,
+                lora_path=job.get("lora"))
     t0 = time.perf_counter()
     llm.eval(llm.tokenize(b"warm", add_bos=False))
     load_ms = (time.perf_counter() - t0) * 1e3
@@ -122,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", nargs="+")
     p.add_argument("--data")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--no-lora", action="store_true",
+                   help="run llama.cpp without the ops' adapters (default: each op's PEFT adapter, converted to a "
+                        "GGUF LoRA, applied at run time as the bundle applies it)")
     a = p.parse_args(argv)
     try:
         import llama_cpp  # noqa: F401  (run in a child process)
@@ -151,6 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     results = {"threads": a.threads, "bandwidth_gbs": bw, "gguf": str(gguf) if have_llama else None, "bundle": a.bundle,
                "onnx_bundle": a.onnx, "ops": {}}
     keys = ("prefill_tok_s", "decode_tok_s", "e2e_ms")
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="memlora-lora-")
+    loras: dict[str, Path] = {}
+    if have_llama and not a.no_lora:
+        heads = gguf_heads(gguf)
+        for op in plan.ops:
+            src = (m.raw["ops"][op].get("adapter") or {}).get("source")
+            if src and Path(src).is_dir():
+                loras[op] = peft_to_gguf_lora(src, Path(tmp.name) / f"{op}.gguf", *heads)
+        print(f"# llama.cpp with the ops' adapters as GGUF LoRA: {sorted(loras) or 'none found'}", flush=True)
+    results["llamacpp_lora"] = sorted(loras)
     for op in plan.ops:
         items = plan.items[op]
         n = plan.new_tokens[op]
@@ -177,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"tok/s -> ExecuTorch/ONNX prefill {row['onnx_prefill_ratio']:.2f}x, decode "
                      f"{row['onnx_decode_ratio']:.2f}x")
         if have_llama:
+            lora = loras.get(op)
             lc = run_llama_job({"gguf": str(gguf), "n_ctx": m.max_seq_len, "threads": a.threads, "new_tokens": n,
+                                "lora": str(lora) if lora else None,
                                 "warmup": a.warmup, "repeats": a.repeats,
                                 "texts": [(i["sample_id"], tok.apply_chat_template(i["messages"])) for i in items]})
             # llama.cpp streams ~the whole GGUF per token (its output projection is the tied embedding) + f16 KV
