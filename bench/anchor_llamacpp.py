@@ -16,7 +16,7 @@ With `--onnx`, the same model exported to ONNX (`memlora-export --format onnx`) 
 
 Prints per op the medians, the ratios ExecuTorch / llama.cpp (> 1 = the bundle is faster) and the fraction of the
 decode roofline (measured memory bandwidth / bytes per token) each reaches, then checks the targets:
-decode >= 1.2x llama.cpp, >= 60% of the bandwidth roofline, prefill >= 1.0x. Exit 0 either way (it is a report);
+decode >= 1.5x llama.cpp (with the same adapter; issue 16), >= 60% of the bandwidth roofline, prefill >= 1.0x. Exit 0 either way (it is a report);
 `--json FILE` also writes the numbers.
 """
 
@@ -38,7 +38,7 @@ from runtimes.profiler import ProfileError, roofline  # noqa: E402
 from runtimes.profiler.host import job_machine, run_job  # noqa: E402
 from runtimes.profiler.plan import Settings, _Tokens, make_plan  # noqa: E402
 
-TARGETS = {"decode_ratio": 1.2, "prefill_ratio": 1.0, "decode_roofline": 0.60}
+TARGETS = {"decode_ratio": 1.5, "prefill_ratio": 1.0, "decode_roofline": 0.60}
 
 
 def default_gguf() -> Path:
