@@ -5,7 +5,8 @@ tagged for `foundation.ptd`, those of the LoRA path for `lora.ptd`, delegated XN
 `model.pte` keeps only the graph. The graph carries a LoRA path in every (layer, module) any adapter targets, at the
 largest rank among them (`adapters.lora_slots`), and is lowered with distinct random placeholder weights; each op's
 `<op>.lora.ptd` then holds that op's zero-padded weights under the placeholders' keys (`write_op_lora`). An op is
-loaded from model.pte + foundation.ptd + its <op>.lora.ptd.
+loaded from model.pte + foundation.ptd + its <op>.lora.ptd. Before quantization the projections that read one input
+run as one linear (`exporter.fuse`: q/k/v, gate/up), so the LoRA data is written in that fused layout.
 """
 
 from __future__ import annotations
