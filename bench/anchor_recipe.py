@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -101,7 +100,7 @@ def main() -> int:
     import tempfile
 
     from executorch.extension.llm.runner import TextLLMRunner
-    from textllm_runner import greedy_config, op_runners, runner_run
+    from textllm_runner import greedy_config, interleaved_medians, op_runners, runner_run
 
     from runtimes.factory import open_bundle
 
@@ -113,24 +112,15 @@ def main() -> int:
     ops = a.ops or list(m.ops)
     runners, texts = op_runners(rt, ops, Path(tmp.name))
     config = greedy_config(a.tokens)
-    res = {op: {"bundle": [], "recipe": []} for op in ops}
-    for rnd in range(a.rounds + 1):  # round 0 warms up
-        for op in ops:
-            b = runner_run(runners[op], config, texts[op])
-            r = runner_run(anchor, config, texts[op])
-            if rnd:
-                res[op]["bundle"].append(b)
-                res[op]["recipe"].append(r)
+    med = interleaved_medians(ops, a.rounds, lambda op: {"bundle": runner_run(runners[op], config, texts[op]),
+                                                          "recipe": runner_run(anchor, config, texts[op])})
     print(f"{'op':<9} {'bundle prefill':>14} {'recipe prefill':>14} {'ratio':>6} {'bundle decode':>13} "
           f"{'recipe decode':>13} {'ratio':>6} {'new tokens b/r':>14}")
     for op in ops:
-        med = {k: {f: statistics.median(x[f] for x in v) for f in ("prefill_tok_s", "decode_tok_s", "generated")}
-               for k, v in res[op].items()}
-        pr = med["bundle"]["prefill_tok_s"] / med["recipe"]["prefill_tok_s"]
-        dr = med["bundle"]["decode_tok_s"] / med["recipe"]["decode_tok_s"]
-        print(f"{op:<9} {med['bundle']['prefill_tok_s']:>14.0f} {med['recipe']['prefill_tok_s']:>14.0f} {pr:>5.2f}x "
-              f"{med['bundle']['decode_tok_s']:>13.1f} {med['recipe']['decode_tok_s']:>13.1f} {dr:>5.2f}x "
-              f"{med['bundle']['generated']:>7.0f}/{med['recipe']['generated']:.0f}")
+        b, r = med[op]["bundle"], med[op]["recipe"]
+        print(f"{op:<9} {b['prefill_tok_s']:>14.0f} {r['prefill_tok_s']:>14.0f} "
+              f"{b['prefill_tok_s'] / r['prefill_tok_s']:>5.2f}x {b['decode_tok_s']:>13.1f} {r['decode_tok_s']:>13.1f} "
+              f"{b['decode_tok_s'] / r['decode_tok_s']:>5.2f}x {b['generated']:>7.0f}/{r['generated']:.0f}")
     print(f"targets: decode >= {TARGETS['decode']}x, prefill >= {TARGETS['prefill']}x the recipe")
     tmp.cleanup()
     return 0

@@ -99,6 +99,19 @@ def greedy_config(max_new_tokens: int):
     return config
 
 
+def interleaved_medians(ops: list[str], rounds: int, measure) -> dict[str, dict[str, dict[str, float]]]:
+    """`measure(op) -> {name: run}` for every op, round after round (round 0 warms up and is dropped); per op and
+    name, the median of each run field."""
+    runs: dict[str, dict[str, list[dict]]] = {op: {} for op in ops}
+    for rnd in range(rounds + 1):
+        for op in ops:
+            for name, run in measure(op).items():
+                if rnd:
+                    runs[op].setdefault(name, []).append(run)
+    return {op: {name: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for name, rs in by_name.items()}
+            for op, by_name in runs.items()}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle")
@@ -115,23 +128,18 @@ def main() -> int:
     runners, texts = op_runners(rt, ops, Path(tmp.name))
     ids = {op: rt.encode(fidelity_messages(op)) for op in ops}
     config = greedy_config(a.tokens)
-    res = {op: {"runner": [], "python": []} for op in ops}
-    for rnd in range(a.rounds + 1):  # round 0 warms up both
-        for op in ops:
-            r = runner_run(runners[op], config, texts[op])
-            q = python_run(rt, op, ids[op], max(16, r["generated"]))
-            if rnd:
-                res[op]["runner"].append(r)
-                res[op]["python"].append(q)
+
+    def measure(op: str) -> dict[str, dict]:
+        r = runner_run(runners[op], config, texts[op])
+        return {"runner": r, "python": python_run(rt, op, ids[op], max(16, r["generated"]))}
+
+    med = interleaved_medians(ops, a.rounds, measure)
     print(f"{'op':<9} {'prompt':>6} {'new':>4} {'runner prefill':>14} {'python prefill':>14} {'runner decode':>13} "
           f"{'python decode':>13} {'decode runner/python':>20}")
     for op in ops:
-        med = {k: {f: statistics.median(r[f] for r in v) for f in ("prefill_tok_s", "decode_tok_s")}
-               for k, v in res[op].items()}
-        new = statistics.median(r["generated"] for r in res[op]["runner"])
-        print(f"{op:<9} {len(ids[op]):>6} {new:>4.0f} {med['runner']['prefill_tok_s']:>14.0f} {med['python']['prefill_tok_s']:>14.0f} "
-              f"{med['runner']['decode_tok_s']:>13.1f} {med['python']['decode_tok_s']:>13.1f} "
-              f"{med['runner']['decode_tok_s'] / med['python']['decode_tok_s']:>19.2f}x")
+        r, q = med[op]["runner"], med[op]["python"]
+        print(f"{op:<9} {len(ids[op]):>6} {r['generated']:>4.0f} {r['prefill_tok_s']:>14.0f} {q['prefill_tok_s']:>14.0f} "
+              f"{r['decode_tok_s']:>13.1f} {q['decode_tok_s']:>13.1f} {r['decode_tok_s'] / q['decode_tok_s']:>19.2f}x")
     tmp.cleanup()
     return 0
 
