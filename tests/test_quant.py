@@ -39,8 +39,10 @@ def test_split_recovers_q4_1_codes_exactly_where_symmetric_int4_cannot():
     w = lin.weight.detach().clone()
     split = GroupOffsetLinear(lin, 32)
     quantize_(split.main, _config("8da4w_exact", 32))
-    g = split.group_sum.weight  # 0/1 block matrix: W = main + offset @ group_sum
-    rebuilt = dequantized(split.main) + split.offset.weight @ g
+    main = dequantized(split.main)  # [W_c; G]: the symmetric part, then the 0/1 group-sum rows, both int4 codes
+    g = torch.eye(3).repeat_interleave(32, dim=1)
+    assert torch.equal(main[48:], g)  # the group-sum rows come through int4 exactly (codes 0 and 7 at scale 1/7)
+    rebuilt = main[:48] + split.offset.weight @ g
     assert (rebuilt - w).abs().max() < 1e-6  # measured 4e-8 (float rounding) on weights up to 0.44
     sym = q4_1_linear()
     quantize_(sym, _config("8da4w", 32))
