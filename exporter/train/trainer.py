@@ -152,7 +152,7 @@ def answer_loss(model: Any, enc: Encoded) -> tuple[Any, int]:
     return F.cross_entropy(logits, target, reduction="sum"), len(target)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: Any) -> float:
     """Linear warm-up over `warmup` steps, then cosine to 10 % of the peak at the last step."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -178,8 +178,9 @@ def _lora_state(model: Any) -> dict[str, Any]:
     return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
 
 
-def save_checkpoint(model: Any, opt: Any, step: int, cfg: TrainConfig, history: list[dict[str, float]],
-                    elapsed: float) -> Path:
+def save_checkpoint(model: Any, opt: Any, step: int, cfg: Any, history: list[dict[str, float]],
+                    elapsed: float, extra: Any = None) -> Path:
+    """`extra`: a module trained beside the LoRA (the vqa op's projector), saved with it."""
     import torch
     from safetensors.torch import save_file
 
@@ -188,6 +189,9 @@ def save_checkpoint(model: Any, opt: Any, step: int, cfg: TrainConfig, history: 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         save_file(_lora_state(model), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        if extra is not None:
+            save_file({k: v.detach().contiguous() for k, v in extra.state_dict().items()},
+                      str(tmp / "extra.safetensors"), metadata={"format": "pt"})
         sd = opt.state_dict()
         tensors = {"rng.torch": torch.get_rng_state()}
         for idx, st in sd["state"].items():
@@ -218,14 +222,15 @@ def is_checkpoint_dir(path: Path) -> bool:
         return False
 
 
-def latest_checkpoint(cfg: TrainConfig) -> Path | None:
+def latest_checkpoint(cfg: Any) -> Path | None:
     if not cfg.checkpoint_dir.is_dir():
         return None
     done = [p for p in sorted(cfg.checkpoint_dir.glob("step-*")) if (p / "state.json").exists()]
     return done[-1] if done else None
 
 
-def load_checkpoint(path: Path, model: Any, opt: Any, cfg: TrainConfig) -> tuple[int, list[dict[str, float]], float]:
+def load_checkpoint(path: Path, model: Any, opt: Any, cfg: Any,
+                    extra: Any = None) -> tuple[int, list[dict[str, float]], float]:
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -235,6 +240,8 @@ def load_checkpoint(path: Path, model: Any, opt: Any, cfg: TrainConfig) -> tuple
         raise InputError(f"checkpoint {path} was made with another training config; pass --restart to start over "
                          f"(or another --out)")
     set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+    if extra is not None:
+        extra.load_state_dict(load_file(str(path / "extra.safetensors")))
     t = load_file(str(path / "optimizer.safetensors"))
     opt_state: dict[int, dict[str, Any]] = {}
     for k, v in t.items():

@@ -1,0 +1,101 @@
+"""VQA data for the `vqa` op: easy-VQA (MIT; 64 x 64 images of one coloured shape, 13 answers), from its PyPI package.
+
+Splits: `train` minus a held-out tenth of its images (seeded, by image, so no validation image is seen in training)
+= training; that tenth = validation (the choices are made on it); `test` = the package's test split, reported.
+Encoder features are computed once per image and cached (`$MEMLORA_CACHE/vqa-features/<split>-<key>.safetensors`,
+float16 [n_images, 1280, 7, 7]), so training never runs the encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import InputError
+
+log = logging.getLogger("memlora.vision")
+
+VAL_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class VQAItem:
+    question: str
+    answer: str
+    image: int  # index into the split's image list (and its feature rows)
+
+
+@dataclass
+class VQASplit:
+    name: str
+    items: list[VQAItem]
+    image_paths: list[Path]
+
+
+def _easy_vqa():
+    try:
+        import easy_vqa
+    except ImportError as e:
+        raise InputError("the VQA data package easy-vqa is not installed (pip install easy-vqa==1.0)") from e
+    return easy_vqa
+
+
+def load_split(split: str, *, seed: int = 0, limit_images: int | None = None) -> VQASplit:
+    """`train` (without the held-out images), `val` (the held-out images of train) or `test`."""
+    ev = _easy_vqa()
+    if split not in ("train", "val", "test"):
+        raise InputError(f"VQA split must be train, val or test, got {split!r}")
+    source = "test" if split == "test" else "train"
+    texts, answers, image_ids = ev.get_test_questions() if source == "test" else ev.get_train_questions()
+    paths = ev.get_test_image_paths() if source == "test" else ev.get_train_image_paths()
+    ids = sorted(paths)
+    if source == "train":
+        held = set(random.Random(seed).sample(ids, round(len(ids) * VAL_FRACTION)))
+        ids = [i for i in ids if (i in held) == (split == "val")]
+    if limit_images is not None:
+        ids = ids[:limit_images]
+    row = {image_id: n for n, image_id in enumerate(ids)}
+    items = [VQAItem(q, a, row[i]) for q, a, i in zip(texts, answers, image_ids) if i in row]
+    return VQASplit(split, items, [Path(paths[i]) for i in ids])
+
+
+def answers() -> list[str]:
+    return list(_easy_vqa().get_answers())
+
+
+def features_for(split: VQASplit, encoder: torch.nn.Module, preprocess: Callable, *, cache_dir: Path,
+                 batch: int = 64, progress: bool = True) -> torch.Tensor:
+    """[n_images, C, 7, 7] float16 encoder features of the split's images, from the cache or computed once."""
+    from safetensors.torch import load_file, save_file
+    from tqdm import tqdm
+
+    key = hashlib.sha256("\n".join(str(p) for p in split.image_paths).encode()).hexdigest()[:16]
+    path = cache_dir / f"{split.name}-{key}.safetensors"
+    if path.is_file():
+        return load_file(str(path))["features"]
+    from PIL import Image
+
+    out = []
+    with torch.no_grad():
+        for i in tqdm(range(0, len(split.image_paths), batch), desc=f"encode {split.name} images", unit="batch",
+                      disable=not progress, dynamic_ncols=True):
+            ims = [Image.open(p) for p in split.image_paths[i:i + batch]]
+            out.append(encoder(preprocess(ims)).to(torch.float16))
+    feats = torch.cat(out)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"features": feats.contiguous()}, str(tmp))
+    tmp.replace(path)
+    return feats
+
+
+def accuracy(preds: Sequence[str], items: Sequence[VQAItem]) -> float:
+    """Exact match of the normalised answer (lower case, no surrounding space or final full stop)."""
+    norm = lambda s: s.strip().strip(".").strip().lower()  # noqa: E731
+    return sum(norm(p) == norm(i.answer) for p, i in zip(preds, items)) / max(len(items), 1)

