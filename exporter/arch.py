@@ -259,13 +259,19 @@ class Decoder(nn.Module):
             self.register_buffer("rope_local_sin", lsin, persistent=False)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        seqlen = tokens.shape[1]
+        return self.decode(self.embed(tokens), input_pos)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, S] token ids -> [B, S, dim] input embeddings (what a multimodal prefill puts beside visual tokens)."""
+        h = self.embed_tokens(tokens)
+        return h * self.cfg.embed_scale if self.cfg.embed_scale != 1.0 else h
+
+    def decode(self, h: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """[B, S, dim] input embeddings at positions input_pos[0].. -> logits of the last position."""
+        seqlen = h.shape[1]
         start_pos = input_pos[0].item()
         torch._check(start_pos >= 0)
         torch._check(start_pos + seqlen <= self.cfg.max_seq_len)
-        h = self.embed_tokens(tokens)
-        if self.cfg.embed_scale != 1.0:
-            h = h * self.cfg.embed_scale
         cos = self.rope_cos.narrow(0, start_pos, seqlen)
         sin = self.rope_sin.narrow(0, start_pos, seqlen)
         if self.cfg.local_rope_theta is not None:

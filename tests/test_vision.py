@@ -31,7 +31,7 @@ def test_real_encoder_weights_and_features():
     with torch.no_grad():
         f = enc(x)
         again = enc(preprocess(ims[:2]))
-    assert f.shape == (24, 1280, 7, 7)
+    assert f.shape == (24, 1360, 7, 7)
     torch.testing.assert_close(again, f[:2], atol=1e-4, rtol=1e-4)  # deterministic, batch-independent
     # Pretrained, not random: images whose questions say they share a colour are closer in feature space than
     # images of different colours (ImageNet features separate hues; a random net's barely do).
@@ -111,6 +111,37 @@ def test_tiny_vqa_training_writes_the_vision_op_and_resumes(tiny_llama, tmp_path
     a, b = _weights(out), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=2e-3) for k in a)
     assert not cfg.checkpoint_dir.exists()
+
+    # The output loads back as the vision op (fp16 projector + adapter) and answers.
+    from exporter.load import load_base
+    from exporter.vision import load_vqa_model
+    from exporter.vision.data import load_split
+    from exporter.vision.data import features_for
+
+    model = load_vqa_model(out, load_base(str(tiny_llama)))
+    sp = load_split("test", limit_images=6)
+    preds = model.answer(sp.items[:4], features_for(sp, None, None, cache_dir=cache))
+    assert len(preds) == 4 and all(isinstance(p, str) for p in preds)
+    saved = _weights(out)
+    got = {f"{k}": v for k, v in model.projector.state_dict().items()}
+    assert all(torch.equal(got[k], saved[k].float()) for k in got)
+
+
+def test_bad_vision_dirs_get_one_line(tmp_path):
+    from exporter.errors import InputError
+    from exporter.vision import read_vision_dir
+
+    with pytest.raises(InputError, match="not a vision op directory"):
+        read_vision_dir(tmp_path)
+    for name in ("projector.safetensors", "vqa/adapter_config.json", "vqa/adapter_model.safetensors"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "projector.json").write_text('{"projector": {"in_dim": 1280, "dim": -1, "grid": 3}}')
+    with pytest.raises(InputError, match="positive ints"):
+        read_vision_dir(tmp_path)
+    (tmp_path / "projector.json").write_text("[1, 2")
+    with pytest.raises(InputError, match="projector.json"):
+        read_vision_dir(tmp_path)
 
 
 def test_train_cli_vqa_bad_input(tmp_path, capsys):

@@ -3,7 +3,8 @@
 Splits: `train` minus a held-out tenth of its images (seeded, by image, so no validation image is seen in training)
 = training; that tenth = validation (the choices are made on it); `test` = the package's test split, reported.
 Encoder features are computed once per image and cached (`$MEMLORA_CACHE/vqa-features/<split>-<key>.safetensors`,
-float16 [n_images, 1280, 7, 7]), so training never runs the encoder.
+float16 [n_images, 1360, 7, 7]; the key covers the encoder version and the image paths), so training never runs
+the encoder.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def features_for(split: VQASplit, encoder: torch.nn.Module, preprocess: Callable
     from safetensors.torch import load_file, save_file
     from tqdm import tqdm
 
-    key = hashlib.sha256("\n".join(str(p) for p in split.image_paths).encode()).hexdigest()[:16]
+    from .encoder import VERSION
+
+    key = hashlib.sha256("\n".join([VERSION, *map(str, split.image_paths)]).encode()).hexdigest()[:16]
     path = cache_dir / f"{split.name}-{key}.safetensors"
     if path.is_file():
         return load_file(str(path))["features"]

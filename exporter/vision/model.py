@@ -21,7 +21,7 @@ IMAGE_PLACEHOLDER = "<image>"
 
 @dataclass(frozen=True)
 class ProjectorConfig:
-    in_dim: int = 1280  # encoder channels
+    in_dim: int = 1360  # encoder channels (exporter.vision.encoder)
     dim: int = 576  # the LM's hidden size
     grid: int = 7  # visual tokens per side: 7 = the encoder's whole 7 x 7 map, 3 = 3 x 3 average-pooled, 1 = global
 

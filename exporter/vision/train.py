@@ -47,6 +47,7 @@ class VQATrainConfig:
     steps: int = 400
     batch: int = 16
     lr: float = 1e-3
+    projector_lr: float = 1e-2  # the projector starts from scratch: a higher rate than the LoRA's (docs/vision.md)
     warmup: int = 20
     weight_decay: float = 0.0
     seed: int = 0
@@ -64,8 +65,9 @@ class VQATrainConfig:
                 raise SpecError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if self.grid not in (1, 3, 7):
             raise SpecError(f"--grid must be 1, 3 or 7 (visual tokens per side), got {self.grid!r}")
-        if not 0 < self.lr < 1:
-            raise SpecError(f"lr must be in (0, 1), got {self.lr!r}")
+        for name in ("lr", "projector_lr"):
+            if not 0 < getattr(self, name) < 1:
+                raise SpecError(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
 
     def training_key(self) -> str:
         keep = {k: v for k, v in asdict(self).items()
@@ -97,7 +99,7 @@ class VQAModel:
         return self._cache[question]
 
     def _inner(self):
-        m = self.lm.base_model.model if hasattr(self.lm, "base_model") else self.lm
+        m = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm  # under PEFT, or plain
         return m.model, m.lm_head
 
     def batch_embeds(self, items: Sequence[VQAItem], features: Any, with_answer: bool, left_pad: bool = False):
@@ -238,8 +240,11 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
                       bias="none", task_type="CAUSAL_LM")
     lm = get_peft_model(base.model, lcfg)
     model = VQAModel(lm, tok, projector, eot)
-    params = [p for p in lm.parameters() if p.requires_grad] + list(projector.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    lora = [p for p in lm.parameters() if p.requires_grad]
+    params = lora + list(projector.parameters())
+    opt = torch.optim.AdamW([{"params": lora, "peak": cfg.lr}, {"params": list(projector.parameters()),
+                                                                "peak": cfg.projector_lr}],
+                            lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
 
     step, history, elapsed = 0, [], 0.0
     ckpt = latest_checkpoint(cfg)
@@ -257,7 +262,7 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     projector.train()
     while step < last:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg) * g["peak"] / cfg.lr
         batch = [train_items[i] for i in order[step * cfg.batch:(step + 1) * cfg.batch]]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             s, n = model.loss(batch, feats["train"])
