@@ -236,6 +236,7 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     torch.manual_seed(cfg.seed)
     pcfg = ProjectorConfig(in_dim=int(feats["train"].shape[1]), dim=int(base.config.hidden_size), grid=cfg.grid)
     projector = Projector(pcfg)
+    projector.fit_stats(feats["train"])  # fixed input statistics (saved with the projector; a resume reloads them)
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=list(cfg.targets),
                       bias="none", task_type="CAUSAL_LM")
     lm = get_peft_model(base.model, lcfg)
