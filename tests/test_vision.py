@@ -149,6 +149,10 @@ def test_train_cli_vqa_bad_input(tmp_path, capsys):
 
     assert main(["--op", "vqa", "--steps", "0", "--out", str(tmp_path / "o")]) == 1
     assert "steps must be a positive int" in capsys.readouterr().err
+    assert main(["--op", "vqa", "--targets", "lm_head", "--out", str(tmp_path / "o")]) == 1
+    assert "not LoRA targets" in capsys.readouterr().err
+    assert main(["--op", "vqa", "--test-items", "-3", "--out", str(tmp_path / "o")]) == 1
+    assert "test_items must be a positive int" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--op", "vqa", "--grid", "5", "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / "vision"), base=args.base,
             grid=args.grid, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
             targets=_targets(args.targets), steps=_pick(args.steps, v.steps), batch=_pick(args.batch, v.batch),
-            lr=_pick(args.lr, v.lr), projector_lr=args.projector_lr, warmup=_pick(args.warmup, v.warmup), seed=args.seed, threads=args.threads,
+            lr=_pick(args.lr, v.lr), projector_lr=args.projector_lr, warmup=_pick(args.warmup, v.warmup),
+            seed=args.seed, threads=args.threads,
             bf16=not args.no_bf16, val_items=args.val_items, test_items=args.test_items,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints)
         check_output(cfg.out, force=False, owned=lambda p: False, kind="vqa output directory", inputs=cfg.inputs)
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             base=args.base, data=args.data, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
             dropout=args.dropout, targets=_targets(args.targets), max_len=args.max_len,
             steps=_pick(args.steps, TrainConfig.steps), batch=_pick(args.batch, TrainConfig.batch),
-            lr=_pick(args.lr, TrainConfig.lr), warmup=_pick(args.warmup, TrainConfig.warmup), seed=args.seed, threads=args.threads,
+            lr=_pick(args.lr, TrainConfig.lr), warmup=_pick(args.warmup, TrainConfig.warmup), seed=args.seed,
+            threads=args.threads,
             bf16=not args.no_bf16, val_examples=args.val_examples, val_decode=args.val_decode,
             eval_base=not args.no_eval_base, checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints)

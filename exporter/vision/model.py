@@ -56,9 +56,10 @@ class Projector(nn.Module):
     def fit_stats(self, features: torch.Tensor, chunk: int = 256) -> None:
         """Per-channel mean and standard deviation of the pooled tokens of `features` [N, C, 7, 7] (training
         images), in chunks (the whole train set is GBs in float32)."""
-        n, s, s2 = 0, torch.zeros(self.cfg.in_dim, dtype=torch.float64), torch.zeros(self.cfg.in_dim, dtype=torch.float64)
+        c = self.cfg.in_dim
+        n, s, s2 = 0, torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
         for i in range(0, features.shape[0], chunk):
-            t = self.pool(features[i:i + chunk].float()).flatten(2).transpose(1, 2).reshape(-1, self.cfg.in_dim).double()
+            t = self.pool(features[i:i + chunk].float()).flatten(2).transpose(1, 2).reshape(-1, c).double()
             n, s, s2 = n + t.shape[0], s + t.sum(0), s2 + (t * t).sum(0)
         mean = s / n
         self.feature_mean.copy_(mean.float())

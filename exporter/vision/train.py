@@ -63,6 +63,15 @@ class VQATrainConfig:
         for name in ("rank", "steps", "batch", "threads", "checkpoint_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SpecError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        from ..train.trainer import ALL_LINEAR
+
+        bad = sorted(set(self.targets) - set(ALL_LINEAR))
+        if bad or not self.targets:
+            raise SpecError(f"target modules {bad or self.targets} are not LoRA targets; choose from {ALL_LINEAR}")
+        if not isinstance(self.val_items, int) or self.val_items < 1:
+            raise SpecError(f"val_items must be a positive int, got {self.val_items!r}")
+        if self.test_items is not None and (not isinstance(self.test_items, int) or self.test_items < 1):
+            raise SpecError(f"test_items must be a positive int, got {self.test_items!r}")
         if self.grid not in (1, 3, 7):
             raise SpecError(f"--grid must be 1, 3 or 7 (visual tokens per side), got {self.grid!r}")
         for name in ("lr", "projector_lr"):
@@ -305,7 +314,8 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
                    "base": {"name": base.name, "source": base.source},
                    "data": {"dataset": "easy-vqa 1.0", "train_items": len(train_items),
                             "train_images": len(splits["train"].image_paths),
-                            "val_images": len(splits["val"].image_paths), "test_images": len(splits["test"].image_paths),
+                            "val_images": len(splits["val"].image_paths),
+                            "test_images": len(splits["test"].image_paths),
                             "examples_seen": cfg.steps * cfg.batch, "limit_images": limit_images},
                    "trainable_params": sum(p.numel() for p in params),
                    "seconds": {"train": round(train_s, 1), "total": round(time.perf_counter() - t_start, 1)},
