@@ -60,6 +60,11 @@ def _overlaps(a: Path, b: Path) -> str | None:
     return None
 
 
+def never_replaced(path: Path) -> bool:
+    """`owned` for outputs a command never replaces (it has no --force): memlora-train's adapter directories."""
+    return False
+
+
 def check_output(out: str | Path, *, force: bool, owned: Callable[[Path], bool], kind: str,
                  inputs: Iterable[str | Path] = ()) -> None:
     """Fail (OutputError, one line) before any expensive work if `out` cannot or must not be written."""
@@ -80,6 +85,8 @@ def check_output(out: str | Path, *, force: bool, owned: Callable[[Path], bool],
         if rel:
             raise OutputError(f"output {out} {rel} the input {inp}; give a separate directory for the {kind}")
     if os.path.lexists(out):
+        if owned is never_replaced:
+            raise OutputError(f"output {out} already exists; give a new path for the {kind}")
         if not force:
             raise OutputError(f"output {out} already exists (pass --force to replace an earlier {kind})")
         if not out.is_dir():

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from runtimes.clikit import Parser, quiet_startup, run_main
-from runtimes.outdir import OutputError as OutputDirError, check_output
+from runtimes.outdir import OutputError as OutputDirError, check_output, never_replaced
 
 from ..errors import MemloraError, SpecError
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, threads=args.threads,
             bf16=not args.no_bf16, val_items=args.val_items, test_items=args.test_items,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints)
-        check_output(cfg.out, force=False, owned=lambda p: False, kind="vqa output directory", inputs=cfg.inputs)
+        check_output(cfg.out, force=False, owned=never_replaced, kind="vqa output directory", inputs=cfg.inputs)
         cache = Path(args.cache_dir) if args.cache_dir else cache_root() / "vqa-features"
         state["summary"] = train_vqa(cfg, restart=args.restart, cache_dir=cache)
         state["cfg"] = cfg
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_checkpoints=args.keep_checkpoints)
         if not Path(cfg.data).is_file():
             raise SpecError(f"data file not found: {cfg.data} (pass --data PATH to a LoCoMo-format JSON)")
-        check_output(cfg.out, force=False, owned=lambda p: False, kind="adapter directory", inputs=cfg.inputs)
+        check_output(cfg.out, force=False, owned=never_replaced, kind="adapter directory", inputs=cfg.inputs)
         cache = Path(args.cache_dir) if args.cache_dir else cache_root() / "train-data"
         embedder = D.default_embedder() if (args.op != "extract" or args.val_decode) else None
         log = logging.getLogger("memlora.train")

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from runtimes.outdir import OutputDir, OutputError as OutputDirError, check_output
+from runtimes.outdir import OutputDir, OutputError as OutputDirError, check_output, never_replaced
 
 from ..errors import InputError, OutputError, SpecError
 from .data import OPS, Example
@@ -332,7 +332,7 @@ def train(cfg: TrainConfig, *, train_examples: Sequence[Example], val_examples: 
     out = Path(cfg.out)
     if stop_after is None:
         try:
-            check_output(out, force=False, owned=lambda p: False, kind="adapter directory", inputs=cfg.inputs)
+            check_output(out, force=False, owned=never_replaced, kind="adapter directory", inputs=cfg.inputs)
         except OutputDirError as e:
             raise OutputError(str(e)) from None
     if restart and cfg.checkpoint_dir.exists():
@@ -449,7 +449,7 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
         with model.disable_adapter():
             val["base_val_loss"] = loss_over(val_enc)
     out.parent.mkdir(parents=True, exist_ok=True)
-    od = OutputDir(out, force=False, owned=lambda p: False, kind="adapter directory", inputs=cfg.inputs)
+    od = OutputDir(out, force=False, owned=never_replaced, kind="adapter directory", inputs=cfg.inputs)
     with od as tmp:
         model.peft_config["default"].base_model_name_or_path = cfg.base
         model.save_pretrained(str(tmp), safe_serialization=True)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from runtimes.outdir import OutputDir, OutputError as OutputDirError, check_output
+from runtimes.outdir import OutputDir, OutputError as OutputDirError, check_output, never_replaced
 
 from ..errors import InputError, OutputError, SpecError
 from .data import VQAItem
@@ -200,7 +200,7 @@ def train_vqa(cfg: VQATrainConfig, *, restart: bool = False, progress: bool = Tr
     out = Path(cfg.out)
     if stop_after is None:
         try:
-            check_output(out, force=False, owned=lambda p: False, kind="vqa output directory", inputs=cfg.inputs)
+            check_output(out, force=False, owned=never_replaced, kind="vqa output directory", inputs=cfg.inputs)
         except OutputDirError as e:
             raise OutputError(str(e)) from None
     from ..train.trainer import is_checkpoint_dir
@@ -299,7 +299,7 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     val["seconds"] = round(time.perf_counter() - t_eval, 1)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    od = OutputDir(out, force=False, owned=lambda p: False, kind="vqa output directory", inputs=cfg.inputs)
+    od = OutputDir(out, force=False, owned=never_replaced, kind="vqa output directory", inputs=cfg.inputs)
     with od as tmp:
         save_file({k: v.detach().to(torch.float16).contiguous() for k, v in projector.state_dict().items()},
                   str(tmp / PROJECTOR_FILE), metadata={"format": "pt"})
