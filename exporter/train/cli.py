@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def vqa_body() -> int:
         from ..load import cache_root
-        from ..vision.train import VQATrainConfig, train_vqa
+        from ..vision.train import KIND, VQATrainConfig, train_vqa
 
         v = VQATrainConfig(out="")
         cfg = VQATrainConfig(
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, threads=args.threads,
             bf16=not args.no_bf16, val_items=args.val_items, test_items=args.test_items,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints)
-        check_output(cfg.out, force=False, owned=never_replaced, kind="vqa output directory", inputs=cfg.inputs)
+        check_output(cfg.out, force=False, owned=never_replaced, kind=KIND, inputs=cfg.inputs)
         cache = Path(args.cache_dir) if args.cache_dir else cache_root() / "vqa-features"
         state["summary"] = train_vqa(cfg, restart=args.restart, cache_dir=cache)
         state["cfg"] = cfg

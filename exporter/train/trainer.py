@@ -327,12 +327,19 @@ def train(cfg: TrainConfig, *, train_examples: Sequence[Example], val_examples: 
           data_info: dict[str, Any] | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Train, validate and write the adapter directory `cfg.out`. `stop_after` ends the run after that many steps
     with a checkpoint and no output (used to test resuming). Returns the training summary."""
+    return run_training(cfg, "adapter directory", restart=restart, stop_after=stop_after,
+                        body=lambda: _train(cfg, train_examples, val_examples, progress, embed, data_info, stop_after))
+
+
+def run_training(cfg: Any, kind: str, *, restart: bool, stop_after: int | None, body: Callable[[], Any]) -> Any:
+    """What every memlora-train run does around its own `body`: refuse an unusable `cfg.out` before any work (not
+    for a `stop_after` test run, which writes no output), drop the checkpoints on `restart` (only memlora-train's
+    own), and run `body` at `cfg.threads` torch threads."""
     import torch
 
-    out = Path(cfg.out)
     if stop_after is None:
         try:
-            check_output(out, force=False, owned=never_replaced, kind="adapter directory", inputs=cfg.inputs)
+            check_output(Path(cfg.out), force=False, owned=never_replaced, kind=kind, inputs=cfg.inputs)
         except OutputDirError as e:
             raise OutputError(str(e)) from None
     if restart and cfg.checkpoint_dir.exists():
@@ -342,7 +349,7 @@ def train(cfg: TrainConfig, *, train_examples: Sequence[Example], val_examples: 
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, train_examples, val_examples, progress, embed, data_info, stop_after)
+        return body()
     finally:
         torch.set_num_threads(threads)
 
@@ -451,10 +458,7 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
     out.parent.mkdir(parents=True, exist_ok=True)
     od = OutputDir(out, force=False, owned=never_replaced, kind="adapter directory", inputs=cfg.inputs)
     with od as tmp:
-        model.peft_config["default"].base_model_name_or_path = cfg.base
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
-        half_precision(tmp / "adapter_model.safetensors")
+        save_adapter(model, cfg.base, tmp)
         if cfg.val_decode:
             val.update(decode_scores(cfg, tmp, dec_items, embed))
         val["seconds"] = time.perf_counter() - t_val
@@ -471,16 +475,29 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
             "history": history,
             "versions": _versions(),
         }
-        (tmp / "training_config.json").write_text(json.dumps(summary, indent=1) + "\n")
-        (tmp / "validation.json").write_text(json.dumps(val, indent=1) + "\n")
-        try:
-            od.commit()
-        except OutputDirError as e:
-            raise OutputError(str(e)) from None
+        return commit_output(od, tmp, cfg, summary, val)
+
+
+def save_adapter(model: Any, base: str, out: Path) -> None:
+    """The PEFT adapter as memlora-train ships it: safetensors in fp16, naming its base, no model-card template."""
+    model.peft_config["default"].base_model_name_or_path = base
+    model.save_pretrained(str(out), safe_serialization=True)
+    (out / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
+    half_precision(out / "adapter_model.safetensors")
+
+
+def commit_output(od: OutputDir, tmp: Path, cfg: Any, summary: dict[str, Any], val: dict[str, Any]) -> dict[str, Any]:
+    """Write training_config.json (`summary`) and validation.json (`val`) into the output being built in `tmp`,
+    commit it, and drop the run's checkpoints (unless `cfg.keep_checkpoints`). Returns `summary` with `val`."""
+    (tmp / "training_config.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (tmp / "validation.json").write_text(json.dumps(val, indent=1) + "\n")
+    try:
+        od.commit()
+    except OutputDirError as e:
+        raise OutputError(str(e)) from None
     if not cfg.keep_checkpoints and is_checkpoint_dir(cfg.checkpoint_dir):
         shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
-    summary["validation"] = val
-    return summary
+    return {**summary, "validation": val}
 
 
 def half_precision(path: Path) -> None:

@@ -44,7 +44,6 @@ def read_vision_dir(path: str | Path) -> dict[str, Any]:
 def load_vqa_model(path: str | Path, base: Any) -> Any:
     """The VQA model of a vision op directory on `base` (exporter.load.BaseModel; its model is wrapped by PEFT in
     place): a train.VQAModel in eval mode."""
-    import torch
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -68,5 +67,4 @@ def load_vqa_model(path: str | Path, base: Any) -> Any:
     projector.eval()
     lm.eval()
     tok = base.tokenizer
-    with torch.no_grad():
-        return VQAModel(lm, tok, projector, end_of_turn(tok, stop_token_ids(tok, base.config)))
+    return VQAModel(lm, tok, projector, end_of_turn(tok, stop_token_ids(tok, base.config)))

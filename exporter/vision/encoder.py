@@ -98,11 +98,10 @@ def preprocess(images: Any, spec: ImageSpec = ImageSpec()) -> torch.Tensor:
 
     if isinstance(images, Image.Image):
         images = [images]
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
     out = []
     for im in images:
         im = im.convert(spec.channels).resize((spec.size, spec.size), Image.BILINEAR)
-        a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1)
-        mean = torch.tensor(spec.mean).view(3, 1, 1)
-        std = torch.tensor(spec.std).view(3, 1, 1)
-        out.append((a - mean) / std)
-    return torch.stack(out)
+        out.append(torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1))
+    return (torch.stack(out) - mean) / std

@@ -17,15 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from runtimes.outdir import OutputDir, OutputError as OutputDirError, check_output, never_replaced
+from runtimes.outdir import OutputDir, never_replaced
 
-from ..errors import InputError, OutputError, SpecError
+from ..errors import InputError, SpecError
 from .data import VQAItem
 
 log = logging.getLogger("memlora.train")
@@ -33,6 +32,7 @@ log = logging.getLogger("memlora.train")
 PROJECTOR_FILE = "projector.safetensors"
 PROJECTOR_CONFIG = "projector.json"
 ADAPTER_DIR = "vqa"
+KIND = "vqa output directory"
 
 
 @dataclass
@@ -195,26 +195,10 @@ def train_vqa(cfg: VQATrainConfig, *, restart: bool = False, progress: bool = Tr
               limit_images: int | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Train, validate, test and write `cfg.out`. `limit_images` caps every split's images (tests);
     `stop_after` ends after that many steps with a checkpoint and no output (tests resuming)."""
-    import torch
+    from ..train.trainer import run_training
 
-    out = Path(cfg.out)
-    if stop_after is None:
-        try:
-            check_output(out, force=False, owned=never_replaced, kind="vqa output directory", inputs=cfg.inputs)
-        except OutputDirError as e:
-            raise OutputError(str(e)) from None
-    from ..train.trainer import is_checkpoint_dir
-
-    if restart and cfg.checkpoint_dir.exists():
-        if not is_checkpoint_dir(cfg.checkpoint_dir):
-            raise OutputError(f"{cfg.checkpoint_dir} is not a memlora-train checkpoint directory; not removing it")
-        shutil.rmtree(cfg.checkpoint_dir)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        return _train(cfg, progress, cache_dir, limit_images, stop_after)
-    finally:
-        torch.set_num_threads(threads)
+    return run_training(cfg, KIND, restart=restart, stop_after=stop_after,
+                        body=lambda: _train(cfg, progress, cache_dir, limit_images, stop_after))
 
 
 def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: int | None,
@@ -226,8 +210,8 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
 
     from ..load import load_base
     from ..pipeline import stop_token_ids
-    from ..train.trainer import (data_order, end_of_turn, half_precision, is_checkpoint_dir, latest_checkpoint,
-                                 load_checkpoint, lr_at, save_checkpoint)
+    from ..train.trainer import (commit_output, data_order, end_of_turn, latest_checkpoint, load_checkpoint, lr_at,
+                                 save_adapter, save_checkpoint)
     from .data import features_for, load_split
     from .encoder import ImageSpec, load_encoder, preprocess
     from .model import IMAGE_PLACEHOLDER, Projector, ProjectorConfig
@@ -299,17 +283,14 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     val["seconds"] = round(time.perf_counter() - t_eval, 1)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    od = OutputDir(out, force=False, owned=never_replaced, kind="vqa output directory", inputs=cfg.inputs)
+    od = OutputDir(out, force=False, owned=never_replaced, kind=KIND, inputs=cfg.inputs)
     with od as tmp:
         save_file({k: v.detach().to(torch.float16).contiguous() for k, v in projector.state_dict().items()},
                   str(tmp / PROJECTOR_FILE), metadata={"format": "pt"})
         (tmp / PROJECTOR_CONFIG).write_text(json.dumps({
             "projector": pcfg.to_dict(), "encoder": "efficientnet-lite0", "image": asdict(ImageSpec()),
             "image_placeholder": IMAGE_PLACEHOLDER, "visual_tokens": pcfg.tokens}, indent=1) + "\n")
-        lm.peft_config["default"].base_model_name_or_path = cfg.base
-        lm.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
-        (tmp / ADAPTER_DIR / "README.md").unlink(missing_ok=True)
-        half_precision(tmp / ADAPTER_DIR / "adapter_model.safetensors")
+        save_adapter(lm, cfg.base, tmp / ADAPTER_DIR)
         summary = {"op": "vqa", "config": asdict(cfg), "training_key": cfg.training_key(),
                    "base": {"name": base.name, "source": base.source},
                    "data": {"dataset": "easy-vqa 1.0", "train_items": len(train_items),
@@ -320,13 +301,4 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
                    "trainable_params": sum(p.numel() for p in params),
                    "seconds": {"train": round(train_s, 1), "total": round(time.perf_counter() - t_start, 1)},
                    "history": history}
-        (tmp / "training_config.json").write_text(json.dumps(summary, indent=1) + "\n")
-        (tmp / "validation.json").write_text(json.dumps(val, indent=1) + "\n")
-        try:
-            od.commit()
-        except OutputDirError as e:
-            raise OutputError(str(e)) from None
-    if not cfg.keep_checkpoints and is_checkpoint_dir(cfg.checkpoint_dir):
-        shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
-    summary["validation"] = val
-    return summary
+        return commit_output(od, tmp, cfg, summary, val)
