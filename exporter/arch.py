@@ -294,6 +294,32 @@ class Decoder(nn.Module):
                 m.v_cache.zero_()
 
 
+class _DecoderEntry(nn.Module):
+    """One of a decoder's entry points as a module's `forward`, over the decoder's own submodules and buffers: the
+    weights keep their names, so the data keys ExecuTorch derives from them are the decoder's, and a multimodal
+    program's `token_embedding` / `text_decoder` read the same `foundation.ptd` as the text program."""
+
+    def __init__(self, decoder: Decoder):
+        super().__init__()
+        self._modules, self._buffers, self._parameters = decoder._modules, decoder._buffers, decoder._parameters
+        self.cfg = decoder.cfg
+        self.__dict__["_decoder"] = decoder  # not a submodule: its weights are already this module's
+
+
+class TokenEmbedding(_DecoderEntry):
+    """tokens [1, S] -> input embeddings [1, S, dim] (ExecuTorch's multimodal `token_embedding` method)."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._decoder.embed(tokens)
+
+
+class TextDecoder(_DecoderEntry):
+    """(input embeddings [1, S, dim], start position [1]) -> last position's logits (`text_decoder`)."""
+
+    def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return self._decoder.decode(embeds, input_pos)
+
+
 def build_decoder(cfg: ArchConfig, hf_state: dict[str, torch.Tensor]) -> Decoder:
     """Instantiate the decoder and load Hugging Face weights (keys `model.*` and `lm_head.weight`)."""
     dec = Decoder(cfg)

@@ -11,8 +11,8 @@ from runtimes.clikit import Parser, quiet_startup, run_main
 from runtimes.outdir import OutputError as _OutputError
 
 from .errors import MemloraError, SpecError
-from .spec import (AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec, choices,
-                   default)
+from .spec import (AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec, VisionSpec,
+                   choices, default)
 
 PROG = "memlora-export"
 # The one default the CLI does not take from the spec: OutputSpec.path is "bundle" for the Python API, while
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundle the retrieval embedder (all-MiniLM-L6-v2 embedder.pte + tokenizer); "
                         "default: on for --target android")
     p.add_argument("--embedder-quant", default=default(EmbedderSpec, "quant"), choices=choices(EmbedderSpec, "quant"))
+    p.add_argument("--vision", nargs="?", const="embedded", default=None, metavar="DIR",
+                   help="add MemLoRA-V's vision op (vision.pte + vqa.lora.ptd over the same foundation.ptd): the one "
+                        "shipped for the embedded base, or a memlora-train --op vqa output DIR")
     p.add_argument("--install", action="store_true",
                    help="then adb push the bundle to /data/local/tmp/memlora and adb install the demo app if built")
     p.add_argument("--serial", help="with --install: the adb serial of the phone (default: the only one attached)")
@@ -102,6 +105,7 @@ def spec_from_args(a: argparse.Namespace) -> ExportSpec:
         output=OutputSpec(path=a.out, force=a.force),
         fidelity=FidelitySpec(enabled=not a.skip_fidelity, tokens=a.fidelity_tokens, strict=a.strict_fidelity),
         embedder=EmbedderSpec(enabled=a.embedder, quant=a.embedder_quant),
+        vision=VisionSpec(path=a.vision),
         target=a.target,
         format=a.format,
     )

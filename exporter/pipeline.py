@@ -18,7 +18,7 @@ from runtimes import prompts
 from runtimes.manifest import SCHEMA_VERSION, from_dict
 
 from .bundle import BundleWriter, check_output
-from .errors import ExportError, ParityError
+from .errors import ExportError, InputError, ParityError
 from .progress import step
 from .spec import ExportSpec
 from .targets import ExportJob, TargetResult, get_target
@@ -91,14 +91,24 @@ def run(spec: ExportSpec) -> dict[str, Any]:
     check_output(out, spec.output.force, inputs)
     with step("load adapters", timings):  # small and checked first: a bad adapter fails before the base loads
         adapters = {op: load_adapter(op, path) for op, path in spec.adapters.paths.items()}
+        vision = None
+        if spec.vision.path is not None:
+            from .vision import load_vision_op
+
+            vision = load_vision_op(spec.vision.path, spec.model.base)
+            inputs.append(str(vision.path))
+            check_output(out, spec.output.force, inputs)
     with step("load base", timings):
         base = load_base(spec.model.base)
         inputs.append(base.hf_dir)
         check_output(out, spec.output.force, inputs)
         arch = ArchConfig.from_hf(base.config, spec.model.max_seq_len)
         base_decoder = build_decoder(arch, base.model.state_dict())
-    for a in adapters.values():
+    for a in [*adapters.values(), *([vision.adapter] if vision else [])]:
         check_adapter(a, base_decoder)
+    if vision is not None and vision.projector.cfg.dim != arch.dim:
+        raise InputError(f"{vision.path}: projector dim {vision.projector.cfg.dim} does not fit {base.name} "
+                         f"(hidden size {arch.dim})")
     stops = stop_token_ids(base.tokenizer, base.config)
     chat_format = prompt_format(base.tokenizer, spec.ops)
     formats = FORMATS[spec.format]
@@ -107,7 +117,7 @@ def run(spec: ExportSpec) -> dict[str, Any]:
         assert w.dir is not None
         base.tokenizer.backend_tokenizer.save(str(w.dir / "tokenizer.json"))
         job = ExportJob(spec=spec, base=base, arch=arch, adapters=adapters, out=w.dir, timings=timings,
-                        stop_token_ids=stops, decoder=base_decoder)
+                        stop_token_ids=stops, decoder=base_decoder, vision=vision)
         del base_decoder
         results: dict[str, TargetResult] = {}
         for fmt in formats:
@@ -120,6 +130,10 @@ def run(spec: ExportSpec) -> dict[str, Any]:
             with step("embedder", timings):
                 embedder = export_embedder(w.dir, spec.embedder.quant)
         manifest = assemble(spec, base, arch, adapters, stops, chat_format, results, embedder)
+        if vision is not None:
+            from .vision import vision_entry
+
+            manifest["vision"] = vision_entry(vision, base.tokenizer, stops, results["executorch"].vision)
         manifest["files"] = w.file_table()
         if spec.fidelity.enabled:
             with step("fidelity", timings):
@@ -131,6 +145,11 @@ def run(spec: ExportSpec) -> dict[str, Any]:
                 raise ParityError("fidelity below target for " + ", ".join(
                     f"{op}{f' ({b})' if len(formats) > 1 else ''} (agreement {per_backend[b][op]['token_agreement']:.1%}, "
                     f"max |dlogit| {per_backend[b][op]['max_abs_logit_diff']:.3g})" for b, op in failed))
+        if vision is not None and spec.fidelity.enabled:
+            from .vision import vision_fidelity
+
+            with step("vision fidelity", timings):
+                manifest["vision"]["fidelity"] = vision_fidelity(from_dict(w.dir, manifest), vision, base)
         timings["total"] = round(time.perf_counter() - t_start, 2)
         manifest["export"] = {"seconds": timings}
         w.commit(manifest)  # checked against the reader's schema, then written, once

@@ -161,6 +161,18 @@ class EmbedderSpec:
 
 
 @dataclass
+class VisionSpec:
+    path: str | None = None
+    """MemLoRA-V's vision op (`memlora-train --op vqa` output directory; "embedded" = the one shipped for an embedded
+    base): exported as `vision.pte` (ExecuTorch's multimodal methods) over the text ops' `foundation.ptd` plus
+    `vqa.lora.ptd`. None: no vision op."""
+
+    def __post_init__(self) -> None:
+        if self.path is not None and (not isinstance(self.path, str) or not self.path):
+            raise SpecError(f"vision.path must be a directory, \"embedded\" or null, got {self.path!r}")
+
+
+@dataclass
 class ExportSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     adapters: AdapterSpec = field(default_factory=AdapterSpec)
@@ -168,6 +180,7 @@ class ExportSpec:
     output: OutputSpec = field(default_factory=OutputSpec)
     fidelity: FidelitySpec = field(default_factory=FidelitySpec)
     embedder: EmbedderSpec = field(default_factory=EmbedderSpec)
+    vision: VisionSpec = field(default_factory=VisionSpec)
     target: Target = "android"
     format: Format = "executorch"
 
@@ -179,6 +192,11 @@ class ExportSpec:
         if self.quant.lora_dtype != "fp32" and (self.format == "executorch" or self.adapters.strategy != "separate"):
             raise SpecError(f"quant.lora_dtype {self.quant.lora_dtype} applies to the ONNX adapter files of a separate "
                             "bundle: use it with --format onnx|both and --adapters separate")
+        if self.vision.path is not None and (self.format != "executorch" or self.adapters.strategy != "separate"):
+            raise SpecError("the vision op is exported for --format executorch with separate adapters only (its "
+                            "ONNX graphs and merged programs are not built yet)")
+        if self.vision.path is not None and "vqa" in self.adapters.paths:
+            raise SpecError("adapter op name 'vqa' is the vision op's: rename that adapter or drop --vision")
         if self.fidelity.enabled and self.fidelity.tokens >= self.model.max_seq_len // 2:
             raise SpecError(
                 f"fidelity.tokens ({self.fidelity.tokens}) must be below half of model.max_seq_len ({self.model.max_seq_len})"
@@ -201,7 +219,8 @@ class ExportSpec:
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
             section_cls = {"model": ModelSpec, "adapters": AdapterSpec, "quant": QuantSpec,
-                           "output": OutputSpec, "fidelity": FidelitySpec, "embedder": EmbedderSpec}.get(name)
+                           "output": OutputSpec, "fidelity": FidelitySpec, "embedder": EmbedderSpec,
+                           "vision": VisionSpec}.get(name)
             if section_cls is None:
                 kwargs[name] = value
                 continue

@@ -33,7 +33,9 @@ REQUIRED = ("schema_version", "model", "tokenizer", "strategy", "quantization", 
 # Optional sections; a reader that predates one warns and ignores it, so adding one keeps SCHEMA_VERSION.
 #   embedder: {name, program, method, tokenizer, dim, max_len, pooling: "mean", normalize, ...} - the retrieval
 #   embedder (runtimes.memory.embed.BundleEmbedder); its program and tokenizer are listed in `files`.
-KNOWN = set(REQUIRED) | {"tool", "created_utc", "spec", "export", "backends", "embedder", "target"}
+#   vision: {op, program, data_files, methods, image, visual_tokens, prompt{before, after}, generation,
+#   stop_token_ids, ...} - MemLoRA-V's vision op (runtimes.vision.VisionRunner); its files are listed in `files`.
+KNOWN = set(REQUIRED) | {"tool", "created_utc", "spec", "export", "backends", "embedder", "target", "vision"}
 NAME_RULE = "a plain file name in the bundle (no '/', '\\', ':' or control characters; not '.' or '..'; 1-255 bytes)"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 INT32 = 2**31 - 1
@@ -116,6 +118,10 @@ class Manifest:
     @property
     def embedder(self) -> dict[str, Any] | None:
         return self.raw.get("embedder")
+
+    @property
+    def vision(self) -> dict[str, Any] | None:
+        return self.raw.get("vision")
 
 
 def one_line(e: BaseException, limit: int = 300) -> str:
@@ -282,6 +288,30 @@ def check_fields(raw: dict[str, Any], where: Path) -> None:
         c.int_("embedder.max_len", c.get(emb, "embedder", "max_len", True), 1, INT32)
         c.str_("embedder.pooling", c.get(emb, "embedder", "pooling", True))
         c.str_("embedder.method", emb.get("method"), optional=True)
+    vis = c.obj("vision", raw.get("vision"), optional=True)
+    if vis is not None:
+        c.str_("vision.op", c.get(vis, "vision", "op", True))
+        c.name("vision.program", c.get(vis, "vision", "program", True))
+        c.names("vision.data_files", vis.get("data_files"))
+        methods = c.obj("vision.methods", c.get(vis, "vision", "methods", True))
+        for k in ("image", "embed", "decode"):
+            c.str_(f"vision.methods.{k}", c.get(methods, "vision.methods", k, True))
+        image = c.obj("vision.image", c.get(vis, "vision", "image", True))
+        c.int_("vision.image.size", c.get(image, "vision.image", "size", True), 1, 8192)
+        for k in ("mean", "std"):
+            values = c.list_(f"vision.image.{k}", c.get(image, "vision.image", k, True))
+            if len(values) != 3:
+                raise c.fail(f"vision.image.{k}", "expected 3 values (R, G, B)")
+            for i, v in enumerate(values):
+                c.num(f"vision.image.{k}[{i}]", v, -1e6 if k == "mean" else 1e-9, 1e6)
+        c.int_("vision.visual_tokens", c.get(vis, "vision", "visual_tokens", True), 1, INT32)
+        prompt = c.obj("vision.prompt", c.get(vis, "vision", "prompt", True))
+        for k in ("before", "after"):
+            c.str_(f"vision.prompt.{k}", c.get(prompt, "vision.prompt", k, True))
+        gen = c.obj("vision.generation", vis.get("generation"), optional=True) or {}
+        c.int_("vision.generation.max_new_tokens", gen.get("max_new_tokens"), 1, INT32, optional=True)
+        for i, t in enumerate(c.list_("vision.stop_token_ids", vis.get("stop_token_ids"), optional=True) or []):
+            c.int_(f"vision.stop_token_ids[{i}]", t, 0, INT32)
     for name, entry in c.files.items():
         if not is_plain_name(name):
             raise c.fail("files", f"{name!r} is not {NAME_RULE}")

@@ -86,8 +86,8 @@ def test_tiny_vqa_training_writes_the_vision_op_and_resumes(tiny_llama, tmp_path
 
     from exporter.vision.train import VQATrainConfig, train_vqa
 
-    kw = dict(base=str(tiny_llama), grid=3, rank=4, alpha=8.0, lr=5e-3, steps=4, batch=3, warmup=1, val_items=6,
-              test_items=6, checkpoint_every=2, threads=1)
+    kw = dict(base=str(tiny_llama), grid=3, rank=4, alpha=8.0, lr=5e-3, projector_lr=5e-3, align_steps=2, steps=3,
+              batch=3, warmup=1, val_items=6, test_items=6, checkpoint_every=2, threads=1)
     cache = tmp_path / "features"
     full = train_vqa(VQATrainConfig(out=str(tmp_path / "full"), **kw), cache_dir=cache, limit_images=6,
                      progress=False)
@@ -101,11 +101,14 @@ def test_tiny_vqa_training_writes_the_vision_op_and_resumes(tiny_llama, tmp_path
     assert len(list(cache.glob("*.safetensors"))) == 3  # train, val, test features, computed once
     losses = [h["loss"] for h in full["history"]]
     assert all(x == x and x > 0 for x in losses)
+    # Alignment first (projector only, the LoRA's rate 0), then joint.
+    assert [h["stage"] for h in full["history"]] == ["align"] * 2 + ["joint"] * 3
+    assert [h["lr"] == 0 for h in full["history"]] == [True, True, False, False, False]
 
     cfg = VQATrainConfig(out=str(tmp_path / "resumed"), **kw)
-    first = train_vqa(cfg, cache_dir=cache, limit_images=6, progress=False, stop_after=2)
-    assert first["stopped_at"] == 2 and not (tmp_path / "resumed").exists()
-    assert [p.name for p in sorted(cfg.checkpoint_dir.glob("step-*"))] == ["step-000002"]
+    first = train_vqa(cfg, cache_dir=cache, limit_images=6, progress=False, stop_after=3)  # stopped in stage 2
+    assert first["stopped_at"] == 3 and not (tmp_path / "resumed").exists()
+    assert [p.name for p in sorted(cfg.checkpoint_dir.glob("step-*"))] == ["step-000002", "step-000003"]
     second = train_vqa(cfg, cache_dir=cache, limit_images=6, progress=False)
     assert [h["loss"] for h in second["history"]] == pytest.approx(losses, rel=1e-3)
     a, b = _weights(out), _weights(tmp_path / "resumed")
@@ -156,3 +159,80 @@ def test_train_cli_vqa_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--op", "vqa", "--grid", "5", "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_vision(tmp_path_factory, tiny_llama):
+    """A vision op trained for a few steps on the tiny LM (the real encoder on a few easy-VQA images)."""
+    from exporter.vision.train import VQATrainConfig, train_vqa
+
+    root = tmp_path_factory.mktemp("tiny_vision")
+    cfg = VQATrainConfig(out=str(root / "vision"), base=str(tiny_llama), grid=3, rank=4, alpha=8.0, lr=5e-2,
+                         projector_lr=5e-2, align_steps=2, steps=2, batch=4, warmup=1, val_items=2, test_items=2,
+                         threads=1)
+    train_vqa(cfg, cache_dir=root / "features", limit_images=8, progress=False)
+    return Path(cfg.out)
+
+
+def test_vision_op_exports_over_the_text_foundation_and_matches_the_reference(tmp_path, tiny_llama, llama_adapters,
+                                                                              tiny_vision):
+    """vision.pte (vision_encoder / token_embedding / text_decoder) over the text ops' foundation.ptd: the bundle
+    runs it (runtimes.vision) and, at fp32, answers as the PyTorch reference does; adding it leaves the foundation
+    byte-identical."""
+    import json
+
+    from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
+    from exporter.pipeline import run
+    from exporter.spec import AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec, \
+        VisionSpec
+    from runtimes.manifest import load_manifest
+    from runtimes.vision import VisionRunner
+
+    def export(out, vision):
+        spec = ExportSpec(model=ModelSpec(base=str(tiny_llama), max_seq_len=256),
+                          adapters=AdapterSpec(paths={k: str(v) for k, v in llama_adapters.items()}),
+                          quant=QuantSpec("fp32"), output=OutputSpec(str(out)), fidelity=FidelitySpec(tokens=8),
+                          embedder=EmbedderSpec(enabled=False), vision=VisionSpec(path=vision))
+        return run(spec)["manifest"]
+
+    m = export(tmp_path / "with", str(tiny_vision))
+    v = m["vision"]
+    assert v["program"] == "vision.pte" and v["data_files"] == ["foundation.ptd", "vqa.lora.ptd"]
+    assert {"vision.pte", "vqa.lora.ptd", "model.pte", "foundation.ptd"} <= set(m["files"])
+    assert v["visual_tokens"] == 9 and v["image"]["size"] == 224
+    assert "{question}" in v["prompt"]["after"] and v["prompt"]["before"].endswith("user\n")
+    f = v["fidelity"]
+    assert f["samples"] == 24 and f["answer_agreement"] == 1.0, f  # fp32: the same answers as PyTorch
+    assert v["lowering"]["delegated_ops"]["vision_encoder"]["xnnpack_delegates"] >= 1
+
+    # The vision program adds no copy of the LM: the foundation is the one a bundle without vision has.
+    plain = export(tmp_path / "without", None)
+    assert "vision" not in plain
+    assert (tmp_path / "with" / "foundation.ptd").read_bytes() == (tmp_path / "without" / "foundation.ptd").read_bytes()
+    ser = FlatTensorSerializer()
+    keys = set(ser.deserialize((tmp_path / "with" / "vqa.lora.ptd").read_bytes()).named_data)
+    assert keys == set(ser.deserialize((tmp_path / "with" / "extract.lora.ptd").read_bytes()).named_data)
+
+    # The runtime answers from the pixels: the image changes what the model sees (visual tokens differ).
+    from PIL import Image
+
+    runner = VisionRunner(load_manifest(tmp_path / "with"))
+    a = Image.new("RGB", (64, 64), (255, 0, 0))
+    b = Image.new("RGB", (64, 64), (0, 0, 255))
+    from runtimes.vision import image_tensor
+
+    va = runner._run("image", image_tensor(a, 224))
+    vb = runner._run("image", image_tensor(b, 224))
+    assert va.shape == (1, 9, 64) and not torch.allclose(va, vb)
+    assert isinstance(runner.answer(a, "what color is the shape?"), str)
+    json.dumps(m)  # the manifest stays JSON
+
+
+def test_vision_spec_rules(tmp_path):
+    from exporter.errors import SpecError
+    from exporter.spec import AdapterSpec, ExportSpec, VisionSpec
+
+    with pytest.raises(SpecError, match="executorch with separate"):
+        ExportSpec(adapters=AdapterSpec(paths={"extract": "x"}), format="onnx", vision=VisionSpec(path="embedded"))
+    with pytest.raises(SpecError, match="'vqa'"):
+        ExportSpec(adapters=AdapterSpec(paths={"vqa": "x"}), vision=VisionSpec(path="embedded"))

@@ -23,6 +23,7 @@ class ExportJob:
     timings: dict[str, float]
     stop_token_ids: list[int]
     decoder: Any | None = None  # exporter.arch's decoder built from the base (ExecuTorch lowers it)
+    vision: Any | None = None  # exporter.vision.VisionOp: MemLoRA-V's vision op, when the spec asks for it
 
 
 @dataclass
@@ -34,6 +35,8 @@ class TargetResult:
     """Graph-level facts for the manifest's `backends.<format>`."""
     quantization: dict[str, Any] | None = field(default=None)
     """The manifest's `quantization` when this target's programs are the bundle's first (None: the spec's)."""
+    vision: dict[str, Any] | None = None
+    """The vision op's program, data files and lowering facts (the manifest's `vision`), when the job has one."""
 
 
 class Target(Protocol):

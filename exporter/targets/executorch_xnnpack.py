@@ -98,7 +98,8 @@ class ExecuTorchXnnpack:
         return TargetResult(ops=ops)
 
     def export_separate(self, job: ExportJob) -> TargetResult:
-        """One lowering for every op: model.pte + foundation.ptd + one <op>.lora.ptd per op."""
+        """One lowering for every op: model.pte + foundation.ptd + one <op>.lora.ptd per op; with a vision op, also
+        vision.pte (lowered from the same quantized decoder, so it reads the same foundation.ptd) + its lora.ptd."""
         import shutil
 
         from ..adapters import lora_slots, slot_weights, with_lora_slots
@@ -106,8 +107,10 @@ class ExecuTorchXnnpack:
         from ..quant import quantize
 
         spec = job.spec
-        adapters = [job.adapters[op] for op in spec.ops]
-        slots = lora_slots(adapters)
+        served = {op: job.adapters[op] for op in spec.ops}
+        if job.vision is not None:
+            served[job.vision.op] = job.vision.adapter
+        slots = lora_slots(list(served.values()))
         with step("lower model", job.timings):
             dec, names = with_lora_slots(job.decoder, slots)
             shapes = {n: tuple(t.shape) for n, t in dec.state_dict().items() if n in names}
@@ -118,10 +121,22 @@ class ExecuTorchXnnpack:
             scratch.mkdir()
             res = self.lower(dec, example_inputs(), separate=True, out_dir=scratch, program_name=Path(PROGRAM).stem,
                              stop_token_ids=job.stop_token_ids)
-            del dec
+        vision = None
+        if job.vision is not None:
+            with step("lower vision program", job.timings):
+                vscratch = job.out / ".scratch-vision"
+                vscratch.mkdir()
+                vres = self.lower_vision(dec, job.vision, out_dir=vscratch, stop_token_ids=job.stop_token_ids)
+                same_data(vscratch / FOUNDATION, scratch / FOUNDATION, "the vision program's decoder weights")
+                same_data(vscratch / LORA, scratch / LORA, "the vision program's LoRA slots", exact=True)
+                shutil.move(str(vscratch / vres["program"]), job.out / vres["program"])
+                shutil.rmtree(vscratch)
+            vision = {"program": vres["program"], "data_files": [FOUNDATION, op_lora_file(job.vision.op)],
+                      "lowering": {"delegated_ops": vres["delegated_ops"], "seconds": round(vres["seconds"], 1)}}
+        del dec
         with step("adapter data", job.timings):
             layout = lora_layout(scratch / LORA, placeholders)
-            for op, adapter in zip(spec.ops, adapters):
+            for op, adapter in served.items():
                 unfused = slot_weights(adapter, slots, names, shapes)
                 weights = {**{n: t for n, t in unfused.items() if n in placeholders}, **fused_lora_weights(unfused, plan)}
                 write_op_lora(job.out / op_lora_file(op), layout, weights)
@@ -132,64 +147,117 @@ class ExecuTorchXnnpack:
                     "lora_slots": {"modules": len(slots), "max_rank": max(slots.values(), default=0)}}
         ops = {op: {"program": res["program"], "data_files": [FOUNDATION, op_lora_file(op)], "method": "forward",
                     "lowering": dict(lowering)} for op in spec.ops}
-        return TargetResult(ops=ops)
+        return TargetResult(ops=ops, vision=vision)
 
     def lower(self, decoder, example, *, separate: bool, out_dir: Path, program_name: str,
               stop_token_ids: list[int] | None = None) -> dict[str, Any]:
-        from torch.export import Dim, export
+        """The text program: `forward(tokens, start_pos)`; `separate`: weights tagged for foundation.ptd / lora.ptd."""
+        from torch.export import Dim
 
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
-        from executorch.exir.passes import MemoryPlanningPass
-        from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
-
-        tag = _data_tag if separate else None
         seq = Dim("seq", min=1, max=decoder.cfg.max_seq_len - 1)
-        dyn = ({1: seq}, None)
-        t0 = time.perf_counter()
-        try:
-            with torch.no_grad():
-                # One non-strict export; the data-file tags go on the lifted weight placeholders
-                # (_TagLiftedConstants). A strict re-export of `ep.module()` (36 s of the default export) gave
-                # byte-identical files and outputs.
-                ep = export(decoder, example, dynamic_shapes=dyn, strict=False)
-                edge = to_edge_transform_and_lower(
-                    ep,
-                    constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []),
-                    transform_passes=[_TagLiftedConstants(tag, ep)] if tag else None,
-                    partitioner=[XnnpackPartitioner()],
-                    compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
-                )
-                et = edge.to_executorch(ExecutorchBackendConfig(
-                    extract_delegate_segments=True,
-                    do_quant_fusion_and_const_prop=True,
-                    memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-                    sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
-                    external_constants=tag or False,
-                ))
-        except Exception as e:
-            raise ExportError(f"ExecuTorch lowering of {program_name!r} failed: {type(e).__name__}: {e}") from e
-        program = out_dir / f"{program_name}.pte"
-        program.write_bytes(et.buffer)
-        data_files = []
-        if tag:
-            et.write_tensor_data_to_file(str(out_dir))
-            missing = [f for f in (FOUNDATION, LORA) if not (out_dir / f).exists()]
-            if missing:
-                raise ExportError(f"ExecuTorch wrote no {missing[0]} for {program_name!r}")
-            data_files = [FOUNDATION, LORA]
-        graph = edge.exported_program().graph
-        return {
-            "program": program.name,
-            "data_files": data_files,
-            "seconds": time.perf_counter() - t0,
-            "delegated_ops": delegation_summary(graph),
+        return lower_methods({"forward": (decoder, example, ({1: seq}, None))}, tag=_data_tag if separate else None,
+                             out_dir=out_dir, program_name=program_name,
+                             constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []))
+
+    def lower_vision(self, decoder, vision: Any, *, out_dir: Path, stop_token_ids: list[int]) -> dict[str, Any]:
+        """The vision op's program (exporter.vision.program): `vision_encoder` (weights inside the program),
+        `token_embedding` and `text_decoder` over the same quantized decoder as the text program."""
+        from torch.export import Dim
+
+        from ..arch import TextDecoder, TokenEmbedding
+        from ..vision.encoder import ImageSpec, load_encoder
+        from ..vision.program import VISION_PROGRAM, VisionEncoder
+
+        spec = ImageSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in vision.meta["image"].items()})
+        encoder = VisionEncoder(load_encoder(), vision.projector, spec).eval()
+        cfg = decoder.cfg
+        seq = Dim("seq", min=1, max=cfg.max_seq_len - 1)
+        methods = {
+            "vision_encoder": (encoder, (torch.zeros(1, 3, spec.size, spec.size, dtype=torch.uint8),), None),
+            "token_embedding": (TokenEmbedding(decoder), (torch.zeros(1, 8, dtype=torch.long),), ({1: seq},)),
+            "text_decoder": (TextDecoder(decoder), (torch.zeros(1, 8, cfg.dim), torch.tensor([0])), ({1: seq}, None)),
         }
+        return lower_methods(methods, tag=_vision_tag, out_dir=out_dir, program_name=Path(VISION_PROGRAM).stem,
+                             constant_methods=llm_metadata(cfg, stop_token_ids))
+
+
+def _vision_tag(node: torch.fx.Node) -> str | None:
+    """The vision program's data files: the encoder's and projector's weights stay in the program, the decoder's go
+    where the text program's go."""
+    return None if "vision" in node.name else _data_tag(node)
+
+
+def lower_methods(methods: dict[str, tuple[Any, tuple, Any]], *, tag, out_dir: Path, program_name: str,
+                  constant_methods: dict[str, Any]) -> dict[str, Any]:
+    """Export (non-strict) and lower each method (module, example inputs, dynamic shapes) to XNNPACK into one
+    program, `out_dir/<program_name>.pte`; with `tag`, weights go to the data files it names (`_data_tag`)."""
+    from torch.export import export
+
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            # One non-strict export per method; the data-file tags go on the lifted weight placeholders
+            # (_TagLiftedConstants). A strict re-export of `ep.module()` (36 s of the default export) gave
+            # byte-identical files and outputs.
+            eps = {name: export(mod, example, dynamic_shapes=dyn, strict=False)
+                   for name, (mod, example, dyn) in methods.items()}
+            edge = to_edge_transform_and_lower(
+                eps if len(eps) > 1 else next(iter(eps.values())),
+                constant_methods=constant_methods,
+                transform_passes=(None if not tag else [_TagLiftedConstants(tag, eps["forward"])] if len(eps) == 1
+                                  else {n: [_TagLiftedConstants(tag, ep)] for n, ep in eps.items()}),
+                partitioner={n: [XnnpackPartitioner()] for n in eps} if len(eps) > 1 else [XnnpackPartitioner()],
+                compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+            )
+            et = edge.to_executorch(ExecutorchBackendConfig(
+                extract_delegate_segments=True,
+                do_quant_fusion_and_const_prop=True,
+                memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+                external_constants=tag or False,
+            ))
+    except Exception as e:
+        raise ExportError(f"ExecuTorch lowering of {program_name!r} failed: {type(e).__name__}: {e}") from e
+    program = out_dir / f"{program_name}.pte"
+    program.write_bytes(et.buffer)
+    data_files = []
+    if tag:
+        et.write_tensor_data_to_file(str(out_dir))
+        missing = [f for f in (FOUNDATION, LORA) if not (out_dir / f).exists()]
+        if missing:
+            raise ExportError(f"ExecuTorch wrote no {missing[0]} for {program_name!r}")
+        data_files = [FOUNDATION, LORA]
+    summary = {n: delegation_summary(edge.exported_program(n).graph) for n in eps}
+    return {
+        "program": program.name,
+        "data_files": data_files,
+        "seconds": time.perf_counter() - t0,
+        "delegated_ops": summary["forward"] if list(summary) == ["forward"] else summary,
+    }
 
 
 def example_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens [1, 8], start_pos [1]): the decoder's export inputs (the sequence length is dynamic)."""
     return torch.zeros(1, 8, dtype=torch.long), torch.tensor([0], dtype=torch.long)
+
+
+def same_data(sub: Path, full: Path, what: str, exact: bool = False) -> None:
+    """Every named tensor of `sub` is in `full` under the same key with the same bytes (`exact`: and nothing else):
+    a second program lowered from the same decoder reads the first one's data files."""
+    from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
+
+    ser = FlatTensorSerializer()
+    a, b = ser.deserialize(sub.read_bytes()), ser.deserialize(full.read_bytes())
+    bad = [k for k, e in a.named_data.items()
+           if k not in b.named_data or bytes(a.buffers[e.buffer_index]) != bytes(b.buffers[b.named_data[k].buffer_index])]
+    if bad or (exact and set(a.named_data) != set(b.named_data)):
+        raise ExportError(f"{what} do not match the text program's {full.name} "
+                          f"({(bad or sorted(set(b.named_data) ^ set(a.named_data)))[0]!r})")
 
 
 def op_lora_file(op: str) -> str:

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval-base", action="store_true", help="do not score the bare base for comparison")
     p.add_argument("--grid", type=int, default=v.grid, choices=[1, 3, 7],
                    help="vqa: visual tokens per side (grid x grid tokens from the encoder's 7 x 7 map)")
+    p.add_argument("--align-steps", type=int, default=v.align_steps,
+                   help="vqa: steps of the alignment stage (projector only, LM frozen) before --steps joint ones")
     p.add_argument("--projector-lr", type=float, default=v.projector_lr, help="vqa: the projector's peak learning rate")
     p.add_argument("--val-items", type=int, default=v.val_items, help="vqa: validation questions scored after training")
     p.add_argument("--test-items", type=int, default=None, help="vqa: easy-VQA test questions scored (default: all)")
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         v = VQATrainConfig(out="")
         cfg = VQATrainConfig(
             out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / "vision"), base=args.base,
-            grid=args.grid, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
+            grid=args.grid, align_steps=args.align_steps, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
             targets=_targets(args.targets), steps=_pick(args.steps, v.steps), batch=_pick(args.batch, v.batch),
             lr=_pick(args.lr, v.lr), projector_lr=args.projector_lr, warmup=_pick(args.warmup, v.warmup),
             seed=args.seed, threads=args.threads,

@@ -8,6 +8,7 @@ The trained projector + adapter for the embedded SmolLM2 ship in `exporter/asset
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +46,135 @@ def load_vqa_model(path: str | Path, base: Any) -> Any:
     """The VQA model of a vision op directory on `base` (exporter.load.BaseModel; its model is wrapped by PEFT in
     place): a train.VQAModel in eval mode."""
     from peft import PeftModel
-    from safetensors.torch import load_file
 
     from ..pipeline import stop_token_ids
     from ..train.trainer import end_of_turn
+    from .train import ADAPTER_DIR, VQAModel
+
+    d = Path(path)
+    projector, _ = load_projector(d)
+    if projector.cfg.dim != base.config.hidden_size:
+        raise InputError(f"{d}: projector dim {projector.cfg.dim} does not fit {base.name} (hidden size "
+                         f"{base.config.hidden_size})")
+    lm = PeftModel.from_pretrained(base.model, str(d / ADAPTER_DIR), adapter_name="vqa")
+    lm.eval()
+    tok = base.tokenizer
+    return VQAModel(lm, tok, projector, end_of_turn(tok, stop_token_ids(tok, base.config)))
+
+
+def resolve_vision(path: str, base: str) -> Path:
+    """A spec's vision.path: "embedded" -> the vision op shipped for the embedded `base`; else the directory."""
+    if path == "embedded":
+        d = embedded_vision(base)
+        if d is None:
+            raise InputError(f"no trained vision op ships for base {base!r}; train one with memlora-train --op vqa "
+                             f"and pass --vision DIR")
+        return d
+    return Path(path)
+
+
+def load_projector(path: str | Path) -> Any:
+    """The trained projector of a vision op directory (fp32, eval mode) and its projector.json."""
+    from safetensors.torch import load_file
+
     from .model import Projector, ProjectorConfig
-    from .train import ADAPTER_DIR, PROJECTOR_FILE, VQAModel
+    from .train import PROJECTOR_FILE
 
     d = Path(path)
     meta = read_vision_dir(d)
-    pcfg = ProjectorConfig(**meta["projector"])
-    if pcfg.dim != base.config.hidden_size:
-        raise InputError(f"{d}: projector dim {pcfg.dim} does not fit {base.name} (hidden size "
-                         f"{base.config.hidden_size})")
-    projector = Projector(pcfg)
+    projector = Projector(ProjectorConfig(**meta["projector"]))
     try:
         projector.load_state_dict({k: v.float() for k, v in load_file(str(d / PROJECTOR_FILE)).items()})
     except RuntimeError as e:
         raise InputError(f"{d / PROJECTOR_FILE}: does not fit projector.json: {str(e).splitlines()[0]}") from None
-    lm = PeftModel.from_pretrained(base.model, str(d / ADAPTER_DIR), adapter_name="vqa")
-    projector.eval()
-    lm.eval()
-    tok = base.tokenizer
-    return VQAModel(lm, tok, projector, end_of_turn(tok, stop_token_ids(tok, base.config)))
+    return projector.eval(), meta
+
+
+@dataclass
+class VisionOp:
+    """A vision op to export: its directory, trained projector (+ projector.json) and `vqa` LoRA adapter."""
+    path: Path
+    projector: Any
+    meta: dict[str, Any]
+    adapter: Any  # exporter.load.Adapter
+
+    @property
+    def op(self) -> str:
+        return self.adapter.op
+
+
+def load_vision_op(path: str, base: str) -> VisionOp:
+    from ..load import load_adapter
+    from .train import ADAPTER_DIR
+
+    d = resolve_vision(path, base)
+    projector, meta = load_projector(d)
+    return VisionOp(d, projector, meta, load_adapter("vqa", d / ADAPTER_DIR))
+
+
+QUESTION_SLOT = "{question}"
+GENERATION = {"max_new_tokens": 8, "temperature": 0.0}  # one-word answers and the end-of-turn token
+
+
+def prompt_halves(tokenizer: Any) -> dict[str, str]:
+    """The VQA prompt as text around the image: `before` the visual tokens and `after` them, with QUESTION_SLOT where
+    the question goes. Each half is tokenized on its own without special tokens (as in training,
+    exporter.vision.model.prompt_parts); ExecuTorch's multimodal runner takes them as its two text inputs."""
+    from .model import IMAGE_PLACEHOLDER, vqa_messages
+
+    sentinel = "QUESTIONSLOTd41d8c"
+    text = tokenizer.apply_chat_template(vqa_messages(sentinel), tokenize=False, add_generation_prompt=True)
+    before, after = text.split(IMAGE_PLACEHOLDER)
+    if after.count(sentinel) != 1 or QUESTION_SLOT in text:
+        raise InputError("the chat template does not render the VQA prompt as one image and one question")
+    return {"before": before, "after": after.replace(sentinel, QUESTION_SLOT)}
+
+
+def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `vision` section (docs/manifest.md)."""
+    return {"op": vision.op, "program": lowered["program"], "data_files": lowered["data_files"],
+            "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"},
+            "image": vision.meta["image"], "visual_tokens": int(vision.meta["visual_tokens"]),
+            "encoder": f"{vision.meta['encoder']} (fp32, XNNPACK)", "prompt": prompt_halves(tokenizer),
+            "generation": dict(GENERATION), "stop_token_ids": list(stops), "adapter": vision.adapter.describe(),
+            "lowering": lowered["lowering"]}
+
+
+FIDELITY_SAMPLES = 24
+
+
+def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = FIDELITY_SAMPLES) -> dict[str, Any]:
+    """The exported vision op against the PyTorch reference (float encoder, projector and adapter on the float base)
+    on `samples` fixed easy-VQA test questions (seeded, one per image): answer agreement, and each one's accuracy.
+    Wraps `base.model` with the adapter in place: call it last."""
+    import random
+
+    import torch
+    from PIL import Image
+
+    from runtimes.vision import VisionRunner
+
+    from .data import accuracy, load_split
+    from .encoder import load_encoder, preprocess
+
+    split = load_split("test")
+    picked: dict[int, Any] = {}
+    for it in random.Random(0).sample(split.items, len(split.items)):
+        picked.setdefault(it.image, it)
+        if len(picked) == samples:
+            break
+    items = list(picked.values())
+    images = [Image.open(split.image_paths[it.image]).convert("RGB") for it in items]
+    runner = VisionRunner(manifest)
+    exported = [runner.answer(im, it.question) for im, it in zip(images, items)]
+    model = load_vqa_model(vision.path, base)
+    with torch.no_grad():
+        feats = load_encoder()(preprocess(images))
+    rows = [type(it)(it.question, it.answer, k) for k, it in enumerate(items)]
+    reference = model.answer(rows, feats, max_new_tokens=int(manifest.vision["generation"]["max_new_tokens"]))
+    agree = sum(a.strip().lower() == b.strip().lower() for a, b in zip(exported, reference)) / len(items)
+    return {"samples": len(items), "data": "easy-VQA test (seeded, one question per image)",
+            "answer_agreement": round(agree, 4), "accuracy_exported": round(accuracy(exported, items), 4),
+            "accuracy_reference": round(accuracy(reference, items), 4),
+            "examples": [{"question": it.question, "answer": it.answer, "exported": e, "reference": r}
+                         for it, e, r in list(zip(items, exported, reference))[:4]]}

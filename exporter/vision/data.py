@@ -66,6 +66,13 @@ def load_split(split: str, *, seed: int = 0, limit_images: int | None = None) ->
     return VQASplit(split, items, [Path(paths[i]) for i in ids])
 
 
+def kind(item: VQAItem) -> str:
+    """The question's kind: "yes/no", or what an open answer names ("shape", "color")."""
+    if item.answer in ("yes", "no"):
+        return "yes/no"
+    return "shape" if "shape" in item.question else "color"
+
+
 def answers() -> list[str]:
     return list(_easy_vqa().get_answers())
 

@@ -1,5 +1,11 @@
 """`memlora-train --op vqa`: the vision op of MemLoRA-V — the projector and a LoRA `vqa` adapter on the text LM,
-trained together on easy-VQA with the image encoder frozen (its features computed once and cached).
+trained on easy-VQA with the image encoder frozen (its features computed once and cached), in two stages as LLaVA:
+
+1. alignment (`align_steps`): the projector alone, on the frozen LM with its adapter off, on the questions whose
+   answer names what the image shows (colour, shape: not yes/no). This is what makes the LM read the image: trained
+   jointly from the start, the LoRA learns the answer priors first and the image never reaches the answer
+   (docs/vision.md).
+2. joint (`steps`): projector + LoRA on every question.
 
 - Each example: the LM's chat prompt with the visual tokens at the image placeholder (exporter.vision.model), then
   the answer and the end-of-turn token; the loss is on the answer tokens only, the LM head runs only there.
@@ -14,6 +20,7 @@ trained together on easy-VQA with the image encoder frozen (its features compute
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -44,10 +51,11 @@ class VQATrainConfig:
     alpha: float = 16.0
     targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                         "up_proj", "down_proj"])
-    steps: int = 400
+    align_steps: int = 400  # stage 1: projector only, LM frozen, open questions (docs/vision.md)
+    steps: int = 600  # stage 2: projector + LoRA, every question
     batch: int = 16
     lr: float = 1e-3
-    projector_lr: float = 1e-2  # the projector starts from scratch: a higher rate than the LoRA's (docs/vision.md)
+    projector_lr: float = 1e-3  # both stages; at 1e-2 the projector's updates are noise (docs/vision.md)
     warmup: int = 20
     weight_decay: float = 0.0
     seed: int = 0
@@ -63,6 +71,8 @@ class VQATrainConfig:
         for name in ("rank", "steps", "batch", "threads", "checkpoint_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SpecError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not isinstance(self.align_steps, int) or self.align_steps < 0:
+            raise SpecError(f"align_steps must be an int >= 0, got {self.align_steps!r}")
         from ..train.trainer import ALL_LINEAR
 
         bad = sorted(set(self.targets) - set(ALL_LINEAR))
@@ -82,6 +92,10 @@ class VQATrainConfig:
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("out", "threads", "val_items", "test_items", "checkpoint_every", "keep_checkpoints")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def total_steps(self) -> int:
+        return self.align_steps + self.steps
 
     @property
     def inputs(self) -> list[str]:
@@ -164,7 +178,7 @@ def evaluate(model: VQAModel, items: Sequence[VQAItem], features: Any, batch: in
     import torch
     from tqdm import tqdm
 
-    from .data import accuracy
+    from .data import accuracy, kind
 
     preds: list[str] = []
     model.lm.eval()
@@ -174,8 +188,7 @@ def evaluate(model: VQAModel, items: Sequence[VQAItem], features: Any, batch: in
             preds += model.answer(items[i:i + batch], features)
     by_kind: dict[str, list[int]] = {}
     for p, it in zip(preds, items):
-        kind = "yes/no" if it.answer in ("yes", "no") else ("shape" if "shape" in it.question else "color")
-        by_kind.setdefault(kind, []).append(int(accuracy([p], [it]) == 1.0))
+        by_kind.setdefault(kind(it), []).append(int(accuracy([p], [it]) == 1.0))
     return {"items": len(items), "accuracy": accuracy(preds, items),
             "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
             "samples": [{"question": it.question, "answer": it.answer, "output": p}
@@ -212,7 +225,7 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     from ..pipeline import stop_token_ids
     from ..train.trainer import (commit_output, data_order, end_of_turn, latest_checkpoint, load_checkpoint, lr_at,
                                  save_adapter, save_checkpoint)
-    from .data import features_for, load_split
+    from .data import features_for, kind, load_split
     from .encoder import ImageSpec, load_encoder, preprocess
     from .model import IMAGE_PLACEHOLDER, Projector, ProjectorConfig
 
@@ -244,34 +257,47 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     ckpt = latest_checkpoint(cfg)
     if ckpt is not None:
         step, history, elapsed = load_checkpoint(ckpt, lm, opt, cfg, extra=projector)
-        log.info("resuming from %s (step %d of %d)", ckpt, step, cfg.steps)
+        log.info("resuming from %s (step %d of %d)", ckpt, step, cfg.total_steps)
     train_items = splits["train"].items
-    if not train_items:
-        raise InputError("no VQA training items")
-    order = data_order(len(train_items), cfg.steps * cfg.batch, cfg.seed)
-    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train vqa", unit="step", disable=not progress, dynamic_ncols=True)
+    open_items = [it for it in train_items if kind(it) != "yes/no"]
+    if not train_items or (cfg.align_steps and not open_items):
+        raise InputError("no VQA training items" if not train_items else "no open (colour / shape) VQA questions")
+    orders = {"align": data_order(len(open_items), cfg.align_steps * cfg.batch, cfg.seed),
+              "joint": data_order(len(train_items), cfg.steps * cfg.batch, cfg.seed)}
+    last = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
+    bar = tqdm(total=cfg.total_steps, initial=step, desc="train vqa", unit="step", disable=not progress,
+               dynamic_ncols=True)
     t_loop = time.perf_counter() - elapsed
     lm.train()
     projector.train()
     while step < last:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg) * g["peak"] / cfg.lr
-        batch = [train_items[i] for i in order[step * cfg.batch:(step + 1) * cfg.batch]]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        align = step < cfg.align_steps
+        k = step if align else step - cfg.align_steps
+        items, order = (open_items, orders["align"]) if align else (train_items, orders["joint"])
+        if align:  # warm-up, then the projector's constant peak rate; the LoRA is off and not stepped
+            rates = (0.0, cfg.projector_lr * min(1.0, (k + 1) / cfg.warmup))
+        else:
+            f = lr_at(k, cfg) / cfg.lr
+            rates = (cfg.lr * f, cfg.projector_lr * f)
+        for g, r in zip(opt.param_groups, rates):
+            g["lr"] = r
+        batch = [items[i] for i in order[k * cfg.batch:(k + 1) * cfg.batch]]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16), \
+                (lm.disable_adapter() if align else contextlib.nullcontext()):
             s, n = model.loss(batch, feats["train"])
         (s / n).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        history.append({"step": step, "loss": float(s.detach()) / n, "lr": opt.param_groups[0]["lr"]})
+        history.append({"step": step, "stage": "align" if align else "joint", "loss": float(s.detach()) / n,
+                        "lr": rates[0], "projector_lr": rates[1]})
         bar.update(1)
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+        bar.set_postfix(stage=history[-1]["stage"], loss=f"{history[-1]['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == last:
             save_checkpoint(lm, opt, step, cfg, history, time.perf_counter() - t_loop, extra=projector)
     bar.close()
     train_s = time.perf_counter() - t_loop
-    if stop_after is not None and step < cfg.steps:
+    if stop_after is not None and step < cfg.total_steps:
         return {"stopped_at": step, "history": history}
 
     t_eval = time.perf_counter()
@@ -297,7 +323,8 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
                             "train_images": len(splits["train"].image_paths),
                             "val_images": len(splits["val"].image_paths),
                             "test_images": len(splits["test"].image_paths),
-                            "examples_seen": cfg.steps * cfg.batch, "limit_images": limit_images},
+                            "open_items": len(open_items),
+                            "examples_seen": cfg.total_steps * cfg.batch, "limit_images": limit_images},
                    "trainable_params": sum(p.numel() for p in params),
                    "seconds": {"train": round(train_s, 1), "total": round(time.perf_counter() - t_start, 1)},
                    "history": history}

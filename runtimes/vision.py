@@ -1,0 +1,113 @@
+"""MemLoRA-V's vision op on a bundle (the manifest's `vision` section): answer a question about an image with the
+bundle's `vision.pte` run by ExecuTorch's Python runtime, the way ExecuTorch's multimodal runner runs it
+(MultimodalPrefiller: `vision_encoder` on the uint8 image, `token_embedding` on each text part, `text_decoder` on
+each part's embeddings in turn at its cache position; then greedy decoding, one token's embedding at a time).
+
+The image is converted to RGB and resized to the manifest's `image.size` (bilinear, PIL); the program normalises it.
+The prompt is the manifest's `prompt.before`, the image, then `prompt.after` with the question in its slot, each
+text part tokenized on its own without special tokens (as the vision op was trained).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .manifest import BundleError, Manifest, load_manifest, one_line
+
+QUESTION_SLOT = "{question}"
+
+
+def image_tensor(image: Any, size: int) -> Any:
+    """A PIL image, or the path of an image file, -> the uint8 [1, 3, size, size] RGB tensor `vision_encoder` takes."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(image, Image.Image):
+        try:
+            with Image.open(image) as im:
+                image = im.convert("RGB")
+        except (OSError, UnidentifiedImageError) as e:
+            raise BundleError(f"{image}: not a readable image ({one_line(e)})") from None
+    im = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+class VisionRunner:
+    """The bundle's vision op: `answer(image, question)` -> the generated answer (str)."""
+
+    def __init__(self, bundle: str | Path | Manifest):
+        from tokenizers import Tokenizer
+
+        from .executorch import _load_kernels, merge_data_files
+
+        self.manifest = bundle if isinstance(bundle, Manifest) else load_manifest(bundle)
+        v = self.manifest.vision
+        if v is None:
+            raise BundleError(f"{self.manifest.root}: the bundle has no vision op (export it with --vision)")
+        self.entry = v
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.manifest.tokenizer_file))
+        except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise BundleError(f"tokenizer cannot be read: {one_line(e)}") from e
+        program = self.manifest.path(v["program"])
+        data = [self.manifest.path(f) for f in v["data_files"]]
+        et = _load_kernels()
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="memlora-ptd-") as tmp:
+            merged = None
+            if len(data) > 1:  # ExecuTorch's Python runtime maps one data file (runtimes/executorch.py)
+                merged = Path(tmp) / "vision.ptd"
+                merge_data_files(data, merged)
+            try:
+                prog = et.load_program(program, data_path=merged or (data[0] if data else None))
+                self._methods = {k: prog.load_method(name) for k, name in v["methods"].items()}
+            except Exception as e:
+                raise BundleError(f"executorch cannot load {v['program']}: {one_line(e)}") from e
+        self.stop_ids = set(v.get("stop_token_ids") or [])
+        self.max_new_tokens = int((v.get("generation") or {}).get("max_new_tokens", 8))
+        self.max_seq_len = self.manifest.max_seq_len
+
+    def _run(self, method: str, *inputs: Any) -> Any:
+        try:
+            return self._methods[method].execute(list(inputs))[0]
+        except Exception as e:
+            raise BundleError(f"vision program method {self.entry['methods'][method]} failed: {one_line(e)}") from e
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def answer(self, image: Any, question: str, max_new_tokens: int | None = None) -> str:
+        return self.tokenizer.decode(self.answer_ids(image, question, max_new_tokens), skip_special_tokens=True).strip()
+
+    def answer_ids(self, image: Any, question: str, max_new_tokens: int | None = None) -> list[int]:
+        import torch
+
+        v = self.entry
+        visual = self._run("image", image_tensor(image, int(v["image"]["size"])))
+        parts = [self._ids(v["prompt"]["before"]), None,
+                 self._ids(v["prompt"]["after"].replace(QUESTION_SLOT, question.strip()))]
+        pos, logits = 0, None
+        for part in parts:  # prefill each input in turn, as ExecuTorch's MultimodalPrefiller does
+            if part is not None and not part:
+                continue
+            h = visual if part is None else self._run("embed", torch.tensor([part], dtype=torch.long))
+            if pos + h.shape[1] >= self.max_seq_len:
+                raise BundleError(f"the question is too long for the bundle's max_seq_len {self.max_seq_len}")
+            logits = self._run("decode", h, torch.tensor([pos], dtype=torch.long))
+            pos += h.shape[1]
+        out: list[int] = []
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        while len(out) < limit:
+            tok = int(torch.argmax(logits[0]))
+            if tok in self.stop_ids:
+                break
+            out.append(tok)
+            if pos + 1 >= self.max_seq_len:
+                break
+            logits = self._run("decode", self._run("embed", torch.tensor([[tok]], dtype=torch.long)),
+                               torch.tensor([pos], dtype=torch.long))
+            pos += 1
+        return out
