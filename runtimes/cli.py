@@ -1,4 +1,5 @@
-"""`memlora-run BUNDLE --op OP --prompt TEXT`: run one memory operation of a bundle, streaming the answer."""
+"""`memlora-run BUNDLE --op OP --prompt TEXT`: run one memory operation of a bundle, streaming the answer.
+`memlora-run BUNDLE --image FILE --prompt QUESTION`: answer a question about an image with the bundle's vision op."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("bundle")
     p.add_argument("--op", default="generate")
     p.add_argument("--prompt", required=True, help="user message (rendered with the bundle's chat template)")
+    p.add_argument("--image", help="an image file: answer --prompt about it with the bundle's vision op (--vision bundles)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (the op's default)")
     p.add_argument("--top-p", type=float, default=None)
@@ -37,6 +39,21 @@ def main(argv: list[str] | None = None) -> int:
         except UnicodeEncodeError:
             raise ValueError("--prompt is not valid UTF-8 text") from None
 
+        if a.image is not None:
+            import time
+
+            from .manifest import load_manifest
+            from .vision import VisionRunner
+
+            t0 = time.perf_counter()
+            runner = VisionRunner(load_manifest(a.bundle, verify=not a.no_verify))
+            t1 = time.perf_counter()
+            text = runner.answer(a.image, a.prompt, max_new_tokens=a.max_new_tokens)
+            t2 = time.perf_counter()
+            print(json.dumps({"op": runner.entry["op"], "text": text}) if a.json else text)
+            if not a.json:
+                print(f"[vision] load {1e3 * (t1 - t0):.0f} ms | answer {1e3 * (t2 - t1):.0f} ms", file=sys.stderr)
+            return 0
         rt = open_bundle(a.bundle, backend=a.backend, verify=not a.no_verify)
         kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed)
         if a.json:

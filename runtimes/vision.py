@@ -82,11 +82,19 @@ class VisionRunner:
     def answer(self, image: Any, question: str, max_new_tokens: int | None = None) -> str:
         return self.tokenizer.decode(self.answer_ids(image, question, max_new_tokens), skip_special_tokens=True).strip()
 
-    def answer_ids(self, image: Any, question: str, max_new_tokens: int | None = None) -> list[int]:
+    def answer_ids(self, image: Any, question: str, max_new_tokens: int | None = None,
+                   ignore_stop: bool = False) -> list[int]:
+        """Greedy answer tokens; `ignore_stop`: decode exactly the limit (profiling). Times of the last call are in
+        `last_stats` (encode_ms, prefill_ms, prompt_tokens, decode_ms, new_tokens)."""
+        import time
+
         import torch
 
         v = self.entry
-        visual = self._run("image", image_tensor(image, int(v["image"]["size"])))
+        pixels = image_tensor(image, int(v["image"]["size"]))
+        t0 = time.perf_counter()
+        visual = self._run("image", pixels)
+        t1 = time.perf_counter()
         parts = [self._ids(v["prompt"]["before"]), None,
                  self._ids(v["prompt"]["after"].replace(QUESTION_SLOT, question.strip()))]
         pos, logits = 0, None
@@ -98,16 +106,19 @@ class VisionRunner:
                 raise BundleError(f"the question is too long for the bundle's max_seq_len {self.max_seq_len}")
             logits = self._run("decode", h, torch.tensor([pos], dtype=torch.long))
             pos += h.shape[1]
+        t2, prompt_tokens = time.perf_counter(), pos
         out: list[int] = []
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         while len(out) < limit:
             tok = int(torch.argmax(logits[0]))
-            if tok in self.stop_ids:
+            if tok in self.stop_ids and not ignore_stop:
                 break
             out.append(tok)
-            if pos + 1 >= self.max_seq_len:
+            if len(out) == limit or pos + 1 >= self.max_seq_len:
                 break
             logits = self._run("decode", self._run("embed", torch.tensor([[tok]], dtype=torch.long)),
                                torch.tensor([pos], dtype=torch.long))
             pos += 1
+        self.last_stats = {"encode_ms": 1e3 * (t1 - t0), "prefill_ms": 1e3 * (t2 - t1), "prompt_tokens": prompt_tokens,
+                           "decode_ms": 1e3 * (time.perf_counter() - t2), "new_tokens": len(out)}
         return out

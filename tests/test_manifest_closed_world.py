@@ -88,6 +88,8 @@ def named_files(m: Manifest) -> list[str]:
             names.append(info["genai_config"])
     if m.embedder:
         names += [m.embedder["program"], m.embedder["tokenizer"]]
+    if m.vision:
+        names += [m.vision["program"], *m.vision["data_files"]]
     return names
 
 

@@ -227,6 +227,18 @@ def test_vision_op_exports_over_the_text_foundation_and_matches_the_reference(tm
     assert isinstance(runner.answer(a, "what color is the shape?"), str)
     json.dumps(m)  # the manifest stays JSON
 
+    # memlora-profile's vision job: fixed decode length, the prompt = both halves + the visual tokens.
+    from runtimes.profiler.host import job_vision
+
+    res = job_vision({"bundle": str(tmp_path / "with"), "new_tokens": 3, "warmup": 0, "repeats": 1, "threads": 1})
+    tok = runner.tokenizer
+    q = "what color is the shape?"
+    n = len(tok.encode(v["prompt"]["before"], add_special_tokens=False).ids) + 9 + \
+        len(tok.encode(v["prompt"]["after"].replace("{question}", q), add_special_tokens=False).ids)
+    first = res["runs"][0]
+    assert len(res["runs"]) == 4 and first["new_tokens"] == 3 and first["prompt_tokens"] == n
+    assert first["encode_ms"] > 0 and first["decode_tok_s"] > 0 and res["rss_mb"]["peak"] > 0
+
 
 def test_vision_spec_rules(tmp_path):
     from exporter.errors import SpecError
@@ -236,3 +248,33 @@ def test_vision_spec_rules(tmp_path):
         ExportSpec(adapters=AdapterSpec(paths={"extract": "x"}), format="onnx", vision=VisionSpec(path="embedded"))
     with pytest.raises(SpecError, match="'vqa'"):
         ExportSpec(adapters=AdapterSpec(paths={"vqa": "x"}), vision=VisionSpec(path="embedded"))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("program", "../outside.pte"), ("program", "/etc/passwd"), ("program", "unlisted.pte"),
+    ("data_files", ["foundation.ptd", "../../x.ptd"]), ("data_files", "foundation.ptd"),
+    ("image", {"size": 224, "mean": [1, 2], "std": [1, 1, 1]}), ("image", {"size": -1, "mean": [0, 0, 0], "std": [1, 1, 1]}),
+    ("prompt", {"before": "x"}), ("visual_tokens", "9"), ("methods", {"image": "vision_encoder"})])
+def test_hostile_vision_sections_are_refused(tmp_path, field, value):
+    """The manifest's vision section is held to the closed world like the ops: every file it names is a plain name the
+    bundle lists, and its fields are typed; anything else is one BundleError line."""
+    import json
+
+    from runtimes.manifest import BundleError, load_manifest
+    from test_manifest_closed_world import VECTORS
+
+    for name, text in VECTORS["base"]["files"].items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    raw = json.loads(json.dumps(VECTORS["base"]["manifest"]))
+    some = next(iter(raw["files"]))
+    raw["vision"] = {"op": "vqa", "program": some, "data_files": [some],
+                     "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"},
+                     "image": {"size": 224, "mean": [127.5] * 3, "std": [127.5] * 3}, "visual_tokens": 9,
+                     "prompt": {"before": "a", "after": "{question}"}}
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    assert load_manifest(tmp_path, verify=False).vision["op"] == "vqa"  # the well-formed section loads
+    raw["vision"][field] = value
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="vision") as e:
+        load_manifest(tmp_path, verify=False)
+    assert "\n" not in str(e.value)

@@ -251,8 +251,57 @@ def job_breakdown(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def vision_images() -> list[tuple[Any, str]]:
+    """Fixed profiling inputs for the vision op: 64 x 64 images of one filled shape (drawn here, as easy-VQA's are),
+    each with a question. Timing does not depend on the answer: every run decodes the same number of tokens."""
+    from PIL import Image, ImageDraw
+
+    out = []
+    for k, (colour, shape) in enumerate([((220, 40, 40), "circle"), ((40, 90, 220), "rectangle"),
+                                         ((40, 170, 60), "triangle"), ((230, 200, 40), "circle")]):
+        im = Image.new("RGB", (64, 64), (255, 255, 255))
+        d = ImageDraw.Draw(im)
+        box = (12 + k, 14, 50, 52 - k)
+        if shape == "circle":
+            d.ellipse(box, fill=colour)
+        elif shape == "rectangle":
+            d.rectangle(box, fill=colour)
+        else:
+            d.polygon([(32, 12), (52, 52), (12, 52)], fill=colour)
+        out.append((im, "what color is the shape?" if k % 2 == 0 else f"is there a {shape}?"))
+    return out
+
+
+def job_vision(job: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's vision op (runtimes.vision): image encode, prefill with the visual tokens, decode."""
+    from ..vision import VisionRunner
+
+    got = set_threads(int(job["threads"]))
+    base_rss = _rss_mb()
+    t0 = time.perf_counter()
+    runner = VisionRunner(job["bundle"])
+    load_ms = 1e3 * (time.perf_counter() - t0)
+    after_load = _rss_mb()
+    inputs, new = vision_images(), int(job["new_tokens"])
+    for _ in range(int(job["warmup"])):
+        runner.answer_ids(*inputs[0], max_new_tokens=new, ignore_stop=True)
+        _tick()
+    runs = []
+    for rep in range(int(job["repeats"])):
+        for im, q in inputs:
+            runner.answer_ids(im, q, max_new_tokens=new, ignore_stop=True)
+            st = dict(runner.last_stats, repeat=rep)
+            st["ttft_ms"] = st["encode_ms"] + st["prefill_ms"]
+            st["prefill_tok_s"] = 1e3 * st["prompt_tokens"] / st["prefill_ms"]
+            st["decode_tok_s"] = 1e3 * max(st["new_tokens"] - 1, 1) / max(st["decode_ms"], 1e-6)
+            runs.append(st)
+            _tick()
+    return {"threads": got, "load_ms": load_ms, "runs": runs, "visual_tokens": runner.entry["visual_tokens"],
+            "rss_mb": {"interpreter": base_rss, "after_load": after_load, "peak": _peak_rss_mb()}}
+
+
 JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "machine": job_machine, "op": job_op, "cycle": job_cycle, "breakdown": job_breakdown}
+    "machine": job_machine, "op": job_op, "cycle": job_cycle, "breakdown": job_breakdown, "vision": job_vision}
 
 
 def _child() -> int:
@@ -339,8 +388,12 @@ def profile_host(bundle: str, settings: Any, profile: str | None = None, progres
                            "number of new tokens (the median length of the reference outputs of its LoCoMo work "
                            "items), so figures do not depend on what the model happens to say.")
     jobs_runs = {op: s.warmup + s.repeats * len(plan.items[op]) for op in plan.ops}
+    vision = json.loads((Path(bundle) / "manifest.json").read_text()).get("vision") \
+        if plan.backend == "executorch" else None
+    vision_new = int((vision.get("generation") or {}).get("max_new_tokens", 8)) if isinstance(vision, dict) else 0
     total = s.rounds * sum(jobs_runs.values()) + (s.repeats + s.warmup if s.cycle else 0) + \
-        (len(plan.ops) if s.breakdown and plan.backend == "executorch" else 0) + 2
+        (len(plan.ops) if s.breakdown and plan.backend == "executorch" else 0) + 2 + \
+        (s.warmup + s.repeats * 4 if vision_new else 0)
     bar = tqdm(total=total, desc="memlora-profile", unit="run", disable=not progress, file=sys.stderr)
     tick = lambda: bar.update(1)  # noqa: E731
     items = {op: [{"sample_id": i["sample_id"], "messages": i["messages"]} for i in plan.items[op]] for op in plan.ops}
@@ -367,6 +420,15 @@ def profile_host(bundle: str, settings: Any, profile: str | None = None, progres
                                "ops_ms": {op: summarize([c["ops_ms"][op] for c in cyc["cycles"]]) for op in plan.ops},
                                "cycles": cyc["cycles"], "load_ms": cyc["load_ms"], "switch": cyc["switch"],
                                "programs": cyc["programs"], "rss_mb": cyc["rss_mb"]}
+        if vision_new:
+            bar.set_postfix_str("vision op")
+            vis = run_job({"kind": "vision", "bundle": bundle, "new_tokens": vision_new, "warmup": s.warmup,
+                           "repeats": s.repeats, "threads": n}, on_tick=tick)
+            runs = vis.pop("runs")
+            report["vision"] = {**vis, "new_tokens": vision_new, "runs": runs,
+                                "summary": {k: summarize([r[k] for r in runs]) for k in
+                                            ("encode_ms", "prefill_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s")},
+                                "prompt_tokens": runs[0]["prompt_tokens"] if runs else None}
         if s.breakdown and plan.backend == "executorch":
             bar.set_postfix_str("ETDump breakdown")
             bd = run_job({"kind": "breakdown", "bundle": bundle, "ops": plan.ops, "items": items,

@@ -36,6 +36,9 @@ SCHEMA_DOC = {
              "per-op ms, load_ms per op, switch (between ops held by separate programs: resident_ms = extra "
              "latency of the first forward after another op, cold_load_ms = loading the op's program with the "
              "shared data already loaded), rss_mb with every op resident.",
+    "vision": "(bundles with a vision op) the vision op on 4 fixed drawn images: load_ms, visual_tokens, "
+              "prompt_tokens, new_tokens (fixed), runs, summary of encode_ms (vision_encoder), prefill_ms (every "
+              "prompt part incl. the visual tokens), ttft_ms, prefill_tok_s, decode_tok_s; rss_mb.",
     "breakdown.<op>": "ExecuTorch ETDump of one run: execute_ms (sum of Method::execute), outside_execute_ms "
                       "(Python loop, sampling, detokenizing), delegate_ms (XNNPACK), kernels_ms (time per kernel "
                       "/ XNNPACK operator kind).",
@@ -189,6 +192,16 @@ def markdown(r: dict[str, Any], images: Sequence[str] = ()) -> str:
     md.append("Peak RSS is the op's own process (interpreter and libraries included: "
               + ", ".join(f"{op} {_f(o['rss_mb'].get('interpreter'))} MiB before loading" for op, o in r["ops"].items())
               + "). On disk counts the op's program, its data files and the tokenizer.\n")
+
+    v = r.get("vision")
+    if v:
+        sm = v["summary"]
+        md.append("## Vision op (image + question -> answer)\n")
+        md.append(f"- image encode **{_f(sm['encode_ms']['median'])} ms** median, prefill of {v['prompt_tokens']} "
+                  f"tokens ({v['visual_tokens']} visual) {_f(sm['prefill_ms']['median'])} ms "
+                  f"({_f(sm['prefill_tok_s']['median'])} tok/s), TTFT {_f(sm['ttft_ms']['median'])} ms, decode "
+                  f"{_f(sm['decode_tok_s']['median'])} tok/s over {v['new_tokens']} tokens; load "
+                  f"{_f(v['load_ms'])} ms, peak RSS {_f(v['rss_mb']['peak'])} MiB.\n")
 
     c = r.get("cycle")
     if c:
