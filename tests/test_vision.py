@@ -278,3 +278,19 @@ def test_hostile_vision_sections_are_refused(tmp_path, field, value):
     with pytest.raises(BundleError, match="vision") as e:
         load_manifest(tmp_path, verify=False)
     assert "\n" not in str(e.value)
+
+
+def test_balanced_order_hides_the_answer_from_the_wording():
+    """Joint-stage sampling: every (question template, answer) group equally likely, seeded."""
+    from collections import Counter
+
+    from exporter.vision.data import VQAItem, balanced_order, question_groups
+
+    items = ([VQAItem("is there a red shape?", "no", 0)] * 90 + [VQAItem("is there a blue shape?", "yes", 1)] * 10
+             + [VQAItem("is there not a red shape?", "yes", 2)] * 50)
+    vocab = ["red", "blue", "circle", "yes", "no"]
+    assert question_groups(items[:1], vocab) == [("is there a _ shape?", "no")]
+    order = balanced_order(items, 3000, seed=0, vocabulary=vocab)
+    assert order == balanced_order(items, 3000, seed=0, vocabulary=vocab) != balanced_order(items, 3000, 1, vocab)
+    got = Counter(question_groups([items[i] for i in order], vocab))
+    assert len(got) == 3 and all(900 < n < 1100 for n in got.values())  # uniform over the three groups

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vqa: visual tokens per side (grid x grid tokens from the encoder's 7 x 7 map)")
     p.add_argument("--align-steps", type=int, default=v.align_steps,
                    help="vqa: steps of the alignment stage (projector only, LM frozen) before --steps joint ones")
+    p.add_argument("--balance", action="store_true",
+                   help="vqa: draw joint-stage questions so that every (question template, answer) pair is equally "
+                        "likely, instead of as they come")
     p.add_argument("--projector-lr", type=float, default=v.projector_lr, help="vqa: the projector's peak learning rate")
     p.add_argument("--val-items", type=int, default=v.val_items, help="vqa: validation questions scored after training")
     p.add_argument("--test-items", type=int, default=None, help="vqa: easy-VQA test questions scored (default: all)")
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         v = VQATrainConfig(out="")
         cfg = VQATrainConfig(
             out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / "vision"), base=args.base,
-            grid=args.grid, align_steps=args.align_steps, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
+            grid=args.grid, align_steps=args.align_steps, balance=args.balance, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
             targets=_targets(args.targets), steps=_pick(args.steps, v.steps), batch=_pick(args.batch, v.batch),
             lr=_pick(args.lr, v.lr), projector_lr=args.projector_lr, warmup=_pick(args.warmup, v.warmup),
             seed=args.seed, threads=args.threads,

@@ -77,6 +77,29 @@ def answers() -> list[str]:
     return list(_easy_vqa().get_answers())
 
 
+def question_groups(items: Sequence[VQAItem], vocabulary: Sequence[str]) -> list[tuple[str, str]]:
+    """Per item, (its question with every answer word of `vocabulary` masked, its answer). Items in one group are
+    answered the same way by the question's wording alone ("is there not a _ shape?" -> mostly "yes")."""
+    import re
+
+    words = sorted({w for w in vocabulary if w not in ("yes", "no")}, key=len, reverse=True)
+    pat = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b") if words else None
+    return [((pat.sub("_", it.question) if pat else it.question), it.answer) for it in items]
+
+
+def balanced_order(items: Sequence[VQAItem], total: int, seed: int, vocabulary: Sequence[str]) -> list[int]:
+    """`total` item indices, seeded, drawn so that every (question template, answer) group of `question_groups` is
+    equally likely (then an item of it uniformly): the answer cannot be told from the wording, only from the image.
+    Without it the joint stage learns "a negated question -> yes, else no" and never looks at the image for yes/no
+    (docs/vision.md)."""
+    by_group: dict[tuple[str, str], list[int]] = {}
+    for i, g in enumerate(question_groups(items, vocabulary)):
+        by_group.setdefault(g, []).append(i)
+    groups = [by_group[g] for g in sorted(by_group)]
+    rng = random.Random(seed)
+    return [rng.choice(groups[rng.randrange(len(groups))]) for _ in range(total)] if groups else []
+
+
 def features_for(split: VQASplit, encoder: torch.nn.Module, preprocess: Callable, *, cache_dir: Path,
                  batch: int = 64, progress: bool = True) -> torch.Tensor:
     """[n_images, C, 7, 7] float16 encoder features of the split's images, from the cache or computed once."""

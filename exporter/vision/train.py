@@ -56,6 +56,8 @@ class VQATrainConfig:
     batch: int = 16
     lr: float = 1e-3
     projector_lr: float = 1e-3  # both stages; at 1e-2 the projector's updates are noise (docs/vision.md)
+    balance: bool = False  # joint stage: every (question template, answer) group equally likely (data.balanced_order;
+    # measured worse on the natural test distribution so far: docs/vision.md)
     warmup: int = 20
     weight_decay: float = 0.0
     seed: int = 0
@@ -225,7 +227,7 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     from ..pipeline import stop_token_ids
     from ..train.trainer import (commit_output, data_order, end_of_turn, latest_checkpoint, load_checkpoint, lr_at,
                                  save_adapter, save_checkpoint)
-    from .data import features_for, kind, load_split
+    from .data import answers, balanced_order, features_for, kind, load_split
     from .encoder import ImageSpec, load_encoder, preprocess
     from .model import IMAGE_PLACEHOLDER, Projector, ProjectorConfig
 
@@ -263,7 +265,8 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     if not train_items or (cfg.align_steps and not open_items):
         raise InputError("no VQA training items" if not train_items else "no open (colour / shape) VQA questions")
     orders = {"align": data_order(len(open_items), cfg.align_steps * cfg.batch, cfg.seed),
-              "joint": data_order(len(train_items), cfg.steps * cfg.batch, cfg.seed)}
+              "joint": (balanced_order(train_items, cfg.steps * cfg.batch, cfg.seed, answers()) if cfg.balance
+                        else data_order(len(train_items), cfg.steps * cfg.batch, cfg.seed))}
     last = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
     bar = tqdm(total=cfg.total_steps, initial=step, desc="train vqa", unit="step", disable=not progress,
                dynamic_ncols=True)
