@@ -146,6 +146,13 @@ def print_summary(result: dict[str, Any]) -> None:
                 ops.add_row("", "onnx vs executorch", "", f"{x['token_agreement']:.1%}",
                             f"{x['token_agreement_forced']:.1%}" if "token_agreement_forced" in x else "-",
                             f"{x['max_abs_logit_diff']:.3g}", "")
+    v = m.get("vision")
+    if v:
+        f = v.get("fidelity")
+        ops.add_row(v["op"] + " (image)", v["program"], ",".join(v["data_files"]),
+                    f"{f['answer_agreement']:.1%} answers" if f else "skipped", "-", "-",
+                    f"accuracy {f['accuracy_exported']:.0%} vs {f['accuracy_reference']:.0%} (PyTorch), "
+                    f"{f['samples']} questions" if f else "-")
     console.print(ops)
     console.print(f"export time {m['export']['seconds']['total']:.1f} s  "
                   f"(torch {m['versions'].get('torch')}, executorch {m['versions'].get('executorch')}"
