@@ -145,6 +145,25 @@ def test_bad_vision_dirs_get_one_line(tmp_path):
     (tmp_path / "projector.json").write_text("[1, 2")
     with pytest.raises(InputError, match="projector.json"):
         read_vision_dir(tmp_path)
+    # What an exporter would build the vision program from is checked up front (never a traceback later).
+    import json
+
+    good = json.loads((Path(__file__).resolve().parents[1] / "exporter/assets/vision/smollm2-135m/projector.json")
+                      .read_text())
+    (tmp_path / "projector.json").write_text(json.dumps(good))
+    assert read_vision_dir(tmp_path)["visual_tokens"] == 9
+    for key, value, says in [("image", {**good["image"], "size": 0}, "image size"),
+                             ("image", {**good["image"], "std": [1, 0, 1]}, "std"),
+                             ("image", {**good["image"], "mean": [1, 2]}, "mean"),
+                             ("image", {**good["image"], "extra": 1}, "image must be"),
+                             ("encoder", "clip-vit", "encoder must be"),
+                             ("visual_tokens", 49, "visual_tokens"),
+                             ("projector", {**good["projector"], "grid": 5}, "grid"),
+                             ("projector", {**good["projector"], "dim": True}, "positive ints")]:
+        (tmp_path / "projector.json").write_text(json.dumps({**good, key: value}))
+        with pytest.raises(InputError, match=says) as e:
+            read_vision_dir(tmp_path)
+        assert "\n" not in str(e.value)
 
 
 def test_train_cli_vqa_bad_input(tmp_path, capsys):

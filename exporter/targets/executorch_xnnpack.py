@@ -165,10 +165,11 @@ class ExecuTorchXnnpack:
         from torch.export import Dim
 
         from ..arch import TextDecoder, TokenEmbedding
-        from ..vision.encoder import ImageSpec, load_encoder
+        from ..vision import image_spec
+        from ..vision.encoder import load_encoder
         from ..vision.program import VISION_PROGRAM, VisionEncoder
 
-        spec = ImageSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in vision.meta["image"].items()})
+        spec = image_spec(vision.meta)
         encoder = VisionEncoder(load_encoder(), vision.projector, spec).eval()
         cfg = decoder.cfg
         seq = Dim("seq", min=1, max=cfg.max_seq_len - 1)

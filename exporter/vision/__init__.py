@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import InputError
 
 VISION_ASSETS = Path(__file__).resolve().parents[1] / "assets" / "vision"
+ENCODER_NAME = "efficientnet-lite0"  # encoder.NAME (not imported here: it pulls in torch)
 
 
 def embedded_vision(base: str) -> Path | None:
@@ -35,11 +36,42 @@ def read_vision_dir(path: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads((d / PROJECTOR_CONFIG).read_text())
         proj = meta["projector"]
-        if not all(isinstance(proj.get(k), int) and proj[k] > 0 for k in ("in_dim", "dim", "grid")):
-            raise ValueError("projector in_dim / dim / grid must be positive ints")
-    except (ValueError, KeyError, TypeError) as e:
+        if not isinstance(proj, dict) or set(proj) != {"in_dim", "dim", "grid"} or not all(
+                isinstance(proj[k], int) and not isinstance(proj[k], bool) and proj[k] > 0 for k in proj):
+            raise ValueError("projector must be {in_dim, dim, grid} as positive ints")
+        if proj["grid"] not in (1, 3, 7):
+            raise ValueError(f"projector grid must be 1, 3 or 7, got {proj['grid']}")
+        image_spec(meta)
+        if meta.get("encoder") != ENCODER_NAME:
+            raise ValueError(f"encoder must be {ENCODER_NAME!r} (the one image encoder this toolkit has), "
+                             f"got {meta.get('encoder')!r}")
+        if not isinstance(meta.get("visual_tokens"), int) or meta["visual_tokens"] != proj["grid"] ** 2:
+            raise ValueError("visual_tokens must be grid * grid")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{d / PROJECTOR_CONFIG}: {e}") from None
     return meta
+
+
+def image_spec(meta: dict[str, Any]) -> Any:
+    """projector.json's `image` as an encoder.ImageSpec, checked (ValueError naming the bad field)."""
+    from .encoder import ImageSpec
+
+    image = meta["image"]
+    if not isinstance(image, dict) or not set(image) <= {"size", "mean", "std", "channels", "resize"}:
+        raise ValueError("image must be {size, mean, std, channels, resize}")
+    size = image.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 1024:
+        raise ValueError(f"image size must be an int in [32, 1024], got {size!r}")
+    for k in ("mean", "std"):
+        v = image.get(k)
+        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                           and abs(x) < 1e4 for x in v)):
+            raise ValueError(f"image {k} must be 3 numbers (R, G, B)")
+    if any(x <= 0 for x in image["std"]):
+        raise ValueError("image std must be positive")
+    if image.get("channels", "RGB") != "RGB" or image.get("resize", "bilinear") != "bilinear":
+        raise ValueError("image channels must be RGB and resize bilinear")
+    return ImageSpec(size=size, mean=tuple(image["mean"]), std=tuple(image["std"]))
 
 
 def load_vqa_model(path: str | Path, base: Any) -> Any:
@@ -107,8 +139,14 @@ def load_vision_op(path: str, base: str) -> VisionOp:
     from ..load import load_adapter
     from .train import ADAPTER_DIR
 
+    from .encoder import load_encoder
+
     d = resolve_vision(path, base)
     projector, meta = load_projector(d)
+    channels = load_encoder().out_channels
+    if projector.cfg.in_dim != channels:
+        raise InputError(f"{d}: projector in_dim {projector.cfg.in_dim} does not fit the image encoder's {channels} "
+                         "channels")
     return VisionOp(d, projector, meta, load_adapter("vqa", d / ADAPTER_DIR))
 
 
