@@ -136,10 +136,10 @@ class VisionOp:
 
 
 def load_vision_op(path: str, base: str) -> VisionOp:
+    """The vision op a spec names ("embedded" or a directory), checked against the image encoder."""
     from ..load import load_adapter
-    from .train import ADAPTER_DIR
-
     from .encoder import load_encoder
+    from .train import ADAPTER_DIR
 
     d = resolve_vision(path, base)
     projector, meta = load_projector(d)
