@@ -70,18 +70,23 @@ def sample_next(logits: np.ndarray, temperature: float, top_p: float, rng: np.ra
     return int(rng.choice(len(p), p=p))
 
 
+def bundle_tokenizer(manifest: Manifest) -> Any:
+    """The bundle's LM tokenizer (a `tokenizers.Tokenizer`); BundleError when it cannot be read."""
+    from tokenizers import Tokenizer
+
+    path = manifest.tokenizer_file  # checked: a plain name the bundle lists, inside it (sha256 checked by verify)
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+        raise BundleError(f"tokenizer {path.name} cannot be read: {one_line(e)}") from e
+
+
 class Runtime(ABC):
     backend = "abstract"
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
-        from tokenizers import Tokenizer
-
-        path = manifest.tokenizer_file  # checked: a plain name the bundle lists, inside it (sha256 checked by verify)
-        try:
-            self.tokenizer = Tokenizer.from_file(str(path))
-        except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
-            raise BundleError(f"tokenizer {path.name} cannot be read: {one_line(e)}") from e
+        self.tokenizer = bundle_tokenizer(manifest)
         self._template = None
         self.load_ms: dict[str, float] = {}
 

@@ -40,7 +40,6 @@ class ExecuTorchRuntime(Runtime):
         self._methods: dict[tuple, Any] = {}  # (program, data files) -> loaded method (ops may share both)
         self.etdump = etdump
         self.programs: dict[str, Any] = {}  # etdump only: op -> loaded Program
-        self._tmp: Any = None  # the merged data files' directory
 
     def _key(self, op: str) -> tuple:
         entry = self.manifest.ops[op]
@@ -55,27 +54,15 @@ class ExecuTorchRuntime(Runtime):
             return
         path, data = program_files(self.manifest, op)
         trace = {"enable_etdump": True, "debug_buffer_size": 0} if self.etdump else {}
-        merged = self._merge(op, data) if len(data) > 1 else None
         try:
-            program = self._et.load_program(path, data_path=merged or (data[0] if data else None), **trace)
-            self._methods[key] = program.load_method("forward")
+            program, methods = load_methods(self._et, path, data, ["forward"], **trace)
+        except BundleError:  # a data file refused by merge_data_files: its own line
+            raise
         except Exception as e:  # ExecuTorch raises RuntimeError/ValueError for a damaged or foreign program
             raise BundleError(f"op {op!r}: executorch cannot load {entry.program}: {one_line(e)}") from e
-        finally:
-            if merged is not None:  # the loaded method holds what it needs (XNNPACK packs its weights at load)
-                merged.unlink(missing_ok=True)
+        self._methods[key] = methods["forward"]
         if self.etdump:
             self.programs[op] = program
-
-    def _merge(self, op: str, data: list[Any]) -> Path:
-        """The op's data files merged into one temporary file: the Python runtime maps one."""
-        import tempfile
-
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="memlora-ptd-")
-        merged = Path(self._tmp.name) / f"{op}.ptd"
-        merge_data_files(data, merged)
-        return merged
 
     def _forward(self, op: str, tokens: list[int], start_pos: int) -> np.ndarray:
         import torch
@@ -93,6 +80,22 @@ def program_files(manifest: Any, op: str) -> tuple[Any, list[Any]]:
     """The op's program and its data files, opened through the manifest's checked accessor."""
     entry = manifest.ops[op]
     return manifest.path(entry.program), [manifest.path(f) for f in entry.data_files]
+
+
+def load_methods(et: Any, path: Any, data: list[Any], names: list[str], **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """A program with all of its data files, and its methods `names` loaded. Several data files are merged into one
+    temporary file first (the Python runtime maps one), removed once the methods are loaded: they hold what they need
+    (XNNPACK packs its weights at load)."""
+    import tempfile
+
+    if len(data) <= 1:
+        program = et.load_program(path, data_path=data[0] if data else None, **kwargs)
+        return program, {n: program.load_method(n) for n in names}
+    with tempfile.TemporaryDirectory(prefix="memlora-ptd-") as tmp:
+        merged = Path(tmp) / "merged.ptd"
+        merge_data_files(data, merged)
+        program = et.load_program(path, data_path=merged, **kwargs)
+        return program, {n: program.load_method(n) for n in names}
 
 
 def merge_data_files(paths: list[Any], out: Path) -> None:

@@ -38,34 +38,24 @@ class VisionRunner:
     """The bundle's vision op: `answer(image, question)` -> the generated answer (str)."""
 
     def __init__(self, bundle: str | Path | Manifest):
-        from tokenizers import Tokenizer
-
-        from .executorch import _load_kernels, merge_data_files
+        from .base import bundle_tokenizer
+        from .executorch import _load_kernels, load_methods
 
         self.manifest = bundle if isinstance(bundle, Manifest) else load_manifest(bundle)
         v = self.manifest.vision
         if v is None:
             raise BundleError(f"{self.manifest.root}: the bundle has no vision op (export it with --vision)")
         self.entry = v
-        try:
-            self.tokenizer = Tokenizer.from_file(str(self.manifest.tokenizer_file))
-        except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
-            raise BundleError(f"tokenizer cannot be read: {one_line(e)}") from e
+        self.tokenizer = bundle_tokenizer(self.manifest)
         program = self.manifest.path(v["program"])
         data = [self.manifest.path(f) for f in v["data_files"]]
-        et = _load_kernels()
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="memlora-ptd-") as tmp:
-            merged = None
-            if len(data) > 1:  # ExecuTorch's Python runtime maps one data file (runtimes/executorch.py)
-                merged = Path(tmp) / "vision.ptd"
-                merge_data_files(data, merged)
-            try:
-                prog = et.load_program(program, data_path=merged or (data[0] if data else None))
-                self._methods = {k: prog.load_method(name) for k, name in v["methods"].items()}
-            except Exception as e:
-                raise BundleError(f"executorch cannot load {v['program']}: {one_line(e)}") from e
+        try:
+            _, loaded = load_methods(_load_kernels(), program, data, list(v["methods"].values()))
+        except BundleError:  # a data file refused by merge_data_files: its own line
+            raise
+        except Exception as e:
+            raise BundleError(f"executorch cannot load {v['program']}: {one_line(e)}") from e
+        self._methods = {k: loaded[name] for k, name in v["methods"].items()}
         self.stop_ids = set(v.get("stop_token_ids") or [])
         self.max_new_tokens = int((v.get("generation") or {}).get("max_new_tokens", 8))
         self.max_seq_len = self.manifest.max_seq_len

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         v = VQATrainConfig(out="")
         cfg = VQATrainConfig(
             out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / "vision"), base=args.base,
-            grid=args.grid, align_steps=args.align_steps, balance=args.balance, rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
+            grid=args.grid, align_steps=args.align_steps, balance=args.balance, rank=args.rank,
+            alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
             targets=_targets(args.targets), steps=_pick(args.steps, v.steps), batch=_pick(args.batch, v.batch),
             lr=_pick(args.lr, v.lr), projector_lr=args.projector_lr, warmup=_pick(args.warmup, v.warmup),
             seed=args.seed, threads=args.threads,

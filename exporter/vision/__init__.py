@@ -15,7 +15,6 @@ from typing import Any
 from ..errors import InputError
 
 VISION_ASSETS = Path(__file__).resolve().parents[1] / "assets" / "vision"
-ENCODER_NAME = "efficientnet-lite0"  # encoder.NAME (not imported here: it pulls in torch)
 
 
 def embedded_vision(base: str) -> Path | None:
@@ -26,6 +25,7 @@ def embedded_vision(base: str) -> Path | None:
 
 def read_vision_dir(path: str | Path) -> dict[str, Any]:
     """projector.json of a `memlora-train --op vqa` output, checked (one InputError line on a bad directory)."""
+    from .encoder import NAME as ENCODER_NAME
     from .train import ADAPTER_DIR, PROJECTOR_CONFIG, PROJECTOR_FILE
 
     d = Path(path)

@@ -228,7 +228,7 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     from ..train.trainer import (commit_output, data_order, end_of_turn, latest_checkpoint, load_checkpoint, lr_at,
                                  save_adapter, save_checkpoint)
     from .data import answers, balanced_order, features_for, kind, load_split
-    from .encoder import ImageSpec, load_encoder, preprocess
+    from .encoder import NAME as ENCODER_NAME, ImageSpec, load_encoder, preprocess
     from .model import IMAGE_PLACEHOLDER, Projector, ProjectorConfig
 
     t_start = time.perf_counter()
@@ -317,7 +317,7 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
         save_file({k: v.detach().to(torch.float16).contiguous() for k, v in projector.state_dict().items()},
                   str(tmp / PROJECTOR_FILE), metadata={"format": "pt"})
         (tmp / PROJECTOR_CONFIG).write_text(json.dumps({
-            "projector": pcfg.to_dict(), "encoder": "efficientnet-lite0", "image": asdict(ImageSpec()),
+            "projector": pcfg.to_dict(), "encoder": ENCODER_NAME, "image": asdict(ImageSpec()),
             "image_placeholder": IMAGE_PLACEHOLDER, "visual_tokens": pcfg.tokens}, indent=1) + "\n")
         save_adapter(lm, cfg.base, tmp / ADAPTER_DIR)
         summary = {"op": "vqa", "config": asdict(cfg), "training_key": cfg.training_key(),
