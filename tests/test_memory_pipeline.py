@@ -152,6 +152,14 @@ def test_memlora_eval_cli_on_bundle(bundle, tmp_path):
     assert rep["config"]["embedder"] == "bundle" and rep["json_validity"]["extract"]["rate"] == 1.0
     assert rep["qa"]["4"]["n"] == 1 and rep["qa"]["overall"]["n"] == 1 and rep["extraction"]["gold"] == 1
     assert "| 4 single-hop | 1 |" in (out / "report.md").read_text()
+    # What bench/memory_failures.py follows: each window's facts, each answer's evidence and retrieved memories.
+    det = rep["details"][0]
+    assert [w["dia_ids"] for w in det["windows_extracted"]] == [["D1:1", "D1:2", "D1:3"]]
+    qa = det["qa"][0]
+    with MemoryStore(out / "store-conv-t.sqlite") as st:
+        stored = {m.id for m in st.all("conv-t")}
+    assert qa["evidence"] == ["D1:3"] and len(qa["retrieved"]) == min(10, len(stored))
+    assert {i for i, _ in qa["retrieved"]} <= stored
     assert main(["--data", str(tmp_path / "missing.json"), "--out", str(out)]) == 1
     assert main(["--data", str(data), "--conversations", "conv-zz", "--out", str(out)]) == 1
     assert main(["--data", str(data), "--split", "all", "--adapters", str(tmp_path), "--out", str(out)]) == 1

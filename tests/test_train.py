@@ -177,7 +177,8 @@ def test_tiny_training_lowers_loss_and_resumes(tiny_llama, tmp_path):
     assert all(t.dtype == torch.float16 for t in _lora(out).values())
     assert not Path(str(out) + ".checkpoints").exists()
 
-    cfg = TrainConfig(out=str(tmp_path / "resumed"), **kw)
+    # Resumed, with the validation curve on (the loss every 2 steps changes nothing of the training itself).
+    cfg = TrainConfig(out=str(tmp_path / "resumed"), val_every=2, **kw)
     first = train(cfg, train_examples=examples, val_examples=examples, progress=False, stop_after=3)
     assert first["stopped_at"] == 3 and not (tmp_path / "resumed").exists()
     ckpts = sorted(cfg.checkpoint_dir.glob("step-*"))
@@ -185,6 +186,8 @@ def test_tiny_training_lowers_loss_and_resumes(tiny_llama, tmp_path):
     assert not list(cfg.checkpoint_dir.rglob("*.bin")) and not list(cfg.checkpoint_dir.rglob("*.pt"))
     second = train(cfg, train_examples=examples, val_examples=examples, progress=False)
     assert [h["loss"] for h in second["history"]] == pytest.approx([h["loss"] for h in full["history"]], rel=1e-4)
+    curve = {h["step"]: h["val_loss"] for h in second["history"] if "val_loss" in h}
+    assert sorted(curve) == [2, 4] and all(0 < v < 12 for v in curve.values())
     a, b = _lora(out), _lora(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-items", type=int, default=None, help="vqa: easy-VQA test questions scored (default: all)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--val-every", type=int, default=0,
+                   help="validation loss every N steps, recorded with the loss curve (default: only at the end)")
     p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
     p.add_argument("--cache-dir", default=None, help="where built examples are cached (default: $MEMLORA_CACHE/train-data)")
     p.add_argument("--debug", "--verbose", "-v", dest="debug", action="store_true",
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             bf16=not args.no_bf16, val_examples=args.val_examples, val_decode=args.val_decode,
             eval_base=not args.no_eval_base, checkpoint_every=args.checkpoint_every,
-            keep_checkpoints=args.keep_checkpoints)
+            keep_checkpoints=args.keep_checkpoints, val_every=args.val_every)
         if not Path(cfg.data).is_file():
             raise SpecError(f"data file not found: {cfg.data} (pass --data PATH to a LoCoMo-format JSON)")
         check_output(cfg.out, force=False, owned=never_replaced, kind="adapter directory", inputs=cfg.inputs)

@@ -72,6 +72,8 @@ class TrainConfig:
     eval_base: bool = True
     checkpoint_every: int = 25
     keep_checkpoints: bool = False
+    val_every: int = 0
+    """Validation loss every this many steps, recorded in the history (the curve); 0: only at the end."""
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -79,6 +81,8 @@ class TrainConfig:
         for name in ("rank", "steps", "batch", "max_len", "threads", "checkpoint_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SpecError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not isinstance(self.val_every, int) or self.val_every < 0:
+            raise SpecError(f"val_every must be an int >= 0, got {self.val_every!r}")
         if not 0 < self.lr < 1:
             raise SpecError(f"lr must be in (0, 1), got {self.lr!r}")
         bad = sorted(set(self.targets) - set(ALL_LINEAR))
@@ -91,7 +95,7 @@ class TrainConfig:
         """Hash of everything that shapes the weights (not the output path or the evaluation settings)."""
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("out", "threads", "val_examples", "val_decode", "eval_base", "checkpoint_every",
-                             "keep_checkpoints")}
+                             "keep_checkpoints", "val_every")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -442,6 +446,10 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
         history.append({"step": step, "loss": loss_sum / n_tok, "lr": opt.param_groups[0]["lr"]})
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum / n_tok:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+        if cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps:
+            history[-1]["val_loss"] = loss_over(val_enc)
+            model.train()
+            bar.write(f"step {step}: validation loss {history[-1]['val_loss']:.4f}")
         if step % cfg.checkpoint_every == 0 or step == last:
             save_checkpoint(model, opt, step, cfg, history, time.perf_counter() - t_loop)
     bar.close()

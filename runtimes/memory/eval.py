@@ -116,6 +116,7 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
     ext = {"pred": 0, "gold": 0, "matched": 0}
     applied = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0, "skipped": 0}
     examples: list[dict[str, Any]] = []
+    extracted: list[dict[str, Any]] = []
     bar = tqdm(windows, desc=f"{conv.sample_id} memorise", unit="win", disable=None, leave=False)
     for w in bar:
         res = pipe.add_turns(w.turns, w.date)
@@ -131,6 +132,8 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
             applied["deleted"] += len(a.deleted)
             applied["unchanged"] += a.unchanged
             applied["skipped"] += len(a.skipped)
+        extracted.append({"dia_ids": w.dia_ids, "facts": res.facts,
+                          "matched": [[int(i), int(j)] for i, j, *_ in matched]})
         if len(examples) < 3:
             examples.append({"dia_ids": w.dia_ids, "facts": res.facts, "gold": w.gold_facts,
                              "raw": [c.text for c in res.calls[:2]]})
@@ -144,7 +147,9 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
         a = pipe.answer(q["question"])
         gold = str(q["answer"])
         item = {"category": q["category"], "question": q["question"], "gold": gold, "prediction": a.text,
-                "f1": metrics.f1(a.text, gold), "bleu1": metrics.bleu1(a.text, gold)}
+                "f1": metrics.f1(a.text, gold), "bleu1": metrics.bleu1(a.text, gold),
+                "evidence": [str(e) for e in q.get("evidence") or []],
+                "retrieved": [[m.id, round(s, 4)] for m, s in a.memories]}
         if judge_fn:
             item["judge"] = judge_fn(q["question"], gold, a.text)
         qa.append(item)
@@ -152,7 +157,8 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
     pipe.store.close()
     return {"sample_id": conv.sample_id, "sessions": len(sessions), "windows": len(windows), "questions": len(qa),
             "seconds": round(time.perf_counter() - t0, 1), "memorise_seconds": round(t_mem, 1),
-            "memories": applied, "extraction_counts": ext, "qa": qa, "calls": calls, "examples": examples}
+            "memories": applied, "extraction_counts": ext, "qa": qa, "calls": calls, "examples": examples,
+            "windows_extracted": extracted}
 
 
 def summarise(convs: list[dict[str, Any]], args: argparse.Namespace, desc: dict[str, Any]) -> dict[str, Any]:
