@@ -46,6 +46,9 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
         ax.plot(steps, losses, color="0.8", lw=0.8, label="train (per step)")
         ax.plot(steps, _smooth(losses), color="C0", lw=1.6, label="train (mean of 10)")
         v = r["validation"]
+        curve = [(x["step"], x["val_loss"]) for x in h if "val_loss" in x] + [(steps[-1], v["val_loss"])]
+        if len(curve) > 1:  # trained with --val-every: the validation curve
+            ax.plot(*zip(*curve), "o-", color="C2", ms=3, lw=1.2, label="validation")
         ax.axhline(v["val_loss"], color="C2", ls="--", label=f"validation {v['val_loss']:.2f}")
         if "base_val_loss" in v:
             ax.axhline(v["base_val_loss"], color="C3", ls=":", label=f"base, no adapter {v['base_val_loss']:.2f}")
