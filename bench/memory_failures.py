@@ -42,7 +42,7 @@ def attribute(conv: locomo.Conversation, det: dict, store: Path, embed, threshol
     rows = con.execute("SELECT id, text FROM memories WHERE owner IS ?", (conv.sample_id,)).fetchall()
     con.close()
     mem_ids = [r[0] for r in rows]
-    mem_vec = embed([r[1] for r in rows]) if rows else np.zeros((0, 384), np.float32)
+    mem_vec = embed([r[1] for r in rows]) if rows else None
     mem_text = dict(rows)
     windows = det["windows_extracted"]
     out = []
@@ -58,22 +58,19 @@ def attribute(conv: locomo.Conversation, det: dict, store: Path, embed, threshol
             continue
         ov = embed(obs)
         facts = [f for w in windows if ev & set(w["dia_ids"]) for f in w["facts"]]
-        fv = embed(facts) if facts else np.zeros((0, ov.shape[1]), np.float32)
-        if not facts or (fv @ ov.T).max() < threshold:
-            out.append({**item, "source": "not extracted",
-                        "extracted": facts[:6]})
+        if not facts or (embed(facts) @ ov.T).max() < threshold:
+            out.append({**item, "source": "not extracted", "extracted": facts[:6]})
             continue
-        sims = (mem_vec @ ov.T).max(axis=1) if len(mem_ids) else np.zeros(0)
-        good = [mem_ids[i] for i in np.flatnonzero(sims >= threshold)]
-        if not good:
+        sims = (mem_vec @ ov.T).max(axis=1) if rows else np.zeros(0)
+        good = np.flatnonzero(sims >= threshold)  # indices of the stored memories that match an evidence fact
+        if not len(good):
             out.append({**item, "source": "lost in update", "extracted": facts[:6]})
             continue
         retrieved = [r[0] for r in q["retrieved"]]
-        hit = [m for m in good if m in retrieved]
-        src = "answered wrongly" if hit else "not retrieved"
-        best = hit[0] if hit else good[int(np.argmax(sims[[mem_ids.index(g) for g in good]]))]
-        rank = retrieved.index(best) + 1 if best in retrieved else None
-        out.append({**item, "source": src, "memory": mem_text[best], "rank": rank,
+        hit = [mem_ids[i] for i in good if mem_ids[i] in retrieved]
+        best = hit[0] if hit else mem_ids[good[int(np.argmax(sims[good]))]]
+        out.append({**item, "source": "answered wrongly" if hit else "not retrieved", "memory": mem_text[best],
+                    "rank": retrieved.index(best) + 1 if hit else None,
                     "retrieved_top3": [mem_text.get(i, "?") for i in retrieved[:3]]})
     return out
 

@@ -20,19 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtimes.factory import open_bundle  # noqa: E402
-from runtimes.memory import locomo, metrics  # noqa: E402
+from runtimes.memory import metrics  # noqa: E402
 from runtimes.memory.embed import make_embedder  # noqa: E402
-from runtimes.memory.eval import file_safe  # noqa: E402
+from runtimes.memory.eval import file_safe, qa_summary  # noqa: E402
 from runtimes.memory.pipeline import MemoryPipeline, PipelineConfig  # noqa: E402
 from runtimes.memory.store import MemoryStore  # noqa: E402
-
-
-def table(items: list[dict]) -> dict[str, float]:
-    out = {}
-    for c in (*locomo.QA_CATEGORIES, "all"):
-        xs = [q for q in items if c == "all" or q["category"] == c]
-        out[str(c)] = 100 * metrics.mean([q["f1"] for q in xs])
-    return out
 
 
 def main() -> int:
@@ -51,7 +43,8 @@ def main() -> int:
     llm = open_bundle(args.bundle)
     embedder = make_embedder("auto", args.bundle)
     config = PipelineConfig(answer_top_k=args.top_k)
-    old, new = [], []
+    old = [q for det in rep["details"] for q in det["qa"]]
+    new = []
     with tempfile.TemporaryDirectory() as tmp:
         for det in rep["details"]:
             src = d / f"store-{file_safe(det['sample_id'])}.sqlite"
@@ -60,16 +53,17 @@ def main() -> int:
             pipe = MemoryPipeline(llm, embedder, MemoryStore(dst), owner=det["sample_id"], config=config)
             for q in det["qa"]:
                 a = pipe.answer(q["question"])
-                old.append(q)
                 new.append({**q, "prediction": a.text, "f1": metrics.f1(a.text, q["gold"]),
+                            "bleu1": metrics.bleu1(a.text, q["gold"]),
                             "retrieved": [[m.id, round(s, 4)] for m, s in a.memories]})
             pipe.store.close()
-    before, after = table(old), table(new)
+    before, after = qa_summary(old), qa_summary(new)
     print(f"{d}: {len(new)} questions, top-k {args.top_k}")
-    print("| run | " + " | ".join(f"F1 {c}" for c in before) + " |")
-    print("|---|" + "---|" * len(before))
-    print("| report | " + " | ".join(f"{v:.1f}" for v in before.values()) + " |")
-    print("| again | " + " | ".join(f"{v:.1f}" for v in after.values()) + " |")
+    print("| run | " + " | ".join(f"F1 {c}" for c in before) + " | BLEU-1 overall |")
+    print("|---|" + "---|" * (len(before) + 1))
+    for name, t in (("report", before), ("again", after)):
+        print(f"| {name} | " + " | ".join(f"{100 * r['f1']:.1f}" for r in t.values())
+              + f" | {100 * t['overall']['bleu1']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(new, indent=1) + "\n")
     return 0

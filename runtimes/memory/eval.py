@@ -161,6 +161,19 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
             "windows_extracted": extracted}
 
 
+def qa_summary(qa_items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per category 1-4 and "overall": name, n, mean F1 and BLEU-1 (and the judge's accuracy when it ran)."""
+    qa: dict[str, Any] = {}
+    for cat in (*locomo.QA_CATEGORIES, "overall"):
+        items = qa_items if cat == "overall" else [q for q in qa_items if q["category"] == cat]
+        row = {"name": locomo.CATEGORY_NAMES.get(cat, "all 1-4") if cat != "overall" else "all 1-4", "n": len(items),
+               "f1": metrics.mean([q["f1"] for q in items]), "bleu1": metrics.mean([q["bleu1"] for q in items])}
+        if items and "judge" in items[0]:
+            row["judge"] = metrics.mean([float(q["judge"]) for q in items])
+        qa[str(cat)] = row
+    return qa
+
+
 def summarise(convs: list[dict[str, Any]], args: argparse.Namespace, desc: dict[str, Any]) -> dict[str, Any]:
     calls = [c for r in convs for c in r["calls"]]
     validity = {}
@@ -176,15 +189,7 @@ def summarise(convs: list[dict[str, Any]], args: argparse.Namespace, desc: dict[
                       "mean_prompt_tokens": metrics.mean([c["prompt_tokens"] for c in oc]),
                       "mean_new_tokens": metrics.mean([c["new_tokens"] for c in oc])}
     ext = {k: sum(r["extraction_counts"][k] for r in convs) for k in ("pred", "gold", "matched")}
-    qa_items = [q for r in convs for q in r["qa"]]
-    qa: dict[str, Any] = {}
-    for cat in (*locomo.QA_CATEGORIES, "overall"):
-        items = qa_items if cat == "overall" else [q for q in qa_items if q["category"] == cat]
-        row = {"name": locomo.CATEGORY_NAMES.get(cat, "all 1-4") if cat != "overall" else "all 1-4", "n": len(items),
-               "f1": metrics.mean([q["f1"] for q in items]), "bleu1": metrics.mean([q["bleu1"] for q in items])}
-        if items and "judge" in items[0]:
-            row["judge"] = metrics.mean([float(q["judge"]) for q in items])
-        qa[str(cat)] = row
+    qa = qa_summary([q for r in convs for q in r["qa"]])
     return {
         "config": {**desc, "data": str(args.data), "split": args.split, "window": args.window,
                    "update_batch": args.update_batch, "top_k": args.top_k, "constrained": args.constrained,
