@@ -193,28 +193,38 @@ def tiny_vision(tmp_path_factory, tiny_llama):
     return Path(cfg.out)
 
 
+def _export_tiny(out, tiny_llama, llama_adapters, vision):
+    from exporter.pipeline import run
+    from exporter.spec import AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec, \
+        VisionSpec
+
+    spec = ExportSpec(model=ModelSpec(base=str(tiny_llama), max_seq_len=256),
+                      adapters=AdapterSpec(paths={k: str(v) for k, v in llama_adapters.items()}),
+                      quant=QuantSpec("fp32"), output=OutputSpec(str(out)), fidelity=FidelitySpec(tokens=8),
+                      embedder=EmbedderSpec(enabled=False), vision=VisionSpec(path=vision))
+    return run(spec)["manifest"]
+
+
+@pytest.fixture(scope="module")
+def tiny_vision_bundle(tmp_path_factory, tiny_llama, llama_adapters, tiny_vision):
+    """The tiny text ops + the tiny vision op in one fp32 bundle."""
+    out = tmp_path_factory.mktemp("vision_bundle") / "with"
+    _export_tiny(out, tiny_llama, llama_adapters, str(tiny_vision))
+    return out
+
+
 def test_vision_op_exports_over_the_text_foundation_and_matches_the_reference(tmp_path, tiny_llama, llama_adapters,
-                                                                              tiny_vision):
+                                                                              tiny_vision_bundle):
     """vision.pte (vision_encoder / token_embedding / text_decoder) over the text ops' foundation.ptd: the bundle
     runs it (runtimes.vision) and, at fp32, answers as the PyTorch reference does; adding it leaves the foundation
     byte-identical."""
     import json
 
     from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
-    from exporter.pipeline import run
-    from exporter.spec import AdapterSpec, EmbedderSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, QuantSpec, \
-        VisionSpec
     from runtimes.manifest import load_manifest
     from runtimes.vision import VisionRunner
 
-    def export(out, vision):
-        spec = ExportSpec(model=ModelSpec(base=str(tiny_llama), max_seq_len=256),
-                          adapters=AdapterSpec(paths={k: str(v) for k, v in llama_adapters.items()}),
-                          quant=QuantSpec("fp32"), output=OutputSpec(str(out)), fidelity=FidelitySpec(tokens=8),
-                          embedder=EmbedderSpec(enabled=False), vision=VisionSpec(path=vision))
-        return run(spec)["manifest"]
-
-    m = export(tmp_path / "with", str(tiny_vision))
+    m = json.loads((tiny_vision_bundle / "manifest.json").read_text())
     v = m["vision"]
     assert v["program"] == "vision.pte" and v["data_files"] == ["foundation.ptd", "vqa.lora.ptd"]
     assert {"vision.pte", "vqa.lora.ptd", "model.pte", "foundation.ptd"} <= set(m["files"])
@@ -225,17 +235,17 @@ def test_vision_op_exports_over_the_text_foundation_and_matches_the_reference(tm
     assert v["lowering"]["delegated_ops"]["vision_encoder"]["xnnpack_delegates"] >= 1
 
     # The vision program adds no copy of the LM: the foundation is the one a bundle without vision has.
-    plain = export(tmp_path / "without", None)
+    plain = _export_tiny(tmp_path / "without", tiny_llama, llama_adapters, None)
     assert "vision" not in plain
-    assert (tmp_path / "with" / "foundation.ptd").read_bytes() == (tmp_path / "without" / "foundation.ptd").read_bytes()
+    assert (tiny_vision_bundle / "foundation.ptd").read_bytes() == (tmp_path / "without" / "foundation.ptd").read_bytes()
     ser = FlatTensorSerializer()
-    keys = set(ser.deserialize((tmp_path / "with" / "vqa.lora.ptd").read_bytes()).named_data)
-    assert keys == set(ser.deserialize((tmp_path / "with" / "extract.lora.ptd").read_bytes()).named_data)
+    keys = set(ser.deserialize((tiny_vision_bundle / "vqa.lora.ptd").read_bytes()).named_data)
+    assert keys == set(ser.deserialize((tiny_vision_bundle / "extract.lora.ptd").read_bytes()).named_data)
 
     # The runtime answers from the pixels: the image changes what the model sees (visual tokens differ).
     from PIL import Image
 
-    runner = VisionRunner(load_manifest(tmp_path / "with"))
+    runner = VisionRunner(load_manifest(tiny_vision_bundle))
     a = Image.new("RGB", (64, 64), (255, 0, 0))
     b = Image.new("RGB", (64, 64), (0, 0, 255))
     from runtimes.vision import image_tensor
@@ -249,7 +259,7 @@ def test_vision_op_exports_over_the_text_foundation_and_matches_the_reference(tm
     # memlora-profile's vision job: fixed decode length, the prompt = both halves + the visual tokens.
     from runtimes.profiler.host import job_vision
 
-    res = job_vision({"bundle": str(tmp_path / "with"), "new_tokens": 3, "warmup": 0, "repeats": 1, "threads": 1})
+    res = job_vision({"bundle": str(tiny_vision_bundle), "new_tokens": 3, "warmup": 0, "repeats": 1, "threads": 1})
     tok = runner.tokenizer
     q = "what color is the shape?"
     n = len(tok.encode(v["prompt"]["before"], add_special_tokens=False).ids) + 9 + \
@@ -341,3 +351,115 @@ def test_embedded_vision_op_reads_colour_and_shape_from_the_pixels():
     colour = [(p, it) for p, it in zip(preds, rows) if kind(it) == "color"]
     shape = [(p, it) for p, it in zip(preds, rows) if kind(it) == "shape"]
     assert accuracy(*zip(*colour)) >= 0.6 and accuracy(*zip(*shape)) >= 0.7, preds
+
+
+def _png_file(path, rgb):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), rgb).save(path)
+    return str(path)
+
+
+def test_shared_images_are_kept_and_answered_from_the_pixels(tiny_vision_bundle, tmp_path):
+    """MemLoRA-V in the memory pipeline: an image shared in a turn is kept inside the store (PNG, turn id, date, the
+    text it came with), a question about it is answered by the bundle's vision op on the image retrieved by that
+    text; other questions go to generate. The caption baseline writes the vision op's caption into the turn and
+    keeps no pixels. A store whose image row cannot be decoded is answered from text."""
+    import sqlite3
+
+    import numpy as np
+    from PIL import Image
+
+    from runtimes.factory import open_bundle
+    from runtimes.memory.embed import TorchEmbedder
+    from runtimes.memory.pipeline import MemoryPipeline, PipelineConfig
+    from runtimes.memory.prompts import format_turns
+    from runtimes.memory.store import MemoryStore
+    from runtimes.vision import VisionRunner
+
+    llm = open_bundle(tiny_vision_bundle)
+    vision = VisionRunner(llm.manifest)
+    embedder = TorchEmbedder()
+    red, blue = _png_file(tmp_path / "red.png", (220, 20, 20)), _png_file(tmp_path / "blue.png", (20, 20, 220))
+    turns = [{"speaker": "Ana", "dia_id": "D1:1", "text": "Here is a photo of the sign for the garage sale.",
+              "image": red},
+             {"speaker": "Ben", "dia_id": "D1:2", "text": "Nice! I went hiking in the mountains yesterday."},
+             {"speaker": "Ben", "dia_id": "D1:3", "text": "Look at this picture of the kite from the beach trip!",
+              "image": Image.open(blue)}]
+    short = {"extract": 16, "update": 16, "generate": 6}
+    store = MemoryStore(tmp_path / "pixels.sqlite")
+    pipe = MemoryPipeline(llm, embedder, store, owner="c", vision=vision,
+                          config=PipelineConfig(constrained=True, max_new_tokens=short))
+    pipe.add_turns(turns, "1:56 pm on 8 May, 2023")
+    assert store.image_count("c") == 2 and store.image_count("other") == 0
+    kept = [store.get_image(i) for i in (1, 2)]
+    assert [(k.turn_id, k.shared_at, k.context) for k in kept] == [
+        ("D1:1", "2023-05-08T13:56:00", "Ana: Here is a photo of the sign for the garage sale."),
+        ("D1:3", "2023-05-08T13:56:00", "Ben: Look at this picture of the kite from the beach trip!")]
+    assert np.array_equal(np.asarray(kept[0].image()), np.asarray(Image.open(red).convert("RGB")))  # lossless
+    assert [c.op for c in pipe.calls].count("caption") == 0
+    assert "[shares a photo]" in format_turns([{"speaker": "Ana", "text": "Look", "shared_image": True}])
+
+    q = "In the photo of the kite from the beach trip that Ben shared, what color is the shape?"
+    a = pipe.answer(q)
+    assert a.call.op == "vqa" and a.image[0].turn_id == "D1:3" and a.image[1] > pipe.config.visual_min_score
+    assert a.text == vision.answer(Image.open(blue), q).strip()  # the kept pixels are the shared ones
+    assert pipe.answer("In the photo of the sign for the garage sale, is there a red shape?").image[0].turn_id == "D1:1"
+    assert pipe.answer("Where did Ben go hiking?").call.op == "generate"  # not about a photo
+
+    # A store written by something else: an image row that is not a PNG -> answered from text, not a crash.
+    store.close()
+    with sqlite3.connect(tmp_path / "pixels.sqlite") as conn:
+        conn.execute("UPDATE images SET png = ? WHERE turn_id = 'D1:3'", (b"\x89PNG\r\n\x1a\nbroken",))
+    with MemoryStore(tmp_path / "pixels.sqlite") as st:
+        assert MemoryPipeline(llm, embedder, st, owner="c", vision=vision,
+                              config=PipelineConfig(max_new_tokens=short)).answer(q).call.op == "generate"
+
+    # The caption baseline: the vision op captions at share time; no pixels are kept; questions go to generate.
+    with MemoryStore(tmp_path / "caption.sqlite") as st:
+        cap = MemoryPipeline(llm, embedder, st, owner="c", vision=vision,
+                             config=PipelineConfig(images="caption", constrained=True, max_new_tokens=short))
+        cap.add_turns(turns, "8 May 2023")
+        captions = [c for c in cap.calls if c.op == "caption"]
+        assert len(captions) == 2 and st.image_count() == 0
+        assert captions[0].text == vision.answer(Image.open(red), "Describe the image.", max_new_tokens=24)
+        assert cap.answer(q).call.op == "generate"
+    with pytest.raises(ValueError, match="images must be"):
+        MemoryPipeline(llm, embedder, store, config=PipelineConfig(images="both"))
+
+
+def test_memlora_eval_visual_on_a_bundle(tiny_vision_bundle, tmp_path):
+    """`memlora-eval --visual`: the three paths on one conversation, the visual questions answered by the vision
+    op only on the pixels path, each from the image its question names; bad --visual input gets one line."""
+    import json
+
+    from exporter.reference import eval_main as main
+
+    turns = [{"speaker": "Ana", "dia_id": f"D1:{i}", "text": t} for i, t in enumerate(
+        ["I adopted a cat named Miso last week.", "That's lovely! I started learning the cello.",
+         "Miso sleeps on my keyboard all day.", "My teacher says I practise too little."], 1)]
+    data = tmp_path / "locomo.json"
+    data.write_text(json.dumps([{
+        "sample_id": "conv-v", "conversation": {"speaker_a": "Ana", "speaker_b": "Ben",
+                                                "session_1_date_time": "8 May 2023", "session_1": turns},
+        "qa": [{"question": "What is the name of Ana's cat?", "answer": "Miso", "evidence": ["D1:1"], "category": 4}],
+    }]))
+    out = tmp_path / "eval"
+    common = ["--data", str(data), "--split", "all", "--bundle", str(tiny_vision_bundle), "--window", "3",
+              "--max-new-tokens", "extract=12,update=12,generate=6"]
+    assert main([*common, "--visual", "--visual-shares", "3", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    paths = rep["visual"]["paths"]
+    assert list(paths) == ["text", "caption", "pixels"]
+    assert paths["text"]["visual"]["all"]["n"] == 0 and paths["text"]["qa"]["overall"]["n"] == 1
+    assert paths["caption"]["visual"]["all"]["n"] == 6 and paths["caption"]["visual"]["routed_to_vqa"] == 0
+    assert paths["pixels"]["visual"]["routed_to_vqa"] == 6 and paths["pixels"]["visual"]["image_retrieved"] == 6
+    assert paths["pixels"]["timing"]["per_op"]["vqa"]["calls"] == 6
+    assert paths["caption"]["timing"]["per_op"]["caption"]["calls"] == 3
+    vis = rep["details"][0]["visual"]
+    assert all(v["op"] == "vqa" and v["image_turn"] == v["dia_id"] for v in vis)
+    assert {v["kind"] for v in vis} <= {"color", "shape", "yes/no"} and "| pixels | 6 |" in (out / "report.md").read_text()
+    assert (out / "store-conv-v-pixels.sqlite").is_file() and (out / "store-conv-v-caption.sqlite").is_file()
+    assert main([*common, "--visual", "--visual-paths", "pixels,bogus", "--out", str(tmp_path / "e2")]) == 1
+    assert main([*common[:4], *common[6:], "--visual", "--out", str(tmp_path / "e3")]) == 1  # no --bundle
+    assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()

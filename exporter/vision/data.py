@@ -67,10 +67,11 @@ def load_split(split: str, *, seed: int = 0, limit_images: int | None = None) ->
 
 
 def kind(item: VQAItem) -> str:
-    """The question's kind: "yes/no", or what an open answer names ("shape", "color")."""
+    """The question's kind: "yes/no", or what an open answer names ("shape", "color"). By the answer, not the
+    wording: easy-VQA asks colour questions about "the shape" too ("what color is the shape?")."""
     if item.answer in ("yes", "no"):
         return "yes/no"
-    return "shape" if "shape" in item.question else "color"
+    return "shape" if item.answer in ("circle", "rectangle", "triangle") else "color"
 
 
 def answers() -> list[str]:

@@ -9,11 +9,18 @@ turns (extract -> update); then each QA question of categories 1-4 goes through 
   --judge-url names an OpenAI-compatible endpoint;
 - time per conversation and per op call.
 Writes report.json and report.md into --out, and prints the Markdown table.
+
+`--visual` (MemLoRA-V; a bundle exported with --vision): the same conversations with image-sharing turns added and
+questions about those images (runtimes/memory/visual.py), each conversation memorised and asked once per path:
+`text` (without the visual turns), `caption` (a caption written by the vision op at share time, text pipeline only:
+the paper's baseline) and `pixels` (images kept in the store, questions about them answered by the vision op).
+Reported per path: visual-question accuracy (per kind), and the text QA F1 with and without the visual turns.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -104,11 +111,13 @@ def is_eval_report(path: Path) -> bool:
 
 
 def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: Any, args: argparse.Namespace,
-                          judge_fn: Any = None) -> dict[str, Any]:
+                          judge_fn: Any = None, visual_questions: list[Any] | None = None,
+                          path_name: str | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    store_path = Path(args.store_dir) / f"store-{file_safe(conv.sample_id)}.sqlite"
+    suffix = f"-{path_name}" if path_name else ""
+    store_path = Path(args.store_dir) / f"store-{file_safe(conv.sample_id)}{suffix}.sqlite"
     pipe = pipe_factory(store_path, conv.sample_id)
     sessions = conv.sessions[: args.max_sessions] if args.max_sessions else conv.sessions
     kept = {s.index for s in sessions}
@@ -153,12 +162,22 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
         if judge_fn:
             item["judge"] = judge_fn(q["question"], gold, a.text)
         qa.append(item)
+    vis = []
+    if visual_questions:
+        from . import visual
+
+        vocab = visual.answer_words()
+        for vq in visual_questions:
+            a = pipe.answer(vq.question)
+            vis.append({**vq.to_dict(), "prediction": a.text, "correct": visual.correct(a.text, vq.answer, vocab),
+                        "op": a.call.op, "image_turn": a.image[0].turn_id if a.image else None,
+                        "image_score": round(a.image[1], 4) if a.image else None})
     calls = [c.to_dict() for c in pipe.calls]
     pipe.store.close()
     return {"sample_id": conv.sample_id, "sessions": len(sessions), "windows": len(windows), "questions": len(qa),
             "seconds": round(time.perf_counter() - t0, 1), "memorise_seconds": round(t_mem, 1),
             "memories": applied, "extraction_counts": ext, "qa": qa, "calls": calls, "examples": examples,
-            "windows_extracted": extracted}
+            "windows_extracted": extracted, "visual": vis}
 
 
 def qa_summary(qa_items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,8 +202,10 @@ def summarise(convs: list[dict[str, Any]], args: argparse.Namespace, desc: dict[
         validity[op] = {"valid": ok, "calls": len(oc), "rate": ok / len(oc) if oc else None,
                         "truncated": sum(1 for c in oc if c["stop_reason"] == "max_new_tokens")}
     timing = {}
-    for op in ("extract", "update", "generate"):
+    for op in ("extract", "update", "generate", "caption", "vqa"):
         oc = [c for c in calls if c["op"] == op]
+        if not oc and op in ("caption", "vqa"):
+            continue
         timing[op] = {"calls": len(oc), "mean_ms": metrics.mean([c["ms"] for c in oc]),
                       "mean_prompt_tokens": metrics.mean([c["prompt_tokens"] for c in oc]),
                       "mean_new_tokens": metrics.mean([c["new_tokens"] for c in oc])}
@@ -245,6 +266,32 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def visual_markdown(rep: dict[str, Any]) -> str:
+    """The --visual table: per path, accuracy on the visual questions and text QA F1."""
+    v = rep["visual"]
+    b = v["benchmark"]
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    lines = [f"## memlora-eval --visual: {rep['config'].get('bundle', '?')}", "",
+             f"{b['shares_per_conversation']} image shares per conversation (easy-VQA test images, seed {b['seed']}), "
+             f"{b['questions_per_image']} questions each, asked after the whole conversation.", "",
+             "| path | visual questions | accuracy | colour | shape | yes/no | to the vision op | right image "
+             "| text QA F1 (n) | extraction P / R |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, c in v["paths"].items():
+        vs, qa, e = c["visual"], c["qa"]["overall"], c["extraction"]
+        lines.append(f"| {name} | {vs['all']['n']} | {pct(vs['all']['accuracy'])} | {pct(vs['color']['accuracy'])} | "
+                     f"{pct(vs['shape']['accuracy'])} | {pct(vs['yes/no']['accuracy'])} | {vs['routed_to_vqa']} | "
+                     f"{vs['image_retrieved'] if name == 'pixels' else '-'} | {100 * qa['f1']:.1f} ({qa['n']}) | "
+                     f"{pct(e['precision'])} / {pct(e['recall'])} |")
+    lines += ["", "text: without the visual turns; caption: a caption written by the vision op when the image is "
+              "shared, then the text pipeline (the paper's baseline); pixels: the image kept in the store and "
+              "questions about it answered by the vision op (MemLoRA-V)."]
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Evaluate the memory pipeline on LoCoMo-format conversations.")
     p.add_argument("--data", default=str(locomo.DEFAULT_DATA), help="LoCoMo JSON (default: ../shared/data/locomo_dev.json)")
@@ -275,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10, help="memories retrieved per question")
     p.add_argument("--match-threshold", type=float, default=metrics.FACT_MATCH_THRESHOLD,
                    help="cosine for a predicted fact to match a gold observation")
+    p.add_argument("--visual", action="store_true",
+                   help="the visual memory benchmark (MemLoRA-V; needs a bundle exported with --vision): image "
+                        "shares and questions about them added to the conversations, run per path (--visual-paths)")
+    p.add_argument("--visual-paths", default="text,caption,pixels", metavar="PATH,...",
+                   help="text (no visual turns), caption (caption-based baseline), pixels (images kept, vision op)")
+    p.add_argument("--visual-shares", type=int, default=6, help="image shares added per conversation")
+    p.add_argument("--visual-seed", type=int, default=0, help="seed of the visual benchmark")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (…/v1) for an LLM-judge score")
     p.add_argument("--judge-model", default="gpt-4o-mini")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
@@ -330,14 +384,37 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
             if not sep or not n.strip().isdigit() or op.strip() not in ("extract", "update", "generate"):
                 raise EvalError(f"--max-new-tokens expects OP=N items (ops extract, update, generate), got {item!r}")
             max_new[op.strip()] = int(n)
+    paths: list[str] = []
+    if args.visual:
+        paths = [x.strip() for x in args.visual_paths.split(",") if x.strip()]
+        bad = [x for x in paths if x not in VISUAL_PATHS]
+        if bad or not paths or len(set(paths)) != len(paths):
+            raise EvalError(f"--visual-paths takes distinct items of {', '.join(VISUAL_PATHS)}, got {args.visual_paths!r}")
+        if not args.bundle:
+            raise EvalError("--visual runs on a bundle exported with --vision (memlora-export --vision); give --bundle")
+        if not 1 <= args.visual_shares <= 24:
+            raise EvalError("--visual-shares must be between 1 and 24")
     llm, embedder, desc = make_backend(args, reference)
+    vision = None
+    if args.visual and set(paths) - {"text"}:
+        from ..vision import VisionRunner
+
+        vision = VisionRunner(llm.manifest)
+        from . import visual
+
+        try:
+            visual.answer_words()
+        except visual.VisualDataError as e:
+            raise EvalError(str(e)) from None
     scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
     config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, constrained=args.constrained,
                             add_to_empty_store=args.add_to_empty_store,
                             max_new_tokens=max_new)
 
-    def pipe_factory(path: Path, owner: str) -> MemoryPipeline:
-        return MemoryPipeline(llm, embedder, MemoryStore(path), owner=owner, config=config)
+    def pipe_factory(path: Path, owner: str, images: str | None = None) -> MemoryPipeline:
+        cfg = dataclasses.replace(config, images=images) if images in ("pixels", "caption") else config
+        return MemoryPipeline(llm, embedder, MemoryStore(path), owner=owner, config=cfg,
+                              vision=vision if images in ("pixels", "caption") else None)
 
     judge_fn = None
     if args.judge_url:
@@ -349,17 +426,61 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
     results = []
     with od as tmp:
         args.store_dir = tmp
-        for conv in convs:
-            r = evaluate_conversation(conv, pipe_factory, scorer_model.embed, args, judge_fn)
-            print(f"{PROG}: {conv.sample_id}: {r['windows']} windows, {r['questions']} questions in {r['seconds']:.0f} s",
-                  file=sys.stderr)
-            results.append(r)
-        rep = summarise(results, args, desc)
-        (tmp / "report.json").write_text(json.dumps({"tool": PROG, **rep, "details": results}, indent=1) + "\n")
-        md = markdown(rep)
+        if not args.visual:
+            for conv in convs:
+                r = evaluate_conversation(conv, pipe_factory, scorer_model.embed, args, judge_fn)
+                print(f"{PROG}: {conv.sample_id}: {r['windows']} windows, {r['questions']} questions in "
+                      f"{r['seconds']:.0f} s", file=sys.stderr)
+                results.append(r)
+            rep = summarise(results, args, desc)
+            extra: dict[str, Any] = {}
+            md = markdown(rep)
+        else:
+            rep, extra, md = run_visual(convs, paths, pipe_factory, scorer_model.embed, args, judge_fn, desc)
+            results = extra.pop("primary")
+        (tmp / "report.json").write_text(json.dumps({"tool": PROG, **rep, "details": results, **extra}, indent=1)
+                                         + "\n")
         (tmp / "report.md").write_text(md)
         od.commit()
     return {"report": rep, "markdown": md}
+
+
+VISUAL_PATHS = ("text", "caption", "pixels")
+
+
+def run_visual(convs: list[locomo.Conversation], paths: list[str], pipe_factory: Any, scorer: Any,
+               args: argparse.Namespace, judge_fn: Any, desc: dict[str, Any]
+               ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """--visual: every conversation once per path (module docstring). (report, extra report.json keys, Markdown);
+    the report's top-level figures are those of the last path."""
+    from functools import partial
+
+    from . import visual
+
+    per_path: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
+    for conv in convs:
+        kept = [s.index for s in (conv.sessions[: args.max_sessions] if args.max_sessions else conv.sessions)]
+        aug, questions = visual.augment(conv, seed=args.visual_seed, shares=args.visual_shares, sessions=kept)
+        for name in paths:
+            r = evaluate_conversation(conv if name == "text" else aug, partial(pipe_factory, images=name), scorer,
+                                      args, judge_fn, visual_questions=None if name == "text" else questions,
+                                      path_name=name)
+            ok = sum(v["correct"] for v in r["visual"])
+            print(f"{PROG}: {conv.sample_id} [{name}]: {r['windows']} windows, {r['questions']} questions"
+                  + (f", visual {ok}/{len(r['visual'])} right" if name != "text" else "")
+                  + f" in {r['seconds']:.0f} s", file=sys.stderr)
+            per_path[name].append(r)
+    summaries = {}
+    for name, rs in per_path.items():
+        summaries[name] = {**summarise(rs, args, desc), "visual": visual.summary([v for r in rs for v in r["visual"]])}
+    primary = paths[-1]
+    rep = {**summaries[primary], "visual": {
+        "benchmark": {"source": "easy-vqa test", "seed": args.visual_seed, "shares_per_conversation": args.visual_shares,
+                      "questions_per_image": 2, "paths": paths},
+        "paths": summaries}}
+    rep["config"]["visual"] = True
+    extra = {"primary": per_path[primary], "visual_details": {n: rs for n, rs in per_path.items() if n != primary}}
+    return rep, extra, visual_markdown(rep) + "\n" + markdown(rep)
 
 
 def main(argv: list[str] | None = None, reference: Reference | None = None) -> int:

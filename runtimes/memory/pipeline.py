@@ -5,6 +5,15 @@
   one transaction. Unusable JSON (runtimes.memory.parse) changes nothing; every call is logged in `self.calls`.
 - `answer(question)`: the top-k memories by cosine similarity, shown oldest first with their dates, -> `generate`.
 
+Shared images (MemLoRA-V): a turn may carry `image` (a file path, image bytes or a PIL image). With `images="pixels"`
+(the default) the image is kept in the store (PNG bytes, with the turn id, date and the text it was shared with) and
+the turn reaches `extract` as "... [shares a photo]"; a question that asks about a photo (`VISUAL_WORDS`) and whose
+best-matching shared image scores at least `visual_min_score` is answered by the `vision` op (the bundle's vqa
+program, runtimes/vision.py) on that image's pixels. With `images="caption"` (the paper's caption-based baseline) the
+same `vision` op writes a caption when the image is shared (`caption_prompt`), the turn reaches `extract` as "...
+[shares a photo: caption]" as LoCoMo's own photo turns do, the pixels are not kept, and every question goes to
+`generate`.
+
 `llm` is anything with `generate(op, messages=..., max_new_tokens=..., constraint=...) -> obj with .text`: a bundle
 runtime (runtimes/base.py) or the PyTorch reference (runtimes/memory/reference.py). With `constrained=True` the
 JSON ops decode under their JSON-schema mask (runtimes/memory/constrain.py).
@@ -12,6 +21,9 @@ JSON ops decode under their JSON-schema mask (runtimes/memory/constrain.py).
 
 from __future__ import annotations
 
+import io
+import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,7 +34,14 @@ import numpy as np
 from .. import prompts as templates
 from .parse import ParseError, parse_extract, parse_update
 from .prompts import extract_messages, generate_messages, to_iso, update_messages
-from .store import ApplyResult, Memory, MemoryStore
+from .store import ApplyResult, Memory, MemoryStore, StoredImage
+
+log = logging.getLogger("memlora.memory")
+
+VISUAL_WORDS = re.compile(r"\b(photos?|pictures?|pics?|images?|snapshots?|selfies?|photographs?|drawings?)\b", re.I)
+"""A question matching this asks about a shared image (and may go to the vision op)."""
+STORE_IMAGE_SIDE = 448
+"""Shared images are kept at most this many pixels on a side (the vision op reads 224 x 224)."""
 
 
 @dataclass
@@ -42,6 +61,13 @@ class PipelineConfig:
     """Decode extract / update under their JSON-schema mask."""
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     """Per-op override of the generation length (else the bundle's / runtimes.prompts defaults)."""
+    images: str = "pixels"
+    """Shared images: "pixels" (kept, questions about them answered by the vision op) or "caption" (a caption
+    written at share time goes into the text pipeline; the baseline MemLoRA-V is compared with)."""
+    visual_min_score: float = 0.5
+    """Cosine between a question and a shared image's text below which the question is not about that image."""
+    caption_prompt: str = "Describe the image."
+    caption_max_new_tokens: int = 24
 
 
 @dataclass
@@ -71,13 +97,20 @@ class Answer:
     text: str
     memories: list[tuple[Memory, float]]
     call: OpCall
+    image: tuple[StoredImage, float] | None = None
+    """The shared image the vision op answered from (and its retrieval score)."""
 
 
 class MemoryPipeline:
     def __init__(self, llm: Any, embedder: Any, store: MemoryStore, *, owner: str | None = "user",
-                 config: PipelineConfig | None = None, on_call: Callable[[OpCall], None] | None = None):
+                 config: PipelineConfig | None = None, on_call: Callable[[OpCall], None] | None = None,
+                 vision: Any = None):
         self.llm, self.embedder, self.store, self.owner = llm, embedder, store, owner
         self.config = config or PipelineConfig()
+        if self.config.images not in ("pixels", "caption"):
+            raise ValueError(f"images must be 'pixels' or 'caption', got {self.config.images!r}")
+        self.vision = vision
+        """The vision op: anything with `answer(image, question, max_new_tokens=None) -> str` (runtimes.vision)."""
         self.on_call = on_call
         self.calls: list[OpCall] = []
         self._constraints: dict[tuple[str, int | None], Any] = {}
@@ -122,12 +155,8 @@ class MemoryPipeline:
         try:
             g = self.llm.generate(op, messages=messages, **kwargs)
         except ValueError as e:  # the prompt does not fit the model's context: a failed call, logged
-            call = OpCall(op=op, text="", ok=False if parse else None, error=str(e), ms=0.0, prompt_tokens=0,
-                          new_tokens=0, stop_reason="prompt_too_long")
-            self.calls.append(call)
-            if self.on_call:
-                self.on_call(call)
-            return None, call
+            return None, self._record(OpCall(op=op, text="", ok=False if parse else None, error=str(e), ms=0.0,
+                                             prompt_tokens=0, new_tokens=0, stop_reason="prompt_too_long"))
         ms = (time.perf_counter() - t0) * 1e3
         value, ok, err = None, None, None
         if parse is not None:
@@ -138,10 +167,41 @@ class MemoryPipeline:
         call = OpCall(op=op, text=g.text, ok=ok, error=err, ms=round(ms, 1),
                       prompt_tokens=len(getattr(g, "prompt_tokens", []) or []),
                       new_tokens=len(getattr(g, "tokens", []) or []), stop_reason=getattr(g, "stop_reason", None))
+        return value, self._record(call)
+
+    def _record(self, call: OpCall) -> OpCall:
         self.calls.append(call)
         if self.on_call:
             self.on_call(call)
-        return value, call
+        return call
+
+    def _vision_call(self, op: str, image: Any, question: str, max_new_tokens: int | None = None) -> OpCall:
+        t0 = time.perf_counter()
+        text = self.vision.answer(image, question, max_new_tokens=max_new_tokens)
+        stats = getattr(self.vision, "last_stats", None) or {}
+        return self._record(OpCall(op=op, text=text, ok=None, error=None, ms=round((time.perf_counter() - t0) * 1e3, 1),
+                                   prompt_tokens=int(stats.get("prompt_tokens", 0)),
+                                   new_tokens=int(stats.get("new_tokens", 0))))
+
+    # ------------------------------------------------------------------------------------------------ images
+    def share_image(self, turn: dict[str, Any], date: str) -> dict[str, Any]:
+        """Keep the image of a turn (pixels mode) or caption it (caption mode); the turn as `extract` reads it."""
+        image = _to_rgb(turn["image"])
+        out = {k: v for k, v in turn.items() if k != "image"}
+        if self.config.images == "caption":
+            if self.vision is None:
+                raise ValueError("images='caption' needs the vision op to write captions")
+            call = self._vision_call("caption", image, self.config.caption_prompt, self.config.caption_max_new_tokens)
+            out["blip_caption"] = clean_answer(call.text) or "a photo"
+            return out
+        context = f"{turn.get('speaker', '')}: {' '.join(str(turn.get('text', '')).split())}".strip(": ")
+        self.store.add_image(_png(image), context=context, embedding=self.embed([context])[0], owner=self.owner,
+                             turn_id=str(turn["dia_id"]) if turn.get("dia_id") else None, shared_at=to_iso(date))
+        out["shared_image"] = True
+        return out
+
+    def retrieve_images(self, question: str, k: int = 1) -> list[tuple[StoredImage, float]]:
+        return self.store.search_images(self.embed([question])[0], k, owner=self.owner)
 
     # ------------------------------------------------------------------------------------------------ ops
     def extract(self, turns: Sequence[dict[str, Any]], date: str) -> tuple[list[str], OpCall]:
@@ -179,6 +239,7 @@ class MemoryPipeline:
 
     def add_turns(self, turns: Sequence[dict[str, Any]], date: str) -> AddTurnsResult:
         calls0 = len(self.calls)
+        turns = [self.share_image(t, date) if t.get("image") is not None else t for t in turns]
         facts, _ = self.extract(turns, date)
         ids = [str(t["dia_id"]) for t in turns if t.get("dia_id")]
         applied = []
@@ -193,10 +254,41 @@ class MemoryPipeline:
         return self.store.search(self.embed([question])[0], k or self.config.answer_top_k, owner=self.owner)
 
     def answer(self, question: str, k: int | None = None) -> Answer:
+        if self.vision is not None and self.config.images == "pixels" and VISUAL_WORDS.search(question) \
+                and self.store.image_count(self.owner):
+            best = self.retrieve_images(question, 1)
+            if best and best[0][1] >= self.config.visual_min_score:
+                try:
+                    pixels = best[0][0].image()
+                except Exception as e:  # noqa: BLE001  a store written by something else: answer from text
+                    log.warning("stored image %s cannot be decoded (%s); answering from text", best[0][0].id, e)
+                else:
+                    call = self._vision_call("vqa", pixels, question)
+                    return Answer(text=clean_answer(call.text), memories=[], call=call, image=best[0])
         hits = self.retrieve(question, k)
         shown = sorted((m for m, _ in hits), key=lambda m: (m.updated_at, m.id))  # oldest first, dated
         _, call = self._call("generate", generate_messages(question, shown, self.template("generate")), None)
         return Answer(text=clean_answer(call.text), memories=hits, call=call)
+
+
+def _to_rgb(image: Any) -> Any:
+    """A turn's `image` (path, bytes or PIL image) as an RGB PIL image no larger than STORE_IMAGE_SIDE a side."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        im = image.convert("RGB")
+    else:
+        src = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
+        with Image.open(src) as f:
+            im = f.convert("RGB")
+    im.thumbnail((STORE_IMAGE_SIDE, STORE_IMAGE_SIDE))
+    return im
+
+
+def _png(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def clean_answer(text: str) -> str:

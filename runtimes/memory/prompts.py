@@ -55,13 +55,16 @@ def _get(m: Any, key: str, default: Any = None) -> Any:
 
 
 def format_turns(turns: Iterable[Mapping[str, Any]]) -> str:
-    """'Speaker: text' per turn; a shared photo is described by its caption (LoCoMo's blip_caption)."""
+    """'Speaker: text' per turn; a shared photo is described by its caption (LoCoMo's blip_caption), or marked
+    "[shares a photo]" when its pixels are kept instead (MemLoRA-V)."""
     lines = []
     for t in turns:
         text = " ".join(str(t.get("text", "")).split())
         caption = t.get("blip_caption")
         if caption:
             text = f"{text} [shares a photo: {caption}]".strip()
+        elif t.get("shared_image") or t.get("image") is not None:  # kept as pixels (MemLoRA-V), no caption
+            text = f"{text} [shares a photo]".strip()
         lines.append(f"{t['speaker']}: {text}")
     return "\n".join(lines)
 

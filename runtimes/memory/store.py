@@ -63,6 +63,16 @@ BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS history_no_delete BEFORE DELETE ON history
 BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    owner TEXT,
+    turn_id TEXT,
+    shared_at TEXT NOT NULL,
+    context TEXT NOT NULL,
+    png BLOB NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_owner ON images(owner);
 """
 
 
@@ -89,6 +99,29 @@ class Memory:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "owner": self.owner, "text": self.text, "created_at": self.created_at,
                 "updated_at": self.updated_at, "source_turns": self.source_turns}
+
+
+@dataclass
+class StoredImage:
+    """An image shared in a conversation (MemLoRA-V): its pixels as PNG bytes, kept inside the store file itself
+    (nothing outside the store is ever named or opened), the turn and date it was shared at, and `context`, the text
+    it was shared with, by which it is retrieved."""
+
+    id: int
+    owner: str | None
+    turn_id: str | None
+    shared_at: str
+    context: str
+    png: bytes
+
+    def image(self) -> Any:
+        """The pixels as an RGB PIL image."""
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.png)) as im:
+            return im.convert("RGB")
 
 
 @dataclass
@@ -310,6 +343,44 @@ class MemoryStore:
         scores = mat @ _norm(query_embedding) / np.where(norms > 0, norms, 1.0)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(self._row(rows[i]), float(scores[i])) for i in order]
+
+    # ------------------------------------------------------------------------------------------------ images
+    def add_image(self, png: bytes, *, context: str, embedding: np.ndarray, owner: str | None,
+                  turn_id: str | None = None, shared_at: str | None = None) -> int:
+        """Keep a shared image (PNG bytes) with the text it was shared with and that text's embedding; its row id."""
+        if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ValueError("add_image takes PNG bytes")
+        vec = _norm(embedding)
+        self._check_dim(vec.size)
+        with self._errors():
+            cur = self.conn.execute("INSERT INTO images (owner, turn_id, shared_at, context, png, embedding) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)",
+                                    (owner, turn_id, shared_at or _now(), context, sqlite3.Binary(png), vec.tobytes()))
+        return int(cur.lastrowid)
+
+    def image_count(self, owner: str | None = None) -> int:
+        if owner is None:
+            return self._fetch("SELECT COUNT(*) FROM images")[0][0]
+        return self._fetch("SELECT COUNT(*) FROM images WHERE owner = ?", (owner,))[0][0]
+
+    def search_images(self, query_embedding: np.ndarray, k: int, owner: str | None = None
+                      ) -> list[tuple[StoredImage, float]]:
+        """The k images whose sharing text is most similar to the query (cosine), best first."""
+        q = "SELECT id, embedding FROM images"
+        rows = self._fetch(q + " WHERE owner = ?" if owner is not None else q, (owner,) if owner is not None else ())
+        if not rows or k <= 0:
+            return []
+        mat = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        if mat.shape[1] != np.asarray(query_embedding).size:
+            raise StoreError(f"{self.path}: query has {np.asarray(query_embedding).size} dims, stored embeddings "
+                             f"{mat.shape[1]}")
+        scores = mat @ _norm(query_embedding)  # stored normalised
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(self.get_image(rows[i][0]), float(scores[i])) for i in order]  # type: ignore[misc]
+
+    def get_image(self, image_id: int) -> StoredImage | None:
+        rows = self._fetch("SELECT id, owner, turn_id, shared_at, context, png FROM images WHERE id = ?", (image_id,))
+        return StoredImage(*rows[0][:5], png=bytes(rows[0][5])) if rows else None
 
     # ------------------------------------------------------------------------------------------------ writes
     def apply_update(self, events: Iterable[dict[str, Any]], id_map: dict[str, int], *, owner: str | None,
