@@ -164,6 +164,67 @@ def ranking_vectors(out: Path) -> dict[str, Any]:
     return {"embedder": emb.name, "dim": emb.dim, "db": "stores/ranking.sqlite", "cases": cases}
 
 
+IMAGE_SHARES = [("D1:3", "Caroline", "Here is a photo of the sign for the garage sale.", (220, 20, 20)),
+                ("D2:1", "Melanie", "Look at this picture of the kite from the beach trip!", (20, 20, 220)),
+                ("D2:5", "Caroline", "I took a photo of the cake topper for the wedding, have a look.", (20, 200, 20))]
+IMAGE_QUESTIONS = ["In the photo of the kite from the beach trip that Melanie shared, what color is the shape?",
+                   "What shape was on the sign for the garage sale in Caroline's picture?",
+                   "Is there a green shape in the photo of the wedding cake topper?",
+                   "What did Melanie paint for her kids?",  # not about a photo: generate
+                   "Show me the photo of the quantum physics lecture notes"]  # about a photo, but none matches well
+
+
+def image_vectors(out: Path) -> dict[str, Any]:
+    """Shared images kept in a store by the Python pipeline (pixels mode, real MiniLM embeddings), and where each
+    question goes: the vision op on which image, or generate. The JVM side reads the same file and routes alike."""
+    import io
+
+    from PIL import Image
+
+    from runtimes.memory.embed import TorchEmbedder
+    from runtimes.memory.pipeline import MemoryPipeline, PipelineConfig, VISUAL_WORDS
+    from runtimes.memory.store import MemoryStore
+
+    emb = TorchEmbedder()
+    db = out / "stores" / "images.sqlite"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    table: dict[str, list[float]] = {}
+
+    def embed(texts: list[str]) -> Any:
+        v = emb.embed(texts)
+        table.update({t: [float(x) for x in row] for t, row in zip(texts, v)})
+        return v
+
+    class _Embedder:
+        def embed(self, texts: list[str]) -> Any:
+            return embed(texts)
+
+    class _Vision:  # records which image it was given
+        def answer(self, image: Any, question: str, max_new_tokens: Any = None) -> str:
+            return "seen " + "-".join(str(c) for c in image.getpixel((0, 0)))
+
+    shares = []
+    with MemoryStore(db) as store:
+        pipe = MemoryPipeline(None, _Embedder(), store, owner="user", vision=_Vision(), config=PipelineConfig())
+        for dia_id, speaker, text, rgb in IMAGE_SHARES:
+            buf = io.BytesIO()
+            Image.new("RGB", (16, 16), rgb).save(buf, format="PNG")
+            turn = pipe.share_image({"speaker": speaker, "dia_id": dia_id, "text": text, "image": buf.getvalue()},
+                                    "1:56 pm on 8 May, 2023")
+            shares.append({"dia_id": dia_id, "rgb": list(rgb), "turn_for_extract": turn})
+        cases = []
+        for q in IMAGE_QUESTIONS:
+            best = pipe.retrieve_images(q, 3)
+            routed = bool(VISUAL_WORDS.search(q)) and best[0][1] >= pipe.config.visual_min_score
+            cases.append({"question": q, "visual_words": bool(VISUAL_WORDS.search(q)),
+                          "hits": [{"turn_id": im.turn_id, "score": sc, "shared_at": im.shared_at, "context": im.context}
+                                   for im, sc in best],
+                          "route": "vqa" if routed else "generate",
+                          "answer": pipe.answer(q).text if routed else None})
+    return {"db": "stores/images.sqlite", "embeddings": table, "shares": shares, "cases": cases,
+            "visual_min_score": PipelineConfig().visual_min_score}
+
+
 class _Replay:
     """Replays recorded model outputs in order (the same outputs the JVM test replays), recording each call; stands in
     for the model so the two pipelines' orchestration (prompts, retrieval, store changes) can be compared."""

@@ -16,7 +16,7 @@ from typing import Any
 from .bundle import manifest_vectors, tiny_bundle
 from .prompts import chat_vectors, format_vectors
 from .runtime import bench_vectors, bpe_vectors, loop_vectors
-from .store import pipeline_vectors, ranking_vectors, store_vectors
+from .store import image_vectors, pipeline_vectors, ranking_vectors, store_vectors
 from .text import json_vectors, parse_vectors, text_vectors, wordpiece_vectors
 
 DESCRIPTION = "Shared test vectors for the Android app's JVM module (android_demo/core)"
@@ -46,6 +46,7 @@ def write(out_dir: Path, bundle: Path | None = None) -> dict[str, Any]:
             "wordpiece.json": wordpiece_vectors(),
             "store.json": store_vectors(tmp),
             "ranking.json": ranking_vectors(tmp),
+            "images.json": image_vectors(tmp),
             "pipeline.json": pipeline_vectors(tmp, m),
             "bench.json": bench_vectors(),
             "bpe.json": bpe_vectors(m.tokenizer_file, [c["text"] for c in chat if c["format_name"] == "bundle"], tmp),

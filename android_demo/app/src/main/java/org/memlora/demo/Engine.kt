@@ -30,6 +30,9 @@ interface LlmBackend : MemoryCycle.Llm, Closeable {
 /** The retrieval embedder. */
 interface EmbedderBackend : MemoryCycle.Embedder, Closeable
 
+/** MemLoRA-V's vision op (the bundle's vision.pte): answers a question about a stored image from its pixels. */
+interface VisionBackend : MemoryCycle.Vision, Closeable
+
 /**
  * The ExecuTorch backends, made by Executorch.kt: the only Kotlin file that calls org.pytorch.executorch.*, and so
  * the only one `./build.sh android-check` cannot compile (no registry it reaches has executorch-android's classes).
@@ -38,6 +41,8 @@ interface EmbedderBackend : MemoryCycle.Embedder, Closeable
 interface ExecutorchBackends {
     fun llm(m: Manifest): LlmBackend
     fun embedder(m: Manifest): EmbedderBackend
+    /** The bundle's vision op (ExecuTorch's multimodal runner), or null when the bundle has none. */
+    fun vision(m: Manifest): VisionBackend?
 }
 
 /**
@@ -50,6 +55,7 @@ class Engine private constructor(
     val embedder: EmbedderBackend,
     val store: MemoryStore,
     val cycle: MemoryCycle,
+    val vision: VisionBackend?,
 ) : Closeable {
     var turns = 0
         private set
@@ -73,7 +79,21 @@ class Engine private constructor(
         return answer
     }
 
+    /**
+     * A shared image (PNG bytes) with the message sent with it: kept in the store with that text (the vision op
+     * answers later questions about it from the pixels), then the message is remembered as "... [shares a photo]".
+     */
+    fun shareImage(png: ByteArray, text: String, status: (String) -> Unit) {
+        status("keeping the photo…")
+        val turn = cycle.shareImage(png, Turn(SPEAKER, text, null, "m${++turns}"), sessionDate())
+        val r = cycle.addTurns(listOf(turn), sessionDate())
+        val added = r.applied.sumOf { it.added.size }
+        status("photo kept (${store.imageCount(OWNER)} in all); ${r.facts.size} facts, +$added memories" +
+                if (vision == null) " · this bundle has no vision op: export it with --vision to ask about photos" else "")
+    }
+
     override fun close() {
+        vision?.close()
         llm.close()
         embedder.close()
         store.close()
@@ -112,9 +132,19 @@ class Engine private constructor(
                 llm.close()
                 throw e
             }
+            // The vision op runs on ExecuTorch (the bundle's vision.pte over the text ops' foundation), whatever the text backend.
+            val vision = try {
+                if (m.vision() != null && s.backend != "executorch") m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
+                et.vision(m)
+            } catch (e: Exception) {
+                llm.close()
+                embedder.close()
+                throw e
+            }
             val store = MemoryStore(File(context.filesDir, "memories.sqlite").path)
             val cycle = MemoryCycle(llm, embedder, store, OWNER, MemoryCycle.Config(), MemoryCycle.templatesOf(m))
-            return Engine(m, llm, embedder, store, cycle)
+            cycle.vision = vision
+            return Engine(m, llm, embedder, store, cycle, vision)
         }
 
         /** The language model of [backend] over the bundle, after checking its runtime version (threads: ONNX only; 0 = ORT's default). */

@@ -23,6 +23,7 @@ class ExecutorchApp : MemloraApp() {
     override val executorch: ExecutorchBackends = object : ExecutorchBackends {
         override fun llm(m: Manifest): LlmBackend = EtLlm(m)
         override fun embedder(m: Manifest): EmbedderBackend = EtEmbedder(m)
+        override fun vision(m: Manifest): VisionBackend? = m.vision()?.let { EtVision(m, it) }
     }
 }
 
@@ -146,6 +147,58 @@ class EtEmbedder(m: Manifest) : EmbedderBackend {
         val v = out[0].toTensor().dataAsFloatArray
         if (v.size != dim) throw IllegalStateException("embedder returned ${v.size} values, the manifest says $dim")
         v
+    }
+
+    override fun close() = module.close()
+}
+
+/**
+ * MemLoRA-V's vision op: the bundle's vision.pte (methods vision_encoder / token_embedding / text_decoder) over the
+ * text ops' foundation.ptd + vqa.lora.ptd, run by ExecuTorch's multimodal runner through LlmModule, in the order
+ * runtimes/vision.py runs it: the prompt before the image, the image (uint8 CHW RGB at the manifest's size; the program
+ * normalises it), then the prompt after it with the question, and greedy decoding.
+ */
+class EtVision(private val m: Manifest, private val v: Manifest.Vision) : VisionBackend {
+    private val module = LlmModule(LlmModule.MODEL_TYPE_MULTIMODAL, m.file(v.program).path, m.tokenizerFile().path, 0.0f,
+        v.dataFiles.map { m.file(it).path }, 0, 0).also { it.load() }
+
+    override fun answer(png: ByteArray, question: String, maxNewTokens: Int?, onText: MemoryCycle.TokenListener?): MemoryCycle.Generation {
+        val maxNew = maxNewTokens ?: v.maxNewTokens
+        val pixels = Images.chwPixels(png, v.imageSize)
+        val stopText = m.eosToken().takeIf { it.isNotEmpty() }
+        val text = StringBuilder()
+        var pieces = 0
+        var stopped = false
+        var error: String? = null
+        module.resetContext()
+        module.prefillPrompt(v.before)
+        module.prefillImages(pixels, v.imageSize, v.imageSize, 3)
+        module.generate(v.after(question), m.maxSeqLen(), object : LlmCallback {
+            override fun onResult(result: String) {
+                if (stopped) return
+                pieces++
+                var piece = result
+                val cut = if (stopText != null) (text.toString() + piece).indexOf(stopText) else -1
+                if (cut >= 0) {
+                    piece = (text.toString() + piece).substring(text.length, cut)
+                    stopped = true
+                }
+                text.append(piece)
+                if (piece.isNotEmpty()) onText?.onText(piece)
+                if (stopped || pieces >= maxNew) {
+                    stopped = true
+                    module.stop()
+                }
+            }
+
+            override fun onStats(stats: String) {}
+
+            override fun onError(errorCode: Int, message: String) {
+                error = "ExecuTorch error $errorCode: $message"
+            }
+        }, false, 0.0f, 0, 0)
+        error?.let { throw IllegalStateException("vision op: $it") }
+        return MemoryCycle.Generation(text.toString().trim(), 0, pieces, if (pieces >= maxNew) "max_new_tokens" else "stop_token")
     }
 
     override fun close() = module.close()

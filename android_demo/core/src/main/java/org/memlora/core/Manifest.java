@@ -40,7 +40,7 @@ public final class Manifest {
     static final Set<String> KNOWN = new HashSet<>(REQUIRED);
 
     static {
-        KNOWN.addAll(Arrays.asList("tool", "created_utc", "spec", "export", "backends", "embedder", "target"));
+        KNOWN.addAll(Arrays.asList("tool", "created_utc", "spec", "export", "backends", "embedder", "target", "vision"));
     }
 
     /** One memory operation: its program, data files, prompt and generation defaults. */
@@ -291,6 +291,46 @@ public final class Manifest {
 
     public Map<String, Object> files() {
         return section("files");
+    }
+
+    /** MemLoRA-V's vision op (the manifest's vision section, checked at load): what ExecuTorch's multimodal runner
+     *  needs to run it, as runtimes/vision.py runs it. */
+    public static final class Vision {
+        public final String program;
+        public final List<String> dataFiles;
+        public final int imageSize;
+        public final String before, after; // the prompt around the image; after holds {question}
+        public final int maxNewTokens;
+
+        Vision(String program, List<String> dataFiles, int imageSize, String before, String after, int maxNewTokens) {
+            this.program = program;
+            this.dataFiles = dataFiles;
+            this.imageSize = imageSize;
+            this.before = before;
+            this.after = after;
+            this.maxNewTokens = maxNewTokens;
+        }
+
+        /** The text after the image with the question in its slot. */
+        public String after(String question) {
+            return after.replace("{question}", Text.strip(question));
+        }
+    }
+
+    /** The vision op, or null when the bundle has none (exported without --vision). */
+    @SuppressWarnings("unchecked")
+    public Vision vision() {
+        if (raw.get("vision") == null) return null;
+        Map<String, Object> v = section("vision");
+        List<String> data = new ArrayList<>();
+        Object df = v.get("data_files");
+        if (df instanceof List) for (Object o : (List<Object>) df) data.add((String) o);
+        Map<String, Object> image = (Map<String, Object>) v.get("image");
+        Map<String, Object> prompt = (Map<String, Object>) v.get("prompt");
+        Object gen = v.get("generation");
+        Object n = gen instanceof Map ? ((Map<String, Object>) gen).get("max_new_tokens") : null;
+        return new Vision((String) v.get("program"), data, ((Long) image.get("size")).intValue(), (String) prompt.get("before"),
+                (String) prompt.get("after"), n instanceof Long ? ((Long) n).intValue() : 8);
     }
 
     /** The retrieval embedder entry (program, tokenizer, dim, max_len, pooling, ...) or null. */

@@ -153,6 +153,32 @@ final class ManifestFields {
             c.str("embedder.pooling", c.get(emb, "embedder", "pooling", true), false);
             c.str("embedder.method", emb.get("method"), true);
         }
+        Map<String, Object> vis = c.obj("vision", raw.get("vision"), true);
+        if (vis != null) {
+            c.str("vision.op", c.get(vis, "vision", "op", true), false);
+            c.name("vision.program", c.get(vis, "vision", "program", true), false);
+            c.names("vision.data_files", vis.get("data_files"));
+            Map<String, Object> methods = c.obj("vision.methods", c.get(vis, "vision", "methods", true), false);
+            for (String k : Arrays.asList("image", "embed", "decode"))
+                c.str("vision.methods." + k, c.get(methods, "vision.methods", k, true), false);
+            Map<String, Object> image = c.obj("vision.image", c.get(vis, "vision", "image", true), false);
+            c.integer("vision.image.size", c.get(image, "vision.image", "size", true), 1, 8192, false);
+            for (String k : Arrays.asList("mean", "std")) {
+                List<Object> values = c.list("vision.image." + k, c.get(image, "vision.image", k, true), false);
+                if (values.size() != 3) throw c.fail("vision.image." + k, "expected 3 values (R, G, B)");
+                for (int i = 0; i < 3; i++)
+                    c.number("vision.image." + k + "[" + i + "]", values.get(i), k.equals("mean") ? -1e6 : 1e-9, 1e6, false);
+            }
+            c.integer("vision.visual_tokens", c.get(vis, "vision", "visual_tokens", true), 1, INT32, false);
+            Map<String, Object> prompt = c.obj("vision.prompt", c.get(vis, "vision", "prompt", true), false);
+            for (String k : Arrays.asList("before", "after"))
+                c.str("vision.prompt." + k, c.get(prompt, "vision.prompt", k, true), false);
+            Map<String, Object> gen = c.objOrEmpty("vision.generation", vis.get("generation"));
+            c.integer("vision.generation.max_new_tokens", gen.get("max_new_tokens"), 1, INT32, true);
+            List<Object> stops = c.list("vision.stop_token_ids", vis.get("stop_token_ids"), true);
+            if (stops != null)
+                for (int i = 0; i < stops.size(); i++) c.integer("vision.stop_token_ids[" + i + "]", stops.get(i), 0, INT32, false);
+        }
         for (Map.Entry<String, Object> e : c.files.entrySet()) {
             String name = e.getKey();
             if (!Manifest.isPlainName(name)) throw c.fail("files", JsonTree.quote(name) + " is not " + Manifest.NAME_RULE);

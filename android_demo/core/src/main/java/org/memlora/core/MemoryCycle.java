@@ -15,7 +15,9 @@ import java.util.function.Function;
  * the Python pipeline does: {@link #addTurns} = one extract call over the turns, then per batch of facts one update
  * call showing the stored memories most similar to those facts (temporary ids), its events applied in one SQLite
  * transaction; {@link #answer} = the top-k memories by cosine similarity, shown oldest first with dates, -> generate.
- * Unusable JSON changes nothing; every model call is recorded.
+ * Unusable JSON changes nothing; every model call is recorded. Shared images (MemLoRA-V): {@link #shareImage} keeps
+ * the pixels in the store; with a {@link #vision} op, a question about a photo whose best shared image matches goes to
+ * it (pipeline.answer with images="pixels").
  */
 public final class MemoryCycle {
 
@@ -47,6 +49,16 @@ public final class MemoryCycle {
     /** Sentence embedder: one vector per text. */
     public interface Embedder extends MemoryStore.EmbedFn {}
 
+    /** The vision op (MemLoRA-V): the answer to a question about an image (PNG bytes), from its pixels. */
+    public interface Vision {
+        Generation answer(byte[] png, String question, Integer maxNewTokens, TokenListener onText);
+    }
+
+    /** A question matching this asks about a shared image (pipeline.VISUAL_WORDS). */
+    public static final java.util.regex.Pattern VISUAL_WORDS = java.util.regex.Pattern.compile(
+            "\\b(photos?|pictures?|pics?|images?|snapshots?|selfies?|photographs?|drawings?)\\b",
+            java.util.regex.Pattern.CASE_INSENSITIVE);
+
     public static final class Config {
         public int updateBatch = 4;
         public int updateTopK = 5;
@@ -54,6 +66,9 @@ public final class MemoryCycle {
         public int answerTopK = 10;
         /** As pipeline.PipelineConfig.add_to_empty_store: nothing stored yet -> every fact is an ADD, no update call. */
         public boolean addToEmptyStore = true;
+        /** As PipelineConfig.visual_min_score: a question about a photo goes to the vision op only when the best shared
+         *  image's text scores at least this. */
+        public double visualMinScore = 0.5;
         public final Map<String, Integer> maxNewTokens = new LinkedHashMap<>();
     }
 
@@ -94,11 +109,17 @@ public final class MemoryCycle {
         public final String text;
         public final List<MemoryStore.Scored> memories;
         public final OpCall call;
+        public final MemoryStore.StoredImage image; // the shared image the vision op answered from (null: text)
 
         Answer(String text, List<MemoryStore.Scored> memories, OpCall call) {
+            this(text, memories, call, null);
+        }
+
+        Answer(String text, List<MemoryStore.Scored> memories, OpCall call, MemoryStore.StoredImage image) {
             this.text = text;
             this.memories = memories;
             this.call = call;
+            this.image = image;
         }
     }
 
@@ -110,6 +131,8 @@ public final class MemoryCycle {
     public final Config config;
     public final List<OpCall> calls = Collections.synchronizedList(new ArrayList<>());
     private final SecureRandom random = new SecureRandom();
+    /** The vision op, when the bundle has one (null: questions about photos are answered from text). */
+    public Vision vision;
 
     /** {@code prompts}: op -> the bundle's prompt ({@link #templatesOf}). */
     public MemoryCycle(Llm llm, Embedder embedder, MemoryStore store, String owner, Config config, Map<String, OpPrompt> prompts) {
@@ -206,12 +229,33 @@ public final class MemoryCycle {
         return new AddTurnsResult(facts, applied, new ArrayList<>(calls.subList(calls0, calls.size())));
     }
 
+    /**
+     * Keeps a shared image (PNG bytes) in the store with the turn's text, as pipeline.share_image does with
+     * images="pixels"; returns the turn as extract should read it ("... [shares a photo]"). Pass it to {@link #addTurns}.
+     */
+    public Turn shareImage(byte[] png, Turn turn, String date) {
+        String context = Text.strip(turn.speaker + ": " + Text.collapse(turn.text == null ? "" : turn.text));
+        store.addImage(png, context, embedder.embed(Collections.singletonList(context))[0], owner,
+                turn.diaId != null && !turn.diaId.isEmpty() ? turn.diaId : null, MemoryFormat.toIso(date));
+        return new Turn(turn.speaker, turn.text, turn.blipCaption, turn.diaId, true);
+    }
+
     public List<MemoryStore.Scored> retrieve(String question, Integer k) {
         return store.search(embedder.embed(Collections.singletonList(question))[0], (k == null || k == 0) ? config.answerTopK : k, owner);
     }
 
     /** Retrieve -> generate; {@code onText} receives the answer as it streams. */
     public Answer answer(String question, Integer k, TokenListener onText) {
+        if (vision != null && VISUAL_WORDS.matcher(question).find() && store.imageCount(owner) > 0) {
+            List<MemoryStore.StoredImage> best = store.searchImages(embedder.embed(Collections.singletonList(question))[0], 1, owner);
+            if (!best.isEmpty() && best.get(0).score >= config.visualMinScore) {
+                long t0 = System.nanoTime();
+                Generation g = vision.answer(best.get(0).png, question, config.maxNewTokens.get("vqa"), onText);
+                OpCall c = new OpCall("vqa", g, null, null, null, Math.round((System.nanoTime() - t0) / 1e5) / 10.0);
+                calls.add(c);
+                return new Answer(cleanAnswer(c.text), new ArrayList<>(), c, best.get(0));
+            }
+        }
         List<MemoryStore.Scored> hits = retrieve(question, k);
         List<Memory> shown = new ArrayList<>();
         for (MemoryStore.Scored s : hits) shown.add(s.memory);

@@ -162,6 +162,7 @@ public final class MemoryFormat {
         for (Turn t : turns) {
             String text = Text.collapse(t.text == null ? "" : t.text);
             if (t.blipCaption != null && !t.blipCaption.isEmpty()) text = Text.strip(text + " [shares a photo: " + t.blipCaption + "]");
+            else if (t.sharedImage) text = Text.strip(text + " [shares a photo]"); // pixels kept (MemLoRA-V), no caption
             lines.add(t.speaker + ": " + text);
         }
         return String.join("\n", lines);

@@ -67,6 +67,16 @@ public final class MemoryStore implements AutoCloseable {
         "CREATE TRIGGER IF NOT EXISTS history_no_delete BEFORE DELETE ON history\n"
             + "BEGIN SELECT RAISE(ABORT, 'history is append-only'); END",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS images (\n"
+            + "    id INTEGER PRIMARY KEY,\n"
+            + "    owner TEXT,\n"
+            + "    turn_id TEXT,\n"
+            + "    shared_at TEXT NOT NULL,\n"
+            + "    context TEXT NOT NULL,\n"
+            + "    png BLOB NOT NULL,\n"
+            + "    embedding BLOB NOT NULL\n"
+            + ")",
+        "CREATE INDEX IF NOT EXISTS images_owner ON images(owner)",
     };
 
     /** Texts -> one embedding per text (rows of equal length). */
@@ -96,6 +106,27 @@ public final class MemoryStore implements AutoCloseable {
             this.score = score;
         }
     }
+
+    /** An image shared in a conversation (MemLoRA-V, store.py StoredImage): PNG bytes kept inside the store file, the
+     *  turn and date it was shared at, and the text it was shared with, by which it is retrieved. */
+    public static final class StoredImage {
+        public final long id;
+        public final String owner, turnId, sharedAt, context;
+        public final byte[] png;
+        public final double score; // cosine to the query of searchImages
+
+        StoredImage(long id, String owner, String turnId, String sharedAt, String context, byte[] png, double score) {
+            this.id = id;
+            this.owner = owner;
+            this.turnId = turnId;
+            this.sharedAt = sharedAt;
+            this.context = context;
+            this.png = png;
+            this.score = score;
+        }
+    }
+
+    private static final byte[] PNG_MAGIC = {(byte) 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
     private static final String COLS = "SELECT id, owner, text, created_at, updated_at, source_turns, embedding FROM memories";
 
@@ -347,6 +378,66 @@ public final class MemoryStore implements AutoCloseable {
         }
         scored.sort(Comparator.comparingDouble((Scored s) -> -s.score)); // List.sort is stable
         return new ArrayList<>(scored.subList(0, Math.min(k, scored.size())));
+    }
+
+    // ------------------------------------------------------------------------------------------------ images
+
+    /** Keeps a shared image (PNG bytes) with the text it was shared with and that text's embedding; its row id. */
+    public long addImage(byte[] png, String context, float[] embedding, String owner, String turnId, String sharedAt) {
+        if (png == null || png.length < PNG_MAGIC.length || !java.util.Arrays.equals(java.util.Arrays.copyOf(png, PNG_MAGIC.length), PNG_MAGIC))
+            throw new IllegalArgumentException("addImage takes PNG bytes");
+        float[] v = normalize(embedding);
+        try {
+            checkDim(v.length);
+            try (PreparedStatement ps = conn.prepareStatement(
+                    "INSERT INTO images (owner, turn_id, shared_at, context, png, embedding) VALUES (?, ?, ?, ?, ?, ?)",
+                    java.sql.Statement.RETURN_GENERATED_KEYS)) {
+                ps.setString(1, owner);
+                ps.setString(2, turnId);
+                ps.setString(3, sharedAt != null ? sharedAt : MemoryFormat.now());
+                ps.setString(4, context);
+                ps.setBytes(5, png);
+                ps.setBytes(6, toBlob(v));
+                ps.executeUpdate();
+                try (ResultSet rs = ps.getGeneratedKeys()) {
+                    rs.next();
+                    return rs.getLong(1);
+                }
+            }
+        } catch (SQLException e) {
+            throw error(e);
+        }
+    }
+
+    public int imageCount(String owner) {
+        return owner != null ? query("SELECT COUNT(*) FROM images WHERE owner = ?", rs -> rs.getInt(1), owner).get(0)
+                : query("SELECT COUNT(*) FROM images", rs -> rs.getInt(1)).get(0);
+    }
+
+    /** The k images whose sharing text is most similar to the query (cosine; stored normalised), best first. */
+    public List<StoredImage> searchImages(float[] queryEmbedding, int k, String owner) {
+        String sql = "SELECT id, embedding FROM images" + (owner != null ? " WHERE owner = ?" : "");
+        List<Object[]> rows = owner != null ? query(sql, rs -> new Object[] {rs.getLong(1), fromBlob(rs.getBytes(2))}, owner)
+                : query(sql, rs -> new Object[] {rs.getLong(1), fromBlob(rs.getBytes(2))});
+        if (rows.isEmpty() || k <= 0) return new ArrayList<>();
+        float[] q = normalize(queryEmbedding);
+        List<double[]> scored = new ArrayList<>(); // {index, score}
+        for (int r = 0; r < rows.size(); r++) {
+            float[] e = (float[]) rows.get(r)[1];
+            if (e.length != q.length) throw new StoreError(path + ": query has " + q.length + " dims, stored embeddings " + e.length);
+            double dot = 0;
+            for (int i = 0; i < q.length; i++) dot += (double) e[i] * q[i];
+            scored.add(new double[] {r, dot});
+        }
+        scored.sort(Comparator.comparingDouble((double[] x) -> -x[1])); // stable: ties in row order
+        List<StoredImage> out = new ArrayList<>();
+        for (double[] x : scored.subList(0, Math.min(k, scored.size()))) {
+            long id = (Long) rows.get((int) x[0])[0];
+            out.add(query("SELECT id, owner, turn_id, shared_at, context, png FROM images WHERE id = ?",
+                    rs -> new StoredImage(rs.getLong(1), rs.getString(2), rs.getString(3), rs.getString(4), rs.getString(5),
+                            rs.getBytes(6), x[1]), id).get(0));
+        }
+        return out;
     }
 
     // ------------------------------------------------------------------------------------------------ writes
