@@ -41,6 +41,16 @@ def test_augment_is_seeded_and_points_each_question_at_its_share():
         assert q.question.startswith(f"In the photo of {subject} that {turn['speaker']} shared, ")
         assert q.kind == visual.kind_of(q.answer)
     assert len({q.image for q in qa}) == 5  # a different image per share
+    for t in shared.values():  # a perfect caption: the image's own colour and shape answers
+        truth = {ans for q, ans, i in zip(texts, answers, image_ids) if str(paths[i]) == t["image"]} - {"yes", "no"}
+        words = t["gold_caption"].split()
+        assert words[0] == "a" and 2 <= len(words) <= 3 and visual.kind_of(words[-1]) in ("color", "shape")
+        for w in truth:  # every open answer about the image is in its caption
+            assert w in words, (t["gold_caption"], truth)
+    gold = visual.with_gold_captions(a)
+    swapped = [t for s in gold.sessions for t in s.turns if t["dia_id"] in shared]
+    assert [t["blip_caption"] for t in swapped] == [shared[t["dia_id"]]["gold_caption"] for t in swapped]
+    assert not any("image" in t or "gold_caption" in t for t in swapped)
     assert [q.kind == "yes/no" for q in qa] == [False, True] * 5  # an open question, then a yes/no one
     with pytest.raises(visual.VisualDataError):
         visual.augment(conv, shares=len(visual.SUBJECTS) + 1)
@@ -53,6 +63,9 @@ def test_correct_needs_exactly_the_gold_answer_word():
     assert not visual.correct("red or blue", "red", vocab) and not visual.correct("no", "yes", vocab)
     assert visual.correct("a red circle", "circle", vocab) and not visual.correct("no, a circle", "yes", vocab)
     assert not visual.correct("", "red", vocab) and not visual.correct("reddish", "red", vocab)
+    # the caption of an image: open answers, and what a yes/no question confirms (negations flipped)
+    assert visual.gold_caption([("is there not a red shape?", "no"), ("what shape is present?", "circle")]) == "a red circle"
+    assert visual.gold_caption([("is there a blue shape?", "no"), ("does the image contain a triangle?", "yes")]) == "a triangle"
     assert visual.kind_of("teal") == "color" and visual.kind_of("triangle") == "shape" and visual.kind_of("no") == "yes/no"
 
 
@@ -81,3 +94,21 @@ def test_store_keeps_images_inside_itself(tmp_path):
         st.add(["Ana likes kites"], owner="c", embed_fn=lambda t: np.ones((len(t), 4)))  # same dims as the images
     with MemoryStore(tmp_path / "s.sqlite") as st:  # reopened: all there
         assert st.image_count() == 3 and st.count() == 1 and st.get_image(99) is None
+
+
+def test_an_unreadable_shared_image_is_one_clear_error(tmp_path):
+    from runtimes.memory.pipeline import MemoryPipeline
+
+    class Emb:
+        def embed(self, texts):
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    with MemoryStore(tmp_path / "s.sqlite") as st:
+        pipe = MemoryPipeline(None, Emb(), st, owner="c")
+        for bad in (str(tmp_path / "notes.txt"), str(tmp_path / "missing.png"), b"\x89PNG\r\n\x1a\ntruncated"):
+            with pytest.raises(ValueError, match=r"^turn D1:2: the shared image .* cannot be read \("):
+                pipe.add_turns([{"speaker": "Ana", "dia_id": "D1:2", "text": "look", "image": bad}], "8 May 2023")
+        assert st.image_count() == 0 and st.count() == 0  # nothing half-written
+        pipe.share_image({"speaker": "Ana", "dia_id": "D1:3", "text": "look", "image": _png((1, 2, 3))}, "8 May 2023")
+        assert st.image_count("c") == 1

@@ -13,7 +13,8 @@ Writes report.json and report.md into --out, and prints the Markdown table.
 `--visual` (MemLoRA-V; a bundle exported with --vision): the same conversations with image-sharing turns added and
 questions about those images (runtimes/memory/visual.py), each conversation memorised and asked once per path:
 `text` (without the visual turns), `caption` (a caption written by the vision op at share time, text pipeline only:
-the paper's baseline) and `pixels` (images kept in the store, questions about them answered by the vision op).
+the paper's baseline), `pixels` (images kept in the store, questions about them answered by the vision op), and on
+request `gold-caption` (each image replaced by a perfect caption, "a red circle": the caption path's upper bound).
 Reported per path: visual-question accuracy (per kind), and the text QA F1 with and without the visual turns.
 """
 
@@ -128,7 +129,11 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
     extracted: list[dict[str, Any]] = []
     bar = tqdm(windows, desc=f"{conv.sample_id} memorise", unit="win", disable=None, leave=False)
     for w in bar:
-        res = pipe.add_turns(w.turns, w.date)
+        try:
+            res = pipe.add_turns(w.turns, w.date)
+        except ValueError as e:  # a turn's shared image cannot be read (the data names a file that is not an image)
+            pipe.store.close()
+            raise EvalError(f"{conv.sample_id}: {e}") from None
         pe = scorer(res.facts) if res.facts else None
         ge = scorer(w.gold_facts) if w.gold_facts else None
         matched = metrics.match_facts(pe, ge, args.match_threshold) if pe is not None and ge is not None else []
@@ -287,8 +292,8 @@ def visual_markdown(rep: dict[str, Any]) -> str:
                      f"{vs['image_retrieved'] if name == 'pixels' else '-'} | {100 * qa['f1']:.1f} ({qa['n']}) | "
                      f"{pct(e['precision'])} / {pct(e['recall'])} |")
     lines += ["", "text: without the visual turns; caption: a caption written by the vision op when the image is "
-              "shared, then the text pipeline (the paper's baseline); pixels: the image kept in the store and "
-              "questions about it answered by the vision op (MemLoRA-V)."]
+              "shared, then the text pipeline (the paper's baseline); gold-caption: a perfect caption instead; "
+              "pixels: the image kept in the store and questions about it answered by the vision op (MemLoRA-V)."]
     return "\n".join(lines) + "\n"
 
 
@@ -326,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the visual memory benchmark (MemLoRA-V; needs a bundle exported with --vision): image "
                         "shares and questions about them added to the conversations, run per path (--visual-paths)")
     p.add_argument("--visual-paths", default="text,caption,pixels", metavar="PATH,...",
-                   help="text (no visual turns), caption (caption-based baseline), pixels (images kept, vision op)")
+                   help="text (no visual turns), caption (caption-based baseline), gold-caption (the caption "
+                        "baseline's upper bound: each image replaced by a perfect caption), pixels (images kept, "
+                        "vision op)")
     p.add_argument("--visual-shares", type=int, default=6, help="image shares added per conversation")
     p.add_argument("--visual-seed", type=int, default=0, help="seed of the visual benchmark")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (…/v1) for an LLM-judge score")
@@ -445,7 +452,7 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
     return {"report": rep, "markdown": md}
 
 
-VISUAL_PATHS = ("text", "caption", "pixels")
+VISUAL_PATHS = ("text", "caption", "gold-caption", "pixels")
 
 
 def run_visual(convs: list[locomo.Conversation], paths: list[str], pipe_factory: Any, scorer: Any,
@@ -461,8 +468,10 @@ def run_visual(convs: list[locomo.Conversation], paths: list[str], pipe_factory:
     for conv in convs:
         kept = [s.index for s in (conv.sessions[: args.max_sessions] if args.max_sessions else conv.sessions)]
         aug, questions = visual.augment(conv, seed=args.visual_seed, shares=args.visual_shares, sessions=kept)
+        gold = visual.with_gold_captions(aug) if "gold-caption" in paths else None
         for name in paths:
-            r = evaluate_conversation(conv if name == "text" else aug, partial(pipe_factory, images=name), scorer,
+            source = {"text": conv, "gold-caption": gold}.get(name, aug)
+            r = evaluate_conversation(source, partial(pipe_factory, images=name), scorer,
                                       args, judge_fn, visual_questions=None if name == "text" else questions,
                                       path_name=name)
             ok = sum(v["correct"] for v in r["visual"])

@@ -152,6 +152,7 @@ def parse_sample(s: Any, n: int = 0) -> Conversation:
             _want(isinstance(t.get("speaker"), str), f"{tw}.speaker", "a string", t.get("speaker"))
             _want(isinstance(t.get("text", ""), str), f"{tw}.text", "a string", t.get("text"))
             _want(isinstance(t.get("blip_caption") or "", str), f"{tw}.blip_caption", "a string", t.get("blip_caption"))
+            _want(isinstance(t.get("image", ""), str), f"{tw}.image", "an image file path", t.get("image"))
         if turns:
             i = int(m.group(1))
             date = c.get(f"session_{i}_date_time", "")

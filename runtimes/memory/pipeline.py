@@ -27,6 +27,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -186,7 +187,12 @@ class MemoryPipeline:
     # ------------------------------------------------------------------------------------------------ images
     def share_image(self, turn: dict[str, Any], date: str) -> dict[str, Any]:
         """Keep the image of a turn (pixels mode) or caption it (caption mode); the turn as `extract` reads it."""
-        image = _to_rgb(turn["image"])
+        try:
+            image = _to_rgb(turn["image"])
+        except Exception as e:  # noqa: BLE001  PIL raises many kinds (OSError, DecompressionBombError, ValueError)
+            what = turn["image"] if isinstance(turn["image"], (str, Path)) else type(turn["image"]).__name__
+            raise ValueError(f"turn {turn.get('dia_id', '?')}: the shared image {what} cannot be read "
+                             f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
         out = {k: v for k, v in turn.items() if k != "image"}
         if self.config.images == "caption":
             if self.vision is None:

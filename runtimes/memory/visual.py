@@ -7,6 +7,8 @@ shape; the vision op never trained or was chosen on it), never written into the 
   turn ("Here is a photo of the sign for the garage sale.", dia_id `V<session>:<n>`) inserted at a seeded place of a
   seeded session among the ones evaluated; each share names a different object (`SUBJECTS`), which is how a later
   question points back to it;
+- each shared turn also carries `gold_caption`, what a perfect captioner would write ("a red circle", from the
+  image's own answers); `with_gold_captions` swaps the images for it (the caption path's upper bound);
 - per share, `per_image` of the image's own easy-VQA test questions (an open one, colour or shape, first; then a
   yes/no one), reworded to name the share: "In the photo of the sign for the garage sale that Deborah shared, what
   color is the shape?"; the gold answer is easy-VQA's.
@@ -72,6 +74,7 @@ def answer_words() -> list[str]:
 
 
 SHAPES = ("circle", "rectangle", "triangle")
+COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
 
 
 def kind_of(answer: str) -> str:
@@ -116,7 +119,7 @@ def augment(conv: Conversation, *, seed: int = 0, shares: int = 6, per_image: in
         speaker = conv.speakers[rng.randrange(2)]
         dia_id = f"V{s.index}:{inserted[s.index]}"
         turn = {"speaker": speaker, "dia_id": dia_id, "text": rng.choice(OPENERS).format(s=subject),
-                "image": paths[image]}
+                "image": paths[image], "gold_caption": gold_caption(by_image[image])}
         turns = new_sessions[s.index]
         turns.insert(rng.randrange(len(turns) + 1), turn)
         qs = by_image[image]
@@ -129,6 +132,32 @@ def augment(conv: Conversation, *, seed: int = 0, shares: int = 6, per_image: in
     out = replace(conv, sessions=[Session(index=s.index, date=s.date, turns=new_sessions[s.index])
                                   for s in conv.sessions], qa=copy.deepcopy(conv.qa))
     return out, questions
+
+
+def gold_caption(questions: Sequence[tuple[str, str]]) -> str:
+    """What a perfect captioner would write for an easy-VQA image ("a red circle"), from its own questions: the open
+    answers, and the colour or shape a yes/no question confirms ("is there a red shape?" yes; "is no red shape
+    present?" no). easy-VQA images show one coloured shape."""
+    seen: list[str] = []
+    for q, a in questions:
+        if a in ("yes", "no"):
+            if (a == "yes") != bool(re.search(r"\b(not|no)\b", q)):
+                seen += [w for w in _WORD.findall(q.lower()) if w in COLOURS or w in SHAPES]
+        else:
+            seen.append(a)
+    colour = next((w for w in seen if kind_of(w) == "color"), None)
+    shape = next((w for w in seen if kind_of(w) == "shape"), None)
+    return " ".join(["a", *(w for w in (colour, shape) if w)]) if colour or shape else "a shape"
+
+
+def with_gold_captions(conv: Conversation) -> Conversation:
+    """`conv` (from `augment`) with each shared image replaced by its gold caption: the caption path's upper bound
+    (what the text pipeline makes of a perfect caption)."""
+    sessions = [Session(index=s.index, date=s.date,
+                        turns=[{**{k: v for k, v in t.items() if k not in ("image", "gold_caption")},
+                                "blip_caption": t["gold_caption"]} if "gold_caption" in t else t for t in s.turns])
+                for s in conv.sessions]
+    return replace(conv, sessions=sessions)
 
 
 _WORD = re.compile(r"[a-z]+")
