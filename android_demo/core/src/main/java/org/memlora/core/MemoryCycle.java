@@ -248,7 +248,8 @@ public final class MemoryCycle {
     public Answer answer(String question, Integer k, TokenListener onText) {
         if (vision != null && VISUAL_WORDS.matcher(question).find() && store.imageCount(owner) > 0) {
             List<MemoryStore.StoredImage> best = store.searchImages(embedder.embed(Collections.singletonList(question))[0], 1, owner);
-            if (!best.isEmpty() && best.get(0).score >= config.visualMinScore) {
+            // A row that is not a PNG (a store written by something else) is answered from text, as in Python.
+            if (!best.isEmpty() && best.get(0).score >= config.visualMinScore && MemoryStore.isPng(best.get(0).png)) {
                 long t0 = System.nanoTime();
                 Generation g = vision.answer(best.get(0).png, question, config.maxNewTokens.get("vqa"), onText);
                 OpCall c = new OpCall("vqa", g, null, null, null, Math.round((System.nanoTime() - t0) / 1e5) / 10.0);

@@ -384,8 +384,7 @@ public final class MemoryStore implements AutoCloseable {
 
     /** Keeps a shared image (PNG bytes) with the text it was shared with and that text's embedding; its row id. */
     public long addImage(byte[] png, String context, float[] embedding, String owner, String turnId, String sharedAt) {
-        if (png == null || png.length < PNG_MAGIC.length || !java.util.Arrays.equals(java.util.Arrays.copyOf(png, PNG_MAGIC.length), PNG_MAGIC))
-            throw new IllegalArgumentException("addImage takes PNG bytes");
+        if (!isPng(png)) throw new IllegalArgumentException("addImage takes PNG bytes");
         float[] v = normalize(embedding);
         try {
             checkDim(v.length);
@@ -407,6 +406,11 @@ public final class MemoryStore implements AutoCloseable {
         } catch (SQLException e) {
             throw error(e);
         }
+    }
+
+    /** Starts with the PNG signature. */
+    public static boolean isPng(byte[] b) {
+        return b != null && b.length >= PNG_MAGIC.length && java.util.Arrays.equals(java.util.Arrays.copyOf(b, PNG_MAGIC.length), PNG_MAGIC);
     }
 
     public int imageCount(String owner) {

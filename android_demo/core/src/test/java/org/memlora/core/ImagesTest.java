@@ -80,6 +80,21 @@ public class ImagesTest {
         }
         assertEquals(3, routed);
         assertTrue(generated.size() == 2);
+        // A row that is not a PNG (written by something else) is answered from text.
+        File broken = new File(tmp.getRoot(), "broken.sqlite");
+        Files.copy(new File(Vectors.dir(), (String) v.get("db")).toPath(), broken.toPath());
+        try (java.sql.Connection conn = java.sql.DriverManager.getConnection("jdbc:sqlite:" + broken.getPath());
+             java.sql.PreparedStatement ps = conn.prepareStatement("UPDATE images SET png = ?")) {
+            ps.setBytes(1, "GIF89a".getBytes("US-ASCII"));
+            ps.executeUpdate();
+        }
+        try (MemoryStore store = new MemoryStore(broken.getPath())) {
+            MemoryCycle cycle = new MemoryCycle(llm, table::embed, store, "user", new MemoryCycle.Config(),
+                    MemoryCycle.templatesOf(Vectors.bundle()));
+            cycle.vision = (png, question, maxNew, onText) -> { throw new AssertionError("not a PNG: must not reach the vision op"); };
+            String q = (String) Vectors.obj(Vectors.arr(v.get("cases")).get(0)).get("question");
+            assertEquals("generate", cycle.answer(q, null, null).call.op);
+        }
 
         // The phone sharing the same images writes the rows Python wrote (context, turn, date, embedding, pixels).
         File mine = new File(tmp.getRoot(), "mine.sqlite");
