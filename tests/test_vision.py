@@ -460,6 +460,12 @@ def test_memlora_eval_visual_on_a_bundle(tiny_vision_bundle, tmp_path):
     assert all(v["op"] == "vqa" and v["image_turn"] == v["dia_id"] for v in vis)
     assert {v["kind"] for v in vis} <= {"color", "shape", "yes/no"} and "| pixels | 6 |" in (out / "report.md").read_text()
     assert (out / "store-conv-v-pixels.sqlite").is_file() and (out / "store-conv-v-caption.sqlite").is_file()
+    # gold-caption: the images replaced by perfect captions in the text pipeline; no vision call at all.
+    assert main([*common, "--visual", "--visual-shares", "3", "--visual-paths", "gold-caption", "--out",
+                 str(tmp_path / "gold")]) == 0
+    g = json.loads((tmp_path / "gold" / "report.json").read_text())["visual"]["paths"]["gold-caption"]
+    assert g["visual"]["all"]["n"] == 6 and g["visual"]["routed_to_vqa"] == 0
+    assert set(g["timing"]["per_op"]) == {"extract", "update", "generate"}
     assert main([*common, "--visual", "--visual-paths", "pixels,bogus", "--out", str(tmp_path / "e2")]) == 1
     assert main([*common[:4], *common[6:], "--visual", "--out", str(tmp_path / "e3")]) == 1  # no --bundle
     assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()
