@@ -8,7 +8,8 @@
 Shared images (MemLoRA-V): a turn may carry `image` (a file path, image bytes or a PIL image). With `images="pixels"`
 (the default) the image is kept in the store (PNG bytes, with the turn id, date and the text it was shared with) and
 the turn reaches `extract` as "... [shares a photo]"; a question that asks about a photo (`VISUAL_WORDS`) and whose
-best-matching shared image scores at least `visual_min_score` is answered by the `vision` op (the bundle's vqa
+best-matching shared image scores at least `visual_min_score`, and `visual_min_margin` above the next one, is
+answered by the `vision` op (the bundle's vqa
 program, runtimes/vision.py) on that image's pixels. With `images="caption"` (the paper's caption-based baseline) the
 same `vision` op writes a caption when the image is shared (`caption_prompt`), the turn reaches `extract` as "...
 [shares a photo: caption]" as LoCoMo's own photo turns do, the pixels are not kept, and every question goes to
@@ -67,6 +68,9 @@ class PipelineConfig:
     written at share time goes into the text pipeline; the baseline MemLoRA-V is compared with)."""
     visual_min_score: float = 0.5
     """Cosine between a question and a shared image's text below which the question is not about that image."""
+    visual_min_margin: float = 0.1
+    """How far the best shared image must score above the second best for the question to be about it: a question
+    that matches every shared image alike ("what did Deb share a photo of?") names none of them."""
     caption_prompt: str = "Describe the image."
     caption_max_new_tokens: int = 24
 
@@ -262,8 +266,9 @@ class MemoryPipeline:
     def answer(self, question: str, k: int | None = None) -> Answer:
         if self.vision is not None and self.config.images == "pixels" and VISUAL_WORDS.search(question) \
                 and self.store.image_count(self.owner):
-            best = self.retrieve_images(question, 1)
-            if best and best[0][1] >= self.config.visual_min_score:
+            best = self.retrieve_images(question, 2)
+            if best and best[0][1] >= self.config.visual_min_score \
+                    and (len(best) == 1 or best[0][1] - best[1][1] >= self.config.visual_min_margin):
                 try:
                     pixels = best[0][0].image()
                 except Exception as e:  # noqa: BLE001  a store written by something else: answer from text

@@ -170,6 +170,7 @@ IMAGE_SHARES = [("D1:3", "Caroline", "Here is a photo of the sign for the garage
 IMAGE_QUESTIONS = ["In the photo of the kite from the beach trip that Melanie shared, what color is the shape?",
                    "What shape was on the sign for the garage sale in Caroline's picture?",
                    "Is there a green shape in the photo of the wedding cake topper?",
+                   "What did Caroline share a photo of?",  # about a photo, but names none of them: generate
                    "What did Melanie paint for her kids?",  # not about a photo: generate
                    "Show me the photo of the quantum physics lecture notes"]  # about a photo, but none matches well
 
@@ -215,14 +216,15 @@ def image_vectors(out: Path) -> dict[str, Any]:
         cases = []
         for q in IMAGE_QUESTIONS:
             best = pipe.retrieve_images(q, 3)
-            routed = bool(VISUAL_WORDS.search(q)) and best[0][1] >= pipe.config.visual_min_score
+            routed = bool(VISUAL_WORDS.search(q)) and best[0][1] >= pipe.config.visual_min_score \
+                and best[0][1] - best[1][1] >= pipe.config.visual_min_margin
             cases.append({"question": q, "visual_words": bool(VISUAL_WORDS.search(q)),
                           "hits": [{"turn_id": im.turn_id, "score": sc, "shared_at": im.shared_at, "context": im.context}
                                    for im, sc in best],
                           "route": "vqa" if routed else "generate",
                           "answer": pipe.answer(q).text if routed else None})
     return {"db": "stores/images.sqlite", "embeddings": table, "shares": shares, "cases": cases,
-            "visual_min_score": PipelineConfig().visual_min_score}
+            "visual_min_score": PipelineConfig().visual_min_score, "visual_min_margin": PipelineConfig().visual_min_margin}
 
 
 class _Replay:

@@ -69,6 +69,8 @@ public final class MemoryCycle {
         /** As PipelineConfig.visual_min_score: a question about a photo goes to the vision op only when the best shared
          *  image's text scores at least this. */
         public double visualMinScore = 0.5;
+        /** As PipelineConfig.visual_min_margin: how far the best image must score above the second best. */
+        public double visualMinMargin = 0.1;
         public final Map<String, Integer> maxNewTokens = new LinkedHashMap<>();
     }
 
@@ -247,9 +249,11 @@ public final class MemoryCycle {
     /** Retrieve -> generate; {@code onText} receives the answer as it streams. */
     public Answer answer(String question, Integer k, TokenListener onText) {
         if (vision != null && VISUAL_WORDS.matcher(question).find() && store.imageCount(owner) > 0) {
-            List<MemoryStore.StoredImage> best = store.searchImages(embedder.embed(Collections.singletonList(question))[0], 1, owner);
+            List<MemoryStore.StoredImage> best = store.searchImages(embedder.embed(Collections.singletonList(question))[0], 2, owner);
             // A row that is not a PNG (a store written by something else) is answered from text, as in Python.
-            if (!best.isEmpty() && best.get(0).score >= config.visualMinScore && MemoryStore.isPng(best.get(0).png)) {
+            if (!best.isEmpty() && best.get(0).score >= config.visualMinScore
+                    && (best.size() == 1 || best.get(0).score - best.get(1).score >= config.visualMinMargin)
+                    && MemoryStore.isPng(best.get(0).png)) {
                 long t0 = System.nanoTime();
                 Generation g = vision.answer(best.get(0).png, question, config.maxNewTokens.get("vqa"), onText);
                 OpCall c = new OpCall("vqa", g, null, null, null, Math.round((System.nanoTime() - t0) / 1e5) / 10.0);

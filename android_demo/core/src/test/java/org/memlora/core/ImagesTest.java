@@ -50,6 +50,7 @@ public class ImagesTest {
                 return new MemoryCycle.Generation("vision answer", 0, 2, "stop_token");
             };
             assertEquals(((Number) v.get("visual_min_score")).doubleValue(), cycle.config.visualMinScore, 0.0);
+            assertEquals(((Number) v.get("visual_min_margin")).doubleValue(), cycle.config.visualMinMargin, 0.0);
             for (Object o : Vectors.arr(v.get("cases"))) {
                 Map<String, Object> c = Vectors.obj(o);
                 String q = (String) c.get("question");
@@ -79,7 +80,7 @@ public class ImagesTest {
             }
         }
         assertEquals(3, routed);
-        assertTrue(generated.size() == 2);
+        assertEquals(3, generated.size());
         // A row that is not a PNG (written by something else) is answered from text.
         File broken = new File(tmp.getRoot(), "broken.sqlite");
         Files.copy(new File(Vectors.dir(), (String) v.get("db")).toPath(), broken.toPath());
