@@ -9,8 +9,7 @@ Shared images (MemLoRA-V): a turn may carry `image` (a file path, image bytes or
 (the default) the image is kept in the store (PNG bytes, with the turn id, date and the text it was shared with) and
 the turn reaches `extract` as "... [shares a photo]"; a question that asks about a photo (`VISUAL_WORDS`) and whose
 best-matching shared image scores at least `visual_min_score`, and `visual_min_margin` above the next one, is
-answered by the `vision` op (the bundle's vqa
-program, runtimes/vision.py) on that image's pixels. With `images="caption"` (the paper's caption-based baseline) the
+answered by the `vision` op (the bundle's vqa program, runtimes/vision.py) on that image's pixels. With `images="caption"` (the paper's caption-based baseline) the
 same `vision` op writes a caption when the image is shared (`caption_prompt`), the turn reaches `extract` as "...
 [shares a photo: caption]" as LoCoMo's own photo turns do, the pixels are not kept, and every question goes to
 `generate`.
@@ -204,7 +203,7 @@ class MemoryPipeline:
             call = self._vision_call("caption", image, self.config.caption_prompt, self.config.caption_max_new_tokens)
             out["blip_caption"] = clean_answer(call.text) or "a photo"
             return out
-        context = f"{turn.get('speaker', '')}: {' '.join(str(turn.get('text', '')).split())}".strip(": ")
+        context = f"{turn.get('speaker', '')}: {' '.join(str(turn.get('text', '')).split())}".strip()
         self.store.add_image(_png(image), context=context, embedding=self.embed([context])[0], owner=self.owner,
                              turn_id=str(turn["dia_id"]) if turn.get("dia_id") else None, shared_at=to_iso(date))
         out["shared_image"] = True
@@ -212,6 +211,17 @@ class MemoryPipeline:
 
     def retrieve_images(self, question: str, k: int = 1) -> list[tuple[StoredImage, float]]:
         return self.store.search_images(self.embed([question])[0], k, owner=self.owner)
+
+    def route_image(self, question: str) -> tuple[StoredImage, float] | None:
+        """The shared image a question is about (pixels mode), or None: it asks about a photo (`VISUAL_WORDS`), its
+        best image scores at least `visual_min_score` and `visual_min_margin` above the next one."""
+        if self.config.images != "pixels" or not VISUAL_WORDS.search(question) or not self.store.image_count(self.owner):
+            return None
+        best = self.retrieve_images(question, 2)
+        if best and best[0][1] >= self.config.visual_min_score \
+                and (len(best) == 1 or best[0][1] - best[1][1] >= self.config.visual_min_margin):
+            return best[0]
+        return None
 
     # ------------------------------------------------------------------------------------------------ ops
     def extract(self, turns: Sequence[dict[str, Any]], date: str) -> tuple[list[str], OpCall]:
@@ -264,18 +274,15 @@ class MemoryPipeline:
         return self.store.search(self.embed([question])[0], k or self.config.answer_top_k, owner=self.owner)
 
     def answer(self, question: str, k: int | None = None) -> Answer:
-        if self.vision is not None and self.config.images == "pixels" and VISUAL_WORDS.search(question) \
-                and self.store.image_count(self.owner):
-            best = self.retrieve_images(question, 2)
-            if best and best[0][1] >= self.config.visual_min_score \
-                    and (len(best) == 1 or best[0][1] - best[1][1] >= self.config.visual_min_margin):
-                try:
-                    pixels = best[0][0].image()
-                except Exception as e:  # noqa: BLE001  a store written by something else: answer from text
-                    log.warning("stored image %s cannot be decoded (%s); answering from text", best[0][0].id, e)
-                else:
-                    call = self._vision_call("vqa", pixels, question)
-                    return Answer(text=clean_answer(call.text), memories=[], call=call, image=best[0])
+        routed = self.route_image(question) if self.vision is not None else None
+        if routed is not None:
+            try:
+                pixels = routed[0].image()
+            except Exception as e:  # noqa: BLE001  a store written by something else: answer from text
+                log.warning("stored image %s cannot be decoded (%s); answering from text", routed[0].id, e)
+            else:
+                call = self._vision_call("vqa", pixels, question)
+                return Answer(text=clean_answer(call.text), memories=[], call=call, image=routed)
         hits = self.retrieve(question, k)
         shown = sorted((m for m, _ in hits), key=lambda m: (m.updated_at, m.id))  # oldest first, dated
         _, call = self._call("generate", generate_messages(question, shown, self.template("generate")), None)
