@@ -403,16 +403,17 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
             raise EvalError("--visual-shares must be between 1 and 24")
     llm, embedder, desc = make_backend(args, reference)
     vision = None
-    if args.visual and set(paths) - {"text"}:
-        from ..vision import VisionRunner
-
-        vision = VisionRunner(llm.manifest)
+    if args.visual:
         from . import visual
 
         try:
-            visual.answer_words()
+            visual.answer_words()  # the benchmark's images come from easy-vqa
         except visual.VisualDataError as e:
             raise EvalError(str(e)) from None
+        if set(paths) - {"text", "gold-caption"}:
+            from ..vision import VisionRunner
+
+            vision = VisionRunner(llm.manifest)
     scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
     config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, constrained=args.constrained,
                             add_to_empty_store=args.add_to_empty_store,
