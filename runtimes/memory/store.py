@@ -333,16 +333,20 @@ class MemoryStore:
         """The k memories most similar to the query (cosine), best first."""
         q = "SELECT id, owner, text, created_at, updated_at, source_turns, embedding FROM memories"
         rows = self._fetch(q + " WHERE owner = ?" if owner is not None else q, (owner,) if owner is not None else ())
-        if not rows or k <= 0:
+        return [(self._row(rows[i]), s) for i, s in self._rank([r[6] for r in rows], query_embedding, k)]
+
+    def _rank(self, blobs: Sequence[bytes], query_embedding: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """(index, cosine) of the k stored embeddings (float32 blobs) most similar to the query, best first, ties in
+        row order."""
+        if not blobs or k <= 0:
             return []
-        mat = np.stack([np.frombuffer(r[6], dtype=np.float32) for r in rows])
+        mat = np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs])
         if mat.shape[1] != np.asarray(query_embedding).size:
             raise StoreError(f"{self.path}: query has {np.asarray(query_embedding).size} dims, stored embeddings "
                              f"{mat.shape[1]}")
         norms = np.linalg.norm(mat, axis=1)
         scores = mat @ _norm(query_embedding) / np.where(norms > 0, norms, 1.0)
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(self._row(rows[i]), float(scores[i])) for i in order]
+        return [(int(i), float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 
     # ------------------------------------------------------------------------------------------------ images
     def add_image(self, png: bytes, *, context: str, embedding: np.ndarray, owner: str | None,
@@ -368,15 +372,8 @@ class MemoryStore:
         """The k images whose sharing text is most similar to the query (cosine), best first."""
         q = "SELECT id, embedding FROM images"
         rows = self._fetch(q + " WHERE owner = ?" if owner is not None else q, (owner,) if owner is not None else ())
-        if not rows or k <= 0:
-            return []
-        mat = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-        if mat.shape[1] != np.asarray(query_embedding).size:
-            raise StoreError(f"{self.path}: query has {np.asarray(query_embedding).size} dims, stored embeddings "
-                             f"{mat.shape[1]}")
-        scores = mat @ _norm(query_embedding)  # stored normalised
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(self.get_image(rows[i][0]), float(scores[i])) for i in order]  # type: ignore[misc]
+        hits = self._rank([r[1] for r in rows], query_embedding, k)
+        return [(self.get_image(rows[i][0]), s) for i, s in hits]  # type: ignore[misc]
 
     def get_image(self, image_id: int) -> StoredImage | None:
         rows = self._fetch("SELECT id, owner, turn_id, shared_at, context, png FROM images WHERE id = ?", (image_id,))

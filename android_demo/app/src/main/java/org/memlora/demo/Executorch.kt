@@ -81,51 +81,69 @@ class EtLlm(private val m: Manifest) : LlmBackend {
         ensureLoaded(op)
         val module = files(op).let { (p, d) -> modules.getValue(listOf(p) + d) }
         val temperature = m.op(op).gen("temperature", 0.0).toFloat()
-        val stopText = m.eosToken().takeIf { it.isNotEmpty() }
-        val text = StringBuilder()
-        var pieces = 0
-        var stopped = false
-        var stats: String? = null
-        var error: String? = null
+        val stream = Stream(module, m.eosToken(), maxNew, onText)
         module.resetContext() // each op call is a fresh conversation (the runner keeps its KV position otherwise)
-        module.generate(prompt, m.maxSeqLen(), object : LlmCallback {
-            override fun onResult(result: String) {
-                if (stopped) return
-                pieces++
-                var piece = result
-                val cut = if (stopText != null) (text.toString() + piece).indexOf(stopText) else -1
-                if (cut >= 0) { // the end-of-turn token came out as text: end the answer there
-                    piece = (text.toString() + piece).substring(text.length, cut)
-                    stopped = true
-                }
-                text.append(piece)
-                if (piece.isNotEmpty()) onText?.onText(piece)
-                if (stopped || pieces >= maxNew) {
-                    stopped = true
-                    module.stop()
-                }
-            }
-
-            override fun onStats(stats_: String) {
-                stats = stats_
-            }
-
-            override fun onError(errorCode: Int, message: String) {
-                error = "ExecuTorch error $errorCode: $message"
-            }
-        }, false, temperature, 0, 0)
-        error?.let { throw IllegalStateException("op $op: $it") }
-        val run = stats?.let { Bench.run(it) }
+        module.generate(prompt, m.maxSeqLen(), stream, false, temperature, 0, 0)
+        stream.error?.let { throw IllegalStateException("op $op: $it") }
+        val run = stream.stats?.let { Bench.run(it) }
         lastRun = run
         val promptTokens = (run?.get("prompt_tokens") as? Long)?.toInt() ?: 0
-        val newTokens = (run?.get("new_tokens") as? Long)?.toInt() ?: pieces
-        return MemoryCycle.Generation(text.toString(), promptTokens, newTokens, if (pieces >= maxNew) "max_new_tokens" else "stop_token")
+        val newTokens = (run?.get("new_tokens") as? Long)?.toInt() ?: stream.pieces
+        return MemoryCycle.Generation(stream.text.toString(), promptTokens, newTokens, stream.stopReason())
     }
 
     override fun close() {
         for (mod in modules.values) mod.close()
         modules.clear()
     }
+}
+
+/**
+ * LlmModule's streamed pieces -> the answer: forwards each piece, ends the answer where the end-of-turn token shows up
+ * as text, and stops the runner after [maxNew] pieces (LlmModule has no max-new-tokens of its own).
+ */
+private class Stream(
+    private val module: LlmModule,
+    eosToken: String,
+    private val maxNew: Int,
+    private val onText: MemoryCycle.TokenListener?,
+) : LlmCallback {
+    private val stopText = eosToken.takeIf { it.isNotEmpty() }
+    val text = StringBuilder()
+    var pieces = 0
+        private set
+    var stats: String? = null
+        private set
+    var error: String? = null
+        private set
+    private var stopped = false
+
+    override fun onResult(result: String) {
+        if (stopped) return
+        pieces++
+        var piece = result
+        val cut = if (stopText != null) (text.toString() + piece).indexOf(stopText) else -1
+        if (cut >= 0) { // the end-of-turn token came out as text: end the answer there
+            piece = (text.toString() + piece).substring(text.length, cut)
+            stopped = true
+        }
+        text.append(piece)
+        if (piece.isNotEmpty()) onText?.onText(piece)
+        if (stopped || pieces >= maxNew) {
+            stopped = true
+            module.stop()
+        }
+    }
+
+    override fun onStats(stats: String) {
+        this.stats = stats
+    }
+
+    override fun onError(errorCode: Int, message: String) {
+        error = "ExecuTorch error $errorCode: $message"
+    }
+
+    fun stopReason(): String = if (pieces >= maxNew) "max_new_tokens" else "stop_token"
 }
 
 /**
@@ -165,40 +183,13 @@ class EtVision(private val m: Manifest, private val v: Manifest.Vision) : Vision
     override fun answer(png: ByteArray, question: String, maxNewTokens: Int?, onText: MemoryCycle.TokenListener?): MemoryCycle.Generation {
         val maxNew = maxNewTokens ?: v.maxNewTokens
         val pixels = Images.chwPixels(png, v.imageSize)
-        val stopText = m.eosToken().takeIf { it.isNotEmpty() }
-        val text = StringBuilder()
-        var pieces = 0
-        var stopped = false
-        var error: String? = null
+        val stream = Stream(module, m.eosToken(), maxNew, onText)
         module.resetContext()
         module.prefillPrompt(v.before)
         module.prefillImages(pixels, v.imageSize, v.imageSize, 3)
-        module.generate(v.after(question), m.maxSeqLen(), object : LlmCallback {
-            override fun onResult(result: String) {
-                if (stopped) return
-                pieces++
-                var piece = result
-                val cut = if (stopText != null) (text.toString() + piece).indexOf(stopText) else -1
-                if (cut >= 0) {
-                    piece = (text.toString() + piece).substring(text.length, cut)
-                    stopped = true
-                }
-                text.append(piece)
-                if (piece.isNotEmpty()) onText?.onText(piece)
-                if (stopped || pieces >= maxNew) {
-                    stopped = true
-                    module.stop()
-                }
-            }
-
-            override fun onStats(stats: String) {}
-
-            override fun onError(errorCode: Int, message: String) {
-                error = "ExecuTorch error $errorCode: $message"
-            }
-        }, false, 0.0f, 0, 0)
-        error?.let { throw IllegalStateException("vision op: $it") }
-        return MemoryCycle.Generation(text.toString().trim(), 0, pieces, if (pieces >= maxNew) "max_new_tokens" else "stop_token")
+        module.generate(v.after(question), m.maxSeqLen(), stream, false, 0.0f, 0, 0)
+        stream.error?.let { throw IllegalStateException("vision op: $it") }
+        return MemoryCycle.Generation(stream.text.toString().trim(), 0, stream.pieces, stream.stopReason())
     }
 
     override fun close() = module.close()

@@ -359,22 +359,26 @@ public final class MemoryStore implements AutoCloseable {
     }
 
     /** The k memories most similar to the query (cosine), best first; equal scores keep row order. */
+    /** Cosine of a stored embedding with the normalised query q (store.py _rank); StoreError when the sizes differ. */
+    private double cosine(float[] stored, float[] q) {
+        if (stored.length != q.length) throw new StoreError(path + ": query has " + q.length + " dims, stored embeddings " + stored.length);
+        double dot = 0, nn = 0;
+        for (int i = 0; i < q.length; i++) {
+            dot += (double) stored[i] * q[i];
+            nn += (double) stored[i] * stored[i];
+        }
+        double norm = Math.sqrt(nn);
+        return dot / (norm > 0 ? norm : 1.0);
+    }
+
     public List<Scored> search(float[] queryEmbedding, int k, String owner) {
         List<Memory> rows = owner != null ? query(COLS + " WHERE owner = ?", rs -> row(rs, true), owner) : query(COLS, rs -> row(rs, true));
         if (rows.isEmpty() || k <= 0) return new ArrayList<>();
         float[] q = normalize(queryEmbedding);
         List<Scored> scored = new ArrayList<>();
         for (Memory m : rows) {
-            if (m.embedding.length != q.length)
-                throw new StoreError(path + ": query has " + q.length + " dims, stored embeddings " + m.embedding.length);
-            double dot = 0, nn = 0;
-            for (int i = 0; i < q.length; i++) {
-                dot += (double) m.embedding[i] * q[i];
-                nn += (double) m.embedding[i] * m.embedding[i];
-            }
-            double norm = Math.sqrt(nn);
             scored.add(new Scored(new Memory(m.id, m.owner, m.text, m.createdAt, m.updatedAt, m.sourceTurns, null),
-                    dot / (norm > 0 ? norm : 1.0)));
+                    cosine(m.embedding, q)));
         }
         scored.sort(Comparator.comparingDouble((Scored s) -> -s.score)); // List.sort is stable
         return new ArrayList<>(scored.subList(0, Math.min(k, scored.size())));
@@ -418,7 +422,7 @@ public final class MemoryStore implements AutoCloseable {
                 : query("SELECT COUNT(*) FROM images", rs -> rs.getInt(1)).get(0);
     }
 
-    /** The k images whose sharing text is most similar to the query (cosine; stored normalised), best first. */
+    /** The k images whose sharing text is most similar to the query (cosine), best first. */
     public List<StoredImage> searchImages(float[] queryEmbedding, int k, String owner) {
         String sql = "SELECT id, embedding FROM images" + (owner != null ? " WHERE owner = ?" : "");
         List<Object[]> rows = owner != null ? query(sql, rs -> new Object[] {rs.getLong(1), fromBlob(rs.getBytes(2))}, owner)
@@ -427,11 +431,7 @@ public final class MemoryStore implements AutoCloseable {
         float[] q = normalize(queryEmbedding);
         List<double[]> scored = new ArrayList<>(); // {index, score}
         for (int r = 0; r < rows.size(); r++) {
-            float[] e = (float[]) rows.get(r)[1];
-            if (e.length != q.length) throw new StoreError(path + ": query has " + q.length + " dims, stored embeddings " + e.length);
-            double dot = 0;
-            for (int i = 0; i < q.length; i++) dot += (double) e[i] * q[i];
-            scored.add(new double[] {r, dot});
+            scored.add(new double[] {r, cosine((float[]) rows.get(r)[1], q)});
         }
         scored.sort(Comparator.comparingDouble((double[] x) -> -x[1])); // stable: ties in row order
         List<StoredImage> out = new ArrayList<>();
