@@ -13,6 +13,7 @@ the *training* conversations, each op's adapter on.
 - gptq: symmetric int4 codes chosen by GPTQ (Frantar et al. 2022: column by column, the rounding error spread over
   the columns not yet rounded, weighted by the inverse Hessian of the calibration inputs), min-max group scales;
 - gptq-mse: the same with each group's scale searched (13 shrink factors, error weighted by the Hessian diagonal);
+- ...-act: columns rounded in order of decreasing Hessian diagonal (activation order), on static group scales;
 - ...-kN: the N linears with the largest relative GPTQ output error kept on the asymmetric split.
 
 Needs ../shared/data/locomo_dev.json (or --data). Slow: GPTQ in float64 on one core, and eager int4 decode.
@@ -37,8 +38,26 @@ from torch import nn  # noqa: E402
 GROUP = 32
 
 
-def gptq(w: torch.Tensor, h: torch.Tensor, mse: bool, damp: float = 0.01, block: int = 128):
-    """Symmetric int4 codes for `w` [out, in] in groups of GROUP inputs. Returns (dequantized weight, scales)."""
+def group_scales(g: torch.Tensor, d: torch.Tensor, mse: bool) -> torch.Tensor:
+    """Per row, the scale of one group of weights `g` [rows, GROUP]: min-max (-8..7), or with `mse` the best of 13
+    shrink factors by squared error weighted by `d` (the Hessian diagonal of those inputs)."""
+    s = torch.maximum(g.amax(1) / 7, -g.amin(1) / 8).clamp(min=1e-8)
+    if not mse:
+        return s
+    s0, best = s, None
+    for f in torch.linspace(1.0, 0.7, 13, dtype=g.dtype):
+        sc = s0 * f
+        err = ((g - torch.clamp(torch.round(g / sc[:, None]), -8, 7) * sc[:, None]) ** 2 * d).sum(1)
+        better = err < best if best is not None else torch.ones_like(err, dtype=torch.bool)
+        best = err if best is None else torch.where(better, err, best)
+        s = torch.where(better, sc, s)
+    return s
+
+
+def gptq(w: torch.Tensor, h: torch.Tensor, mse: bool, act_order: bool = False, damp: float = 0.01, block: int = 128):
+    """Symmetric int4 codes for `w` [out, in] in groups of GROUP inputs. Returns (dequantized weight, scales).
+    `act_order`: columns rounded in order of decreasing Hessian diagonal, on scales fixed beforehand from the
+    weights themselves ("static groups"), so each group's codes still share one scale."""
     w = w.clone().double()
     rows, cols = w.shape
     h = h.clone()
@@ -46,26 +65,26 @@ def gptq(w: torch.Tensor, h: torch.Tensor, mse: bool, damp: float = 0.01, block:
     h[dead, dead] = 1
     w[:, dead] = 0
     h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, dtype=h.dtype)
+    diag = torch.diag(h)
+    scales = torch.zeros(rows, cols // GROUP, dtype=w.dtype)
+    if act_order:
+        for c in range(0, cols, GROUP):
+            scales[:, c // GROUP] = group_scales(w[:, c:c + GROUP], diag[c:c + GROUP], mse)
+        perm = torch.argsort(diag, descending=True)
+    else:
+        perm = torch.arange(cols)
+    w, h = w[:, perm], h[perm][:, perm]
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     q_w = torch.zeros_like(w)
-    scales = torch.zeros(rows, cols // GROUP, dtype=w.dtype)
-    diag = torch.diag(h)
-    for i1 in range(0, cols, block):  # block is a multiple of GROUP: a group never spans two blocks
+    for i1 in range(0, cols, block):  # block is a multiple of GROUP: without act_order a group never spans two blocks
         i2 = min(i1 + block, cols)
         wb, eb, hb = w[:, i1:i2].clone(), torch.zeros(rows, i2 - i1, dtype=w.dtype), hinv[i1:i2, i1:i2]
         for j in range(i2 - i1):
             c = i1 + j
-            if c % GROUP == 0:
-                g = wb[:, j:j + GROUP]
-                s = torch.maximum(g.amax(1) / 7, -g.amin(1) / 8).clamp(min=1e-8)
-                if mse:
-                    s0, best, d = s, None, diag[c:c + GROUP]
-                    for f in torch.linspace(1.0, 0.7, 13, dtype=w.dtype):
-                        sc = s0 * f
-                        err = ((g - torch.clamp(torch.round(g / sc[:, None]), -8, 7) * sc[:, None]) ** 2 * d).sum(1)
-                        better = err < best if best is not None else torch.ones_like(err, dtype=torch.bool)
-                        best = err if best is None else torch.where(better, err, best)
-                        s = torch.where(better, sc, s)
+            if act_order:
+                s = scales[:, int(perm[c]) // GROUP]
+            elif c % GROUP == 0:
+                s = group_scales(wb[:, j:j + GROUP], diag[c:c + GROUP], mse)
                 scales[:, c // GROUP] = s
             col = wb[:, j]
             q = torch.clamp(torch.round(col / s), -8, 7) * s
@@ -74,7 +93,7 @@ def gptq(w: torch.Tensor, h: torch.Tensor, mse: bool, damp: float = 0.01, block:
             wb[:, j:] -= e[:, None] * hb[j, j:][None, :]
             eb[:, j] = e
         w[:, i2:] -= eb @ hinv[i1:i2, i2:]
-    return q_w.float(), scales.float()
+    return q_w[:, torch.argsort(perm)].float(), scales.float()
 
 
 def main() -> int:
@@ -161,20 +180,21 @@ def main() -> int:
                 hk.remove()
         return hs
 
-    fitted: dict[bool, tuple[dict, list[str]]] = {}
+    fitted: dict[tuple[bool, bool], tuple[dict, list[str]]] = {}
 
-    def fit(mse: bool):
-        if mse not in fitted:
+    def fit(mse: bool, act_order: bool):
+        if (mse, act_order) not in fitted:
             t0 = time.perf_counter()
             hs, ref_dec, codes, rel = hessians(), float_dec("extract"), {}, {}
             for f, h in hs.items():
                 w = ref_dec.get_submodule(f).weight.detach()
-                codes[f] = gptq(w, h, mse)
+                codes[f] = gptq(w, h, mse, act_order)
                 d = w.double() - codes[f][0].double()
                 rel[f] = float(torch.trace(d @ h @ d.T) / torch.trace(w.double() @ h @ w.double().T))
-            fitted[mse] = (codes, sorted(rel, key=rel.get, reverse=True))
-            print(f"# GPTQ{' + scale search' if mse else ''}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        return fitted[mse]
+            fitted[mse, act_order] = (codes, sorted(rel, key=rel.get, reverse=True))
+            print(f"# GPTQ{' + scale search' if mse else ''}{' + act order' if act_order else ''}: "
+                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return fitted[mse, act_order]
 
     def build(op: str, cand: str):
         dec = float_dec(op)
@@ -183,7 +203,7 @@ def main() -> int:
             return dec
         if not cand.startswith("gptq"):
             raise SystemExit(f"unknown candidate {cand!r}")
-        codes, ranked = fit("mse" in cand)
+        codes, ranked = fit("mse" in cand, "act" in cand)
         keep = set(ranked[:int(cand.rsplit("-k", 1)[1]) if "-k" in cand else 0])
         cfg = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(GROUP),
                                                     intx_choose_qparams_algorithm=None)

@@ -27,8 +27,8 @@ def test_codes_lie_on_each_groups_grid():
     from int4_candidates import GROUP, gptq
 
     w, _, h = _case()
-    for mse in (False, True):
-        q, s = gptq(w, h, mse)
+    for mse, act in ((False, False), (True, False), (True, True)):
+        q, s = gptq(w, h, mse, act)
         assert q.shape == w.shape and s.shape == (w.shape[0], w.shape[1] // GROUP)
         codes = q / s.repeat_interleave(GROUP, dim=1)
         assert torch.allclose(codes, codes.round(), atol=1e-4)
@@ -39,9 +39,9 @@ def test_codes_lie_on_each_groups_grid():
 def test_output_error_below_round_to_nearest_on_the_same_scales():
     from int4_candidates import gptq
 
-    for seed in range(3):
+    for seed, act in ((0, False), (1, False), (2, True)):
         w, x, h = _case(seed)
-        q, s = gptq(w, h, mse=False)
+        q, s = gptq(w, h, mse=False, act_order=act)
         err_gptq = (x @ (w - q).T).pow(2).sum()
         err_rtn = (x @ (w - _rtn(w, s)).T).pow(2).sum()
         assert err_gptq < 0.8 * err_rtn, (seed, float(err_gptq), float(err_rtn))
