@@ -133,7 +133,7 @@ def main() -> int:
 
     work = {op: ([prompt_ids(e) for e in sample(op, "val", a.prompts, 1)], a.tokens) for op in adapters}
     calib = {op: sample(op, "train", 16, 2) for op in adapters}
-    ref = reference_for(load_base("smollm2-135m").model, adapters, work)
+    ref = reference_for(base.model, adapters, work)  # PEFT wraps base.model: base_dec holds its own copy
 
     def reset(dec):
         for m in dec.modules():

@@ -9,10 +9,10 @@ Shared images (MemLoRA-V): a turn may carry `image` (a file path, image bytes or
 (the default) the image is kept in the store (PNG bytes, with the turn id, date and the text it was shared with) and
 the turn reaches `extract` as "... [shares a photo]"; a question that asks about a photo (`VISUAL_WORDS`) and whose
 best-matching shared image scores at least `visual_min_score`, and `visual_min_margin` above the next one, is
-answered by the `vision` op (the bundle's vqa program, runtimes/vision.py) on that image's pixels. With `images="caption"` (the paper's caption-based baseline) the
-same `vision` op writes a caption when the image is shared (`caption_prompt`), the turn reaches `extract` as "...
-[shares a photo: caption]" as LoCoMo's own photo turns do, the pixels are not kept, and every question goes to
-`generate`.
+answered by the `vision` op (the bundle's vqa program, runtimes/vision.py) on that image's pixels. With
+`images="caption"` (the paper's caption-based baseline) the same `vision` op writes a caption when the image is
+shared (`caption_prompt`), the turn reaches `extract` as "... [shares a photo: caption]" as LoCoMo's own photo turns
+do, the pixels are not kept, and every question goes to `generate`.
 
 `llm` is anything with `generate(op, messages=..., max_new_tokens=..., constraint=...) -> obj with .text`: a bundle
 runtime (runtimes/base.py) or the PyTorch reference (runtimes/memory/reference.py). With `constrained=True` the

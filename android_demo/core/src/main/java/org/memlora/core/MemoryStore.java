@@ -358,7 +358,6 @@ public final class MemoryStore implements AutoCloseable {
         return out;
     }
 
-    /** The k memories most similar to the query (cosine), best first; equal scores keep row order. */
     /** Cosine of a stored embedding with the normalised query q (store.py _rank); StoreError when the sizes differ. */
     private double cosine(float[] stored, float[] q) {
         if (stored.length != q.length) throw new StoreError(path + ": query has " + q.length + " dims, stored embeddings " + stored.length);
@@ -371,6 +370,7 @@ public final class MemoryStore implements AutoCloseable {
         return dot / (norm > 0 ? norm : 1.0);
     }
 
+    /** The k memories most similar to the query (cosine), best first; equal scores keep row order. */
     public List<Scored> search(float[] queryEmbedding, int k, String owner) {
         List<Memory> rows = owner != null ? query(COLS + " WHERE owner = ?", rs -> row(rs, true), owner) : query(COLS, rs -> row(rs, true));
         if (rows.isEmpty() || k <= 0) return new ArrayList<>();
