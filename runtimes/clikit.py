@@ -42,8 +42,29 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_received: list[int] = []  # the signals `_raise` has turned into Interrupted in this process
+
+
 def _raise(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
+
+
+def _signal_behind(e: BaseException) -> int | None:
+    """The signal that stopped the body, if one did. A library's own cleanup can replace the KeyboardInterrupt while it
+    unwinds (torch.export, interrupted inside a dispatch mode, raises "Trying to pop empty mode stack" from its
+    `finally`), and a wrapper can turn that into its own error; the interrupt is then only in the exception's chain,
+    or, where a wrapper dropped the chain, in `_received`."""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, Interrupted):
+            return x.signum
+        if isinstance(x, KeyboardInterrupt):
+            return int(signal.SIGINT)
+        x = x.__cause__ or x.__context__
+    return _received[-1] if _received else None
 
 
 def install_signal_handlers() -> None:
@@ -190,16 +211,19 @@ def run_main(prog: str, body: Callable[[], int], *, debug: bool, user_errors: Se
     """Run a command's body: user errors -> one line + exit 1, OS errors (disk full, permissions) -> one line naming
     the path + exit 1, signals -> one line + 128+N, anything else -> one line + exit 70 (`--debug` re-raises)."""
     try:
-        return body()
+        try:
+            return body()
+        except BaseException as e:
+            signum = None if isinstance(e, SystemExit) else _signal_behind(e)
+            if signum is None or (debug and not isinstance(e, KeyboardInterrupt)):
+                raise
+            print(f"{prog}: interrupted ({signal.Signals(signum).name}); {interrupted}", file=sys.stderr)
+            return 128 + signum
     except tuple(user_errors) as e:  # type: ignore[misc]
         if debug:
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USER
-    except KeyboardInterrupt as e:
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        print(f"{prog}: interrupted ({signal.Signals(signum).name}); {interrupted}", file=sys.stderr)
-        return 128 + int(signum)
     except OSError as e:
         if debug:
             raise
