@@ -1,7 +1,7 @@
 """VQA accuracy of a bundle's vision op (the exported `vision.pte`, run by runtimes.vision) against the PyTorch
 reference (float encoder, projector and adapter on the float base), on the same seeded easy-VQA test questions.
 
-    PYTHONPATH=. python bench/vision_accuracy.py BUNDLE [--items 500] [--out FILE]
+    PYTHONPATH=. python bench/vision_accuracy.py BUNDLE [--items 500] [--backend executorch|onnx] [--out FILE]
 
 The vision op directory is the one the bundle was exported from (its manifest's spec). Prints accuracy per
 question kind for both, their answer agreement, and the exported program's answer time.
@@ -36,13 +36,15 @@ def main() -> int:
     p.add_argument("bundle")
     p.add_argument("--items", type=int, default=500, help="seeded easy-VQA test questions")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="executorch", choices=["executorch", "onnx"],
+                   help="run vision.pte (ExecuTorch) or the vision op's ONNX graphs (onnxruntime)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     a = p.parse_args()
     m = load_manifest(a.bundle)
     spec = ExportSpec.from_dict(m.raw["spec"])
     split = load_split("test")
     items = random.Random(a.seed).sample(split.items, min(a.items, len(split.items)))
-    runner = VisionRunner(m)
+    runner = VisionRunner(m, backend=a.backend)
     exported, t0 = [], time.perf_counter()
     for it in items:
         exported.append(runner.answer(Image.open(split.image_paths[it.image]), it.question))
@@ -62,7 +64,8 @@ def main() -> int:
             out[k] = accuracy(*zip(*sel)) if sel else None
         return out
 
-    res = {"bundle": str(a.bundle), "items": len(items), "data": f"easy-VQA test, seeded sample (seed {a.seed})",
+    res = {"bundle": str(a.bundle), "backend": a.backend, "items": len(items),
+           "data": f"easy-VQA test, seeded sample (seed {a.seed})",
            "exported": by_kind(exported), "reference": by_kind(reference),
            "agreement": sum(x.strip().lower() == y.strip().lower() for x, y in zip(exported, reference)) / len(items),
            "exported_answer_ms": round(1e3 * answer_s, 1)}

@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vision", nargs="?", const="embedded", default=None, metavar="DIR",
                    help="add MemLoRA-V's vision op (vision.pte + vqa.lora.ptd over the same foundation.ptd): the one "
                         "shipped for the embedded base, or a memlora-train --op vqa output DIR")
+    p.add_argument("--vision-quant", default=default(VisionSpec, "quant"), choices=choices(VisionSpec, "quant"),
+                   help="the vision op's image encoder + projector: int8 (dynamic int8 on the projector and the "
+                        "encoder's weight-heavy convolutions, about 10 MiB smaller) or fp32; default: int8, fp32 "
+                        "with --quant fp32")
     p.add_argument("--install", action="store_true",
                    help="then adb push the bundle to /data/local/tmp/memlora and adb install the demo app if built")
     p.add_argument("--serial", help="with --install: the adb serial of the phone (default: the only one attached)")
@@ -105,7 +109,7 @@ def spec_from_args(a: argparse.Namespace) -> ExportSpec:
         output=OutputSpec(path=a.out, force=a.force),
         fidelity=FidelitySpec(enabled=not a.skip_fidelity, tokens=a.fidelity_tokens, strict=a.strict_fidelity),
         embedder=EmbedderSpec(enabled=a.embedder, quant=a.embedder_quant),
-        vision=VisionSpec(path=a.vision),
+        vision=VisionSpec(path=a.vision, quant=a.vision_quant),
         target=a.target,
         format=a.format,
     )
@@ -147,9 +151,12 @@ def print_summary(result: dict[str, Any]) -> None:
                             f"{x['token_agreement_forced']:.1%}" if "token_agreement_forced" in x else "-",
                             f"{x['max_abs_logit_diff']:.3g}", "")
     v = m.get("vision")
-    if v:
-        f = v.get("fidelity")
-        ops.add_row(v["op"] + " (image)", v["program"], ",".join(v["data_files"]),
+    rows = [(v["program"], v["data_files"], v.get("fidelity"))] if v else []
+    if v and v.get("onnx"):
+        vo = v["onnx"]
+        rows.append((vo["decoder"], [vo["encoder"], *vo["data_files"], vo["adapter_file"]], vo.get("fidelity")))
+    for program, data, f in rows:
+        ops.add_row(v["op"] + " (image)", program, ",".join(data),
                     f"{f['answer_agreement']:.1%} answers" if f else "skipped", "-", "-",
                     f"accuracy {f['accuracy_exported']:.0%} vs {f['accuracy_reference']:.0%} (PyTorch), "
                     f"{f['samples']} questions" if f else "-")

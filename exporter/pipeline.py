@@ -133,7 +133,10 @@ def run(spec: ExportSpec) -> dict[str, Any]:
         if vision is not None:
             from .vision import vision_entry
 
-            manifest["vision"] = vision_entry(vision, base.tokenizer, stops, results["executorch"].vision)
+            manifest["vision"] = vision_entry(vision, base.tokenizer, stops, results["executorch"].vision,
+                                              quant=spec.vision.quant)
+            if "onnx" in results:
+                manifest["vision"]["onnx"] = results["onnx"].vision
         manifest["files"] = w.file_table()
         if spec.fidelity.enabled:
             with step("fidelity", timings):
@@ -149,7 +152,11 @@ def run(spec: ExportSpec) -> dict[str, Any]:
             from .vision import vision_fidelity
 
             with step("vision fidelity", timings):
-                manifest["vision"]["fidelity"] = vision_fidelity(from_dict(w.dir, manifest), vision, base)
+                backends = [b for b in ("executorch", "onnx") if b in results]
+                got = vision_fidelity(from_dict(w.dir, manifest), vision, base, backends=backends)
+                manifest["vision"]["fidelity"] = got["executorch"]
+                if "onnx" in got:
+                    manifest["vision"]["onnx"]["fidelity"] = got["onnx"]
         timings["total"] = round(time.perf_counter() - t_start, 2)
         manifest["export"] = {"seconds": timings}
         w.commit(manifest)  # checked against the reader's schema, then written, once

@@ -25,6 +25,7 @@ AccuracyLevel = Literal[1, 4]  # ONNX MatMulNBits activations: 1 = fp32, 4 = int
 LmHeadBits = Literal[4, 8]
 Int8Variant = Literal["matmulnbits", "dynamic"]  # ONNX int8 graphs (see QuantSpec.int8_variant)
 EmbedderQuant = Literal["int8", "fp32"]
+VisionQuant = Literal["int8", "fp32"]
 
 MEMORY_OPS = ("extract", "update", "generate")
 OP_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -166,10 +167,16 @@ class VisionSpec:
     """MemLoRA-V's vision op (`memlora-train --op vqa` output directory; "embedded" = the one shipped for an embedded
     base): exported as `vision.pte` (ExecuTorch's multimodal methods) over the text ops' `foundation.ptd` plus
     `vqa.lora.ptd`. None: no vision op."""
+    quant: VisionQuant | None = None
+    """The image encoder + projector inside vision.pte: "int8" = XNNPACK's dynamic int8 on the projector and the
+    encoder's convolutions in `exporter.vision.encoder.INT8_CONVS` (the rest fp32); "fp32" = all fp32. None: int8,
+    or fp32 where quant.scheme is fp32."""
 
     def __post_init__(self) -> None:
         if self.path is not None and (not isinstance(self.path, str) or not self.path):
             raise SpecError(f"vision.path must be a directory, \"embedded\" or null, got {self.path!r}")
+        if self.quant is not None:
+            _choice("vision.quant", self.quant, VisionQuant)
 
 
 @dataclass
@@ -189,12 +196,15 @@ class ExportSpec:
         _choice("format", self.format, Format)
         if self.embedder.enabled is None:
             self.embedder.enabled = self.target == "android"
+        if self.vision.quant is None:
+            self.vision.quant = "fp32" if self.quant.scheme == "fp32" else "int8"
         if self.quant.lora_dtype != "fp32" and (self.format == "executorch" or self.adapters.strategy != "separate"):
             raise SpecError(f"quant.lora_dtype {self.quant.lora_dtype} applies to the ONNX adapter files of a separate "
                             "bundle: use it with --format onnx|both and --adapters separate")
-        if self.vision.path is not None and (self.format != "executorch" or self.adapters.strategy != "separate"):
-            raise SpecError("the vision op is exported for --format executorch with separate adapters only (its "
-                            "ONNX graphs and merged programs are not built yet)")
+        if self.vision.path is not None and (self.format == "onnx" or self.adapters.strategy != "separate"):
+            raise SpecError("the vision op is exported for --format executorch or both with separate adapters only "
+                            "(ONNX graphs come beside the .pte program: use --format both; merged programs are not "
+                            "built yet)")
         if self.vision.path is not None and "vqa" in self.adapters.paths:
             raise SpecError("adapter op name 'vqa' is the vision op's: rename that adapter or drop --vision")
         if self.fidelity.enabled and self.fidelity.tokens >= self.model.max_seq_len // 2:

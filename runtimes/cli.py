@@ -46,13 +46,15 @@ def main(argv: list[str] | None = None) -> int:
             from .vision import VisionRunner
 
             t0 = time.perf_counter()
-            runner = VisionRunner(load_manifest(a.bundle, verify=not a.no_verify))
+            backend = "onnx" if a.backend == "onnx" else "executorch"
+            runner = VisionRunner(load_manifest(a.bundle, verify=not a.no_verify), backend=backend)
             t1 = time.perf_counter()
             text = runner.answer(a.image, a.prompt, max_new_tokens=a.max_new_tokens)
             t2 = time.perf_counter()
             print(json.dumps({"op": runner.entry["op"], "text": text}) if a.json else text)
             if not a.json:
-                print(f"[vision] load {1e3 * (t1 - t0):.0f} ms | answer {1e3 * (t2 - t1):.0f} ms", file=sys.stderr)
+                print(f"[vision, {backend}] load {1e3 * (t1 - t0):.0f} ms | answer {1e3 * (t2 - t1):.0f} ms",
+                      file=sys.stderr)
             return 0
         rt = open_bundle(a.bundle, backend=a.backend, verify=not a.no_verify)
         kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed)

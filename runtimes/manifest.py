@@ -34,7 +34,8 @@ REQUIRED = ("schema_version", "model", "tokenizer", "strategy", "quantization", 
 #   embedder: {name, program, method, tokenizer, dim, max_len, pooling: "mean", normalize, ...} - the retrieval
 #   embedder (runtimes.memory.embed.BundleEmbedder); its program and tokenizer are listed in `files`.
 #   vision: {op, program, data_files, methods, image, visual_tokens, prompt{before, after}, generation,
-#   stop_token_ids, ...} - MemLoRA-V's vision op (runtimes.vision.VisionRunner); its files are listed in `files`.
+#   stop_token_ids, onnx?: {encoder, embed, decoder, data_files, adapter_file, graph_id, past{layers, kv_heads,
+#   head_dim}}, ...} - MemLoRA-V's vision op (runtimes.vision.VisionRunner); its files are listed in `files`.
 KNOWN = set(REQUIRED) | {"tool", "created_utc", "spec", "export", "backends", "embedder", "target", "vision"}
 NAME_RULE = "a plain file name in the bundle (no '/', '\\', ':' or control characters; not '.' or '..'; 1-255 bytes)"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -312,6 +313,15 @@ def check_fields(raw: dict[str, Any], where: Path) -> None:
         c.int_("vision.generation.max_new_tokens", gen.get("max_new_tokens"), 1, INT32, optional=True)
         for i, t in enumerate(c.list_("vision.stop_token_ids", vis.get("stop_token_ids"), optional=True) or []):
             c.int_(f"vision.stop_token_ids[{i}]", t, 0, INT32)
+        vo = c.obj("vision.onnx", vis.get("onnx"), optional=True)
+        if vo is not None:  # the ONNX graphs of the vision op (--format both; runtimes.vision backend "onnx")
+            for k in ("encoder", "embed", "decoder", "adapter_file"):
+                c.name(f"vision.onnx.{k}", c.get(vo, "vision.onnx", k, True))
+            c.names("vision.onnx.data_files", vo.get("data_files"))
+            c.int_("vision.onnx.graph_id", c.get(vo, "vision.onnx", "graph_id", True), 0, INT32)
+            past = c.obj("vision.onnx.past", c.get(vo, "vision.onnx", "past", True))
+            for k in ("layers", "kv_heads", "head_dim"):
+                c.int_(f"vision.onnx.past.{k}", c.get(past, "vision.onnx.past", k, True), 1, 4096)
     for name, entry in c.files.items():
         if not is_plain_name(name):
             raise c.fail("files", f"{name!r} is not {NAME_RULE}")

@@ -95,6 +95,25 @@ def check_adapter_file(path: Path, lora_inputs: dict[str, list[int | None]], gra
     check_adapter_params(path.name, version, params, lora_inputs, graph_id, dtype, blocks)
 
 
+def check_external_data(manifest: Manifest, program: str) -> None:
+    """An ONNX graph names its external weight files inside itself: each must be a plain name the bundle lists
+    (onnxruntime would otherwise open whatever path the graph says)."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    try:
+        model = onnx.load(str(manifest.path(program)), load_external_data=False)
+    except Exception as e:
+        raise BundleError(f"{program}: not a readable ONNX graph: {one_line(e)}") from None
+    for t in _get_all_tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc = next((kv.value for kv in t.external_data if kv.key == "location"), None)
+        if loc is None or not is_plain_name(loc) or loc not in manifest.raw["files"]:
+            raise BundleError(f"{program}: tensor {t.name!r} keeps its data in {loc!r}, which is not a file the "
+                              "bundle lists")
+
+
 class OnnxRuntime(Runtime):
     backend = BACKEND
 
@@ -142,22 +161,7 @@ class OnnxRuntime(Runtime):
         return self._models[program]
 
     def _check_external_data(self, program: str) -> None:
-        """An ONNX graph names its external weight files inside itself: each must be a plain name the bundle lists
-        (onnxruntime would otherwise open whatever path the graph says)."""
-        import onnx
-        from onnx.external_data_helper import _get_all_tensors
-
-        try:
-            model = onnx.load(str(self.manifest.path(program)), load_external_data=False)
-        except Exception as e:
-            raise BundleError(f"{program}: not a readable ONNX graph: {one_line(e)}") from None
-        for t in _get_all_tensors(model):
-            if t.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            loc = next((kv.value for kv in t.external_data if kv.key == "location"), None)
-            if loc is None or not is_plain_name(loc) or loc not in self.manifest.raw["files"]:
-                raise BundleError(f"{program}: tensor {t.name!r} keeps its data in {loc!r}, which is not a file the "
-                                  "bundle lists")
+        check_external_data(self.manifest, program)
 
     def _check_genai_config(self) -> None:
         """ORT GenAI reads <bundle>/genai_config.json by its fixed name and opens the files it names: the config

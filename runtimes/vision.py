@@ -3,6 +3,10 @@ bundle's `vision.pte` run by ExecuTorch's Python runtime, the way ExecuTorch's m
 (MultimodalPrefiller: `vision_encoder` on the uint8 image, `token_embedding` on each text part, `text_decoder` on
 each part's embeddings in turn at its cache position; then greedy decoding, one token's embedding at a time).
 
+`backend="onnx"` runs the same steps on the bundle's ONNX graphs of the vision op (`vision.onnx`, --format both)
+with plain onnxruntime: the encoder graph, the embedding lookup and the decoder cut from the foundation graph, the
+KV cache held here, the op's `.onnx_adapter` made active per run (onnxruntime's LoraAdapter).
+
 The image is converted to RGB and resized to the manifest's `image.size` (bilinear, PIL); the program normalises it.
 The prompt is the manifest's `prompt.before`, the image, then `prompt.after` with the question in its slot, each
 text part tokenized on its own without special tokens (as the vision op was trained).
@@ -37,7 +41,7 @@ def image_tensor(image: Any, size: int) -> Any:
 class VisionRunner:
     """The bundle's vision op: `answer(image, question)` -> the generated answer (str)."""
 
-    def __init__(self, bundle: str | Path | Manifest):
+    def __init__(self, bundle: str | Path | Manifest, backend: str = "executorch", threads: int | None = None):
         from .base import bundle_tokenizer
         from .executorch import _load_kernels, load_methods
 
@@ -47,6 +51,14 @@ class VisionRunner:
             raise BundleError(f"{self.manifest.root}: the bundle has no vision op (export it with --vision)")
         self.entry = v
         self.tokenizer = bundle_tokenizer(self.manifest)
+        self.stop_ids = set(v.get("stop_token_ids") or [])
+        self.max_new_tokens = int((v.get("generation") or {}).get("max_new_tokens", 8))
+        self.max_seq_len = self.manifest.max_seq_len
+        if backend == "onnx":
+            self._methods = _OnnxVision(self.manifest, threads).methods()
+            return
+        if backend != "executorch":
+            raise BundleError(f"vision backend must be executorch or onnx, got {backend!r}")
         program = self.manifest.path(v["program"])
         data = [self.manifest.path(f) for f in v["data_files"]]
         try:
@@ -56,15 +68,12 @@ class VisionRunner:
         except Exception as e:
             raise BundleError(f"executorch cannot load {v['program']}: {one_line(e)}") from e
         self._methods = {k: loaded[name] for k, name in v["methods"].items()}
-        self.stop_ids = set(v.get("stop_token_ids") or [])
-        self.max_new_tokens = int((v.get("generation") or {}).get("max_new_tokens", 8))
-        self.max_seq_len = self.manifest.max_seq_len
 
     def _run(self, method: str, *inputs: Any) -> Any:
         try:
             return self._methods[method].execute(list(inputs))[0]
         except Exception as e:
-            raise BundleError(f"vision program method {self.entry['methods'][method]} failed: {one_line(e)}") from e
+            raise BundleError(f"vision op step {method!r} failed: {one_line(e)}") from e
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -112,3 +121,94 @@ class VisionRunner:
         self.last_stats = {"encode_ms": 1e3 * (t1 - t0), "prefill_ms": 1e3 * (t2 - t1), "prompt_tokens": prompt_tokens,
                            "decode_ms": 1e3 * (time.perf_counter() - t2), "new_tokens": len(out)}
         return out
+
+
+class _OnnxVision:
+    """The vision op's ONNX graphs as the three steps VisionRunner calls: image -> visual embeddings, token ids ->
+    embeddings, (embeddings, start position) -> the last position's logits, with the decoder's KV cache kept here."""
+
+    def __init__(self, manifest: Manifest, threads: int | None):
+        import onnxruntime as ort
+
+        from .onnx import AdapterFileError, check_adapter_file, check_external_data
+
+        vo = manifest.vision.get("onnx") if manifest.vision else None
+        if not vo:
+            raise BundleError("the bundle's vision op has no ONNX graphs (export it with --format both --vision)")
+        self.past = vo["past"]
+        info = (manifest.raw.get("backends") or {}).get("onnx") or {}
+        for f in [vo["encoder"], vo["embed"], vo["decoder"], *vo.get("data_files", []), vo["adapter_file"]]:
+            if not manifest.path(f, must_exist=False).is_file():
+                raise BundleError(f"vision op: file {f} is missing from the bundle")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        self.sessions = {}
+        for step, f in (("image", vo["encoder"]), ("embed", vo["embed"]), ("decode", vo["decoder"])):
+            check_external_data(manifest, f)  # weights only from files the bundle lists
+            try:
+                self.sessions[step] = ort.InferenceSession(str(manifest.path(f)), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:
+                raise BundleError(f"onnxruntime cannot load {f}: {one_line(e)}") from e
+        path = manifest.path(vo["adapter_file"])
+        check_adapter_file(path, info.get("lora_inputs") or {}, int(vo["graph_id"]),
+                           (info.get("lora") or {}).get("dtype", "float32"), info.get("lora_blocks"))
+        try:
+            adapter = ort.LoraAdapter()
+            adapter.Load(str(path))
+        except Exception as e:
+            raise AdapterFileError(f"onnxruntime refused adapter file {vo['adapter_file']}: {one_line(e)}") from e
+        self.run_options = ort.RunOptions()
+        self.run_options.add_active_adapter(adapter)
+        self.adapter = adapter  # kept alive with the run options that point at it
+        self.cache: dict[str, Any] = {}
+        self.length = 0
+
+    def methods(self) -> dict[str, Any]:
+        return {"image": _Step(self.image), "embed": _Step(self.embed), "decode": _Step(self.decode)}
+
+    def image(self, pixels: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(self.sessions["image"].run(None, {"image": pixels.numpy()})[0])
+
+    def embed(self, ids: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(self.sessions["embed"].run(None, {"input_ids": ids.numpy()})[0])
+
+    def decode(self, embeds: Any, start: Any) -> Any:
+        import numpy as np
+        import torch
+
+        pos = int(start[0])
+        if pos != 0 and pos != self.length:
+            raise BundleError(f"the ONNX vision decoder's cache holds {self.length} positions, not {pos}")
+        if pos == 0:  # a new prompt: an empty cache
+            shape = (1, self.past["kv_heads"], 0, self.past["head_dim"])
+            self.cache = {f"past_key_values.{i}.{kv}": np.zeros(shape, np.float32)
+                          for i in range(self.past["layers"]) for kv in ("key", "value")}
+            self.length = 0
+        n = int(embeds.shape[1])
+        feeds = {"inputs_embeds": embeds.numpy().astype(np.float32),
+                 "attention_mask": np.ones((1, self.length + n), np.int64), **self.cache}
+        sess = self.sessions["decode"]
+        outs = sess.run(None, feeds, self.run_options)
+        names = [o.name for o in sess.get_outputs()]
+        for name, value in zip(names, outs):
+            if name.startswith("present."):
+                self.cache["past_key_values." + name[len("present."):]] = value
+        self.length += n
+        logits = outs[names.index("logits")]
+        return torch.from_numpy(np.ascontiguousarray(logits[:, -1, :]))
+
+
+class _Step:
+    """One step with the `execute([inputs]) -> [output]` of an ExecuTorch method."""
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    def execute(self, inputs: list[Any]) -> list[Any]:
+        return [self.fn(*inputs)]

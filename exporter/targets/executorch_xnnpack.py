@@ -126,7 +126,8 @@ class ExecuTorchXnnpack:
             with step("lower vision program", job.timings):
                 vscratch = job.out / ".scratch-vision"
                 vscratch.mkdir()
-                vres = self.lower_vision(dec, job.vision, out_dir=vscratch, stop_token_ids=job.stop_token_ids)
+                vres = self.lower_vision(dec, job.vision, out_dir=vscratch, stop_token_ids=job.stop_token_ids,
+                                         quant=spec.vision.quant)
                 same_data(vscratch / FOUNDATION, scratch / FOUNDATION, "the vision program's decoder weights")
                 same_data(vscratch / LORA, scratch / LORA, "the vision program's LoRA slots", exact=True)
                 shutil.move(str(vscratch / vres["program"]), job.out / vres["program"])
@@ -159,22 +160,26 @@ class ExecuTorchXnnpack:
                              out_dir=out_dir, program_name=program_name,
                              constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []))
 
-    def lower_vision(self, decoder, vision: Any, *, out_dir: Path, stop_token_ids: list[int]) -> dict[str, Any]:
-        """The vision op's program (exporter.vision.program): `vision_encoder` (weights inside the program),
-        `token_embedding` and `text_decoder` over the same quantized decoder as the text program."""
+    def lower_vision(self, decoder, vision: Any, *, out_dir: Path, stop_token_ids: list[int],
+                     quant: str = "int8") -> dict[str, Any]:
+        """The vision op's program (exporter.vision.program): `vision_encoder` (weights inside the program; `quant`
+        int8 or fp32), `token_embedding` and `text_decoder` over the same quantized decoder as the text program."""
         from torch.export import Dim
 
         from ..arch import TextDecoder, TokenEmbedding
         from ..vision import image_spec
         from ..vision.encoder import load_encoder
-        from ..vision.program import VISION_PROGRAM, VisionEncoder
+        from ..vision.program import VISION_PROGRAM, VisionEncoder, quantize_vision_encoder
 
         spec = image_spec(vision.meta)
         encoder = VisionEncoder(load_encoder(), vision.projector, spec).eval()
+        image = (torch.zeros(1, 3, spec.size, spec.size, dtype=torch.uint8),)
+        if quant == "int8":
+            encoder = quantize_vision_encoder(encoder, image)
         cfg = decoder.cfg
         seq = Dim("seq", min=1, max=cfg.max_seq_len - 1)
         methods = {
-            "vision_encoder": (encoder, (torch.zeros(1, 3, spec.size, spec.size, dtype=torch.uint8),), None),
+            "vision_encoder": (encoder, image, None),
             "token_embedding": (TokenEmbedding(decoder), (torch.zeros(1, 8, dtype=torch.long),), ({1: seq},)),
             "text_decoder": (TextDecoder(decoder), (torch.zeros(1, 8, cfg.dim), torch.tensor([0])), ({1: seq}, None)),
         }

@@ -190,11 +190,12 @@ class OnnxGenAI:
     def export(self, job: ExportJob) -> TargetResult:
         """Build every ONNX program of the bundle into the bundle directory."""
         with step("onnx", job.timings):
-            r = self._export(job.spec, job.base, job.arch, job.adapters, job.out, job.timings)
-        return TargetResult(ops=r["ops"], info=r["info"], quantization=dict(r["info"]["quantization"]))
+            r = self._export(job.spec, job.base, job.arch, job.adapters, job.out, job.timings, job.vision)
+        return TargetResult(ops=r["ops"], info=r["info"], quantization=dict(r["info"]["quantization"]),
+                            vision=r.get("vision"))
 
     def _export(self, spec: Any, base: Any, arch: Any, adapters: dict[str, Any], out: Path,
-                timings: dict[str, float]) -> dict[str, Any]:
+                timings: dict[str, float], vision: Any = None) -> dict[str, Any]:
         from tqdm import tqdm
 
         scheme, variant = spec.quant.scheme, spec.quant.int8_variant
@@ -207,7 +208,9 @@ class OnnxGenAI:
         ops: dict[str, dict[str, Any]] = {}
         head8, offsets = False, 0
         info: dict[str, Any] = {"genai_config": GENAI_CONFIG, "max_length": max_length, "builder": {}}
-        modules = sorted({mod for a in adapters.values() for (_, mod) in a.weights}) if separate else []
+        served = [*adapters.values(), *([vision.adapter] if vision is not None else [])]
+        modules = sorted({mod for a in served for (_, mod) in a.weights}) if separate else []
+        result: dict[str, Any] = {}
         try:
             for prog in tqdm(self.plan(spec, adapters), desc="onnx", unit="program", disable=None):
                 t0 = time.perf_counter()
@@ -257,6 +260,15 @@ class OnnxGenAI:
                         ops[op] = dict(entry)
                 timings[f"onnx {prog.stem}"] = round(time.perf_counter() - t0, 2)
                 shutil.rmtree(work, ignore_errors=True)
+            if vision is not None:
+                from .onnx_vision import export_vision
+
+                t0 = time.perf_counter()
+                result["vision"] = export_vision(
+                    vision, spec.vision.quant, arch, out, f"{FOUNDATION}.onnx",
+                    adapter_params(vision.adapter, groups, lora_dtype),
+                    lambda path, gid: self.check_adapter(path, lora_inputs, gid, lora_dtype, lora_blocks))
+                timings["onnx vision"] = round(time.perf_counter() - t0, 2)
         finally:
             shutil.rmtree(scratch_root, ignore_errors=True)
         info["quantization"] = {"scheme": scheme, "group_size": spec.quant.group_size,
@@ -264,7 +276,7 @@ class OnnxGenAI:
                                 **describe_quant(scheme, spec.quant.accuracy_level, spec.quant.group_size,
                                                  info.get("tied_embeddings", False), variant, head8,
                                                  offsets > 0, spec.quant.lora_dtype)}
-        return {"ops": ops, "info": info}
+        return {"ops": ops, "info": info, **result}
 
     @staticmethod
     def check_adapter(path: Path, lora_inputs: dict[str, list[int]], gid: int, dtype: str,

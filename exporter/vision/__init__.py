@@ -168,23 +168,32 @@ def prompt_halves(tokenizer: Any) -> dict[str, str]:
     return {"before": before, "after": after.replace(sentinel, QUESTION_SLOT)}
 
 
-def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: dict[str, Any]) -> dict[str, Any]:
+def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: dict[str, Any],
+                 quant: str = "int8") -> dict[str, Any]:
     """The manifest's `vision` section (docs/manifest.md)."""
     return {"op": vision.op, "program": lowered["program"], "data_files": lowered["data_files"],
             "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"},
             "image": vision.meta["image"], "visual_tokens": int(vision.meta["visual_tokens"]),
-            "encoder": f"{vision.meta['encoder']} (fp32, XNNPACK)", "prompt": prompt_halves(tokenizer),
+            "encoder": f"{vision.meta['encoder']} ({encoder_precision(quant)}, XNNPACK)", "prompt": prompt_halves(tokenizer),
             "generation": dict(GENERATION), "stop_token_ids": list(stops), "adapter": vision.adapter.describe(),
             "lowering": lowered["lowering"]}
+
+
+def encoder_precision(quant: str) -> str:
+    from .encoder import INT8_CONVS
+
+    return (f"dynamic int8 on the projector and {len(INT8_CONVS)} 1x1 convolutions, the rest fp32"
+            if quant == "int8" else "fp32")
 
 
 FIDELITY_SAMPLES = 24
 
 
-def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = FIDELITY_SAMPLES) -> dict[str, Any]:
-    """The exported vision op against the PyTorch reference (float encoder, projector and adapter on the float base)
-    on `samples` fixed easy-VQA test questions (seeded, one per image): answer agreement, and each one's accuracy.
-    Wraps `base.model` with the adapter in place: call it last."""
+def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = FIDELITY_SAMPLES,
+                    backends: tuple[str, ...] | list[str] = ("executorch",)) -> dict[str, dict[str, Any]]:
+    """Per backend, the exported vision op against the PyTorch reference (float encoder, projector and adapter on
+    the float base) on `samples` fixed easy-VQA test questions (seeded, one per image): answer agreement, and each
+    one's accuracy. Wraps `base.model` with the adapter in place: call it last."""
     import random
 
     import torch
@@ -203,16 +212,23 @@ def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = F
             break
     items = list(picked.values())
     images = [Image.open(split.image_paths[it.image]).convert("RGB") for it in items]
-    runner = VisionRunner(manifest)
-    exported = [runner.answer(im, it.question) for im, it in zip(images, items)]
+    exported = {}
+    for backend in backends:
+        runner = VisionRunner(manifest, backend=backend)
+        exported[backend] = [runner.answer(im, it.question) for im, it in zip(images, items)]
+        del runner
     model = load_vqa_model(vision.path, base)
     with torch.no_grad():
         feats = load_encoder()(preprocess(images))
     rows = [type(it)(it.question, it.answer, k) for k, it in enumerate(items)]
     reference = model.answer(rows, feats, max_new_tokens=int(manifest.vision["generation"]["max_new_tokens"]))
-    agree = sum(a.strip().lower() == b.strip().lower() for a, b in zip(exported, reference)) / len(items)
-    return {"samples": len(items), "data": "easy-VQA test (seeded, one question per image)",
-            "answer_agreement": round(agree, 4), "accuracy_exported": round(accuracy(exported, items), 4),
-            "accuracy_reference": round(accuracy(reference, items), 4),
-            "examples": [{"question": it.question, "answer": it.answer, "exported": e, "reference": r}
-                         for it, e, r in list(zip(items, exported, reference))[:4]]}
+
+    def figures(answers: list[str]) -> dict[str, Any]:
+        agree = sum(a.strip().lower() == b.strip().lower() for a, b in zip(answers, reference)) / len(items)
+        return {"samples": len(items), "data": "easy-VQA test (seeded, one question per image)",
+                "answer_agreement": round(agree, 4), "accuracy_exported": round(accuracy(answers, items), 4),
+                "accuracy_reference": round(accuracy(reference, items), 4),
+                "examples": [{"question": it.question, "answer": it.answer, "exported": e, "reference": r}
+                             for it, e, r in list(zip(items, answers, reference))[:4]]}
+
+    return {backend: figures(answers) for backend, answers in exported.items()}

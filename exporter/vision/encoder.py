@@ -25,6 +25,14 @@ from torch import nn
 from ..errors import InputError
 
 NAME = "efficientnet-lite0"
+# The convolutions the exported encoder runs at int8 (XNNPACK's dynamic int8: per-channel int8 weights, the input
+# quantized per call; every other layer stays fp32), chosen by measured sensitivity (bench/encoder_int8.py: each conv
+# alone at int8, 1 - cosine of the features on held-out easy-VQA validation images): the 1x1 convs after the colour
+# tap (block MID_BLOCK) whose error alone is below 2e-3. Left in fp32: the stem and blocks 0-5 (few weights; the tap
+# stays exact), the project convs of blocks 8-10 (3-8e-3 each) and the depthwise convs (XNNPACK has no dynamic int8
+# depthwise conv; a static int8 encoder drowns their small channels, docs/vision.md). 2.87 of 3.33 M conv weights.
+INT8_CONVS = tuple([f"_blocks.{i}._expand_conv" for i in range(6, 16)]
+                   + [f"_blocks.{i}._project_conv" for i in (6, 7, 11, 12, 13, 14, 15)] + ["_conv_head"])
 MID_BLOCK = 5  # the block whose output joins the last layer's (see the module docstring)
 VERSION = f"{NAME}+block{MID_BLOCK}"  # what produced a feature map: part of the feature cache's key
 

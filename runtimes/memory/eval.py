@@ -413,7 +413,8 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
         if set(paths) - {"text", "gold-caption"}:
             from ..vision import VisionRunner
 
-            vision = VisionRunner(llm.manifest)
+            vision = VisionRunner(llm.manifest, backend="onnx" if getattr(llm, "backend", None) == "onnx"
+                                  else "executorch")  # the text ops' backend runs the vision op too
     scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
     config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, constrained=args.constrained,
                             add_to_empty_store=args.add_to_empty_store,

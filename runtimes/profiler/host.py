@@ -279,7 +279,7 @@ def job_vision(job: dict[str, Any]) -> dict[str, Any]:
     got = set_threads(int(job["threads"]))
     base_rss = _rss_mb()
     t0 = time.perf_counter()
-    runner = VisionRunner(job["bundle"])
+    runner = VisionRunner(job["bundle"], backend=job.get("backend", "executorch"), threads=int(job["threads"]))
     load_ms = 1e3 * (time.perf_counter() - t0)
     after_load = _rss_mb()
     inputs, new = vision_images(), int(job["new_tokens"])
@@ -388,8 +388,9 @@ def profile_host(bundle: str, settings: Any, profile: str | None = None, progres
                            "number of new tokens (the median length of the reference outputs of its LoCoMo work "
                            "items), so figures do not depend on what the model happens to say.")
     jobs_runs = {op: s.warmup + s.repeats * len(plan.items[op]) for op in plan.ops}
-    vision = json.loads((Path(bundle) / "manifest.json").read_text()).get("vision") \
-        if plan.backend == "executorch" else None
+    vision = json.loads((Path(bundle) / "manifest.json").read_text()).get("vision")
+    if isinstance(vision, dict) and plan.backend == "onnx" and not vision.get("onnx"):
+        vision = None  # the vision op has no ONNX graphs in this bundle
     vision_new = int((vision.get("generation") or {}).get("max_new_tokens", 8)) if isinstance(vision, dict) else 0
     total = s.rounds * sum(jobs_runs.values()) + (s.repeats + s.warmup if s.cycle else 0) + \
         (len(plan.ops) if s.breakdown and plan.backend == "executorch" else 0) + 2 + \
@@ -422,8 +423,8 @@ def profile_host(bundle: str, settings: Any, profile: str | None = None, progres
                                "programs": cyc["programs"], "rss_mb": cyc["rss_mb"]}
         if vision_new:
             bar.set_postfix_str("vision op")
-            vis = run_job({"kind": "vision", "bundle": bundle, "new_tokens": vision_new, "warmup": s.warmup,
-                           "repeats": s.repeats, "threads": n}, on_tick=tick)
+            vis = run_job({"kind": "vision", "bundle": bundle, "backend": plan.backend, "new_tokens": vision_new,
+                           "warmup": s.warmup, "repeats": s.repeats, "threads": n}, on_tick=tick)
             runs = vis.pop("runs")
             report["vision"] = {**vis, "new_tokens": vision_new, "runs": runs,
                                 "summary": {k: summarize([r[k] for r in runs]) for k in

@@ -178,6 +178,16 @@ final class ManifestFields {
             List<Object> stops = c.list("vision.stop_token_ids", vis.get("stop_token_ids"), true);
             if (stops != null)
                 for (int i = 0; i < stops.size(); i++) c.integer("vision.stop_token_ids[" + i + "]", stops.get(i), 0, INT32, false);
+            Map<String, Object> vo = c.obj("vision.onnx", vis.get("onnx"), true); // the ONNX graphs (--format both)
+            if (vo != null) {
+                for (String k : Arrays.asList("encoder", "embed", "decoder", "adapter_file"))
+                    c.name("vision.onnx." + k, c.get(vo, "vision.onnx", k, true), false);
+                c.names("vision.onnx.data_files", vo.get("data_files"));
+                c.integer("vision.onnx.graph_id", c.get(vo, "vision.onnx", "graph_id", true), 0, INT32, false);
+                Map<String, Object> past = c.obj("vision.onnx.past", c.get(vo, "vision.onnx", "past", true), false);
+                for (String k : Arrays.asList("layers", "kv_heads", "head_dim"))
+                    c.integer("vision.onnx.past." + k, c.get(past, "vision.onnx.past", k, true), 1, 4096, false);
+            }
         }
         for (Map.Entry<String, Object> e : c.files.entrySet()) {
             String name = e.getKey();

@@ -157,7 +157,30 @@ public class ImagesTest {
             BundleError e = assertThrows(BundleError.class, () -> Manifest.load(dir, false));
             assertTrue(e.getMessage(), e.getMessage().contains("vision.program"));
         }
-        vision.put("program", "vision.pte").getJSONObject("image").put("size", 0);
+        vision.put("program", "vision.pte");
+        // the ONNX graphs of the op (--format both): names in the closed world, typed fields, as Python checks them
+        JSONObject onnx = new JSONObject().put("encoder", "vision.pte").put("embed", "vision.pte").put("decoder", "vision.pte")
+                .put("data_files", new JSONArray().put("vqa.lora.ptd")).put("adapter_file", "vqa.lora.ptd").put("graph_id", 7)
+                .put("past", new JSONObject().put("layers", 30).put("kv_heads", 3).put("head_dim", 64));
+        vision.put("onnx", onnx);
+        Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
+        assertEquals("vision.pte", Manifest.load(dir, false).vision().program);
+        for (String[] bad : new String[][] {{"decoder", "../foundation.onnx"}, {"embed", "unlisted.onnx"},
+                {"adapter_file", "/etc/passwd"}}) {
+            JSONObject copy = new JSONObject(onnx.toString()).put(bad[0], bad[1]);
+            vision.put("onnx", copy);
+            Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
+            BundleError e = assertThrows(BundleError.class, () -> Manifest.load(dir, false));
+            assertTrue(e.getMessage(), e.getMessage().contains("vision.onnx." + bad[0]));
+        }
+        vision.put("onnx", new JSONObject(onnx.toString()).put("data_files", new JSONArray().put("../x.data")));
+        Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
+        assertTrue(assertThrows(BundleError.class, () -> Manifest.load(dir, false)).getMessage().contains("vision.onnx.data_files"));
+        vision.put("onnx", new JSONObject(onnx.toString()).put("past", new JSONObject().put("layers", 0).put("kv_heads", 3).put("head_dim", 64)));
+        Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
+        assertTrue(assertThrows(BundleError.class, () -> Manifest.load(dir, false)).getMessage().contains("vision.onnx.past.layers"));
+        vision.remove("onnx");
+        vision.getJSONObject("image").put("size", 0);
         Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
         assertTrue(assertThrows(BundleError.class, () -> Manifest.load(dir, false)).getMessage().contains("vision.image.size"));
     }
