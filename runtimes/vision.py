@@ -148,7 +148,8 @@ class _OnnxVision:
         for step, f in (("image", vo["encoder"]), ("embed", vo["embed"]), ("decode", vo["decoder"])):
             check_external_data(manifest, f)  # weights only from files the bundle lists
             try:
-                self.sessions[step] = ort.InferenceSession(str(manifest.path(f)), opts, providers=["CPUExecutionProvider"])
+                self.sessions[step] = ort.InferenceSession(str(manifest.path(f)), opts,
+                                                           providers=["CPUExecutionProvider"])
             except Exception as e:
                 raise BundleError(f"onnxruntime cannot load {f}: {one_line(e)}") from e
         path = manifest.path(vo["adapter_file"])

@@ -359,7 +359,8 @@ def test_vision_op_as_onnx_graphs_over_the_foundation_weights(tmp_path, tiny_lla
     raw = json.loads((bad / "manifest.json").read_text())
     from runtimes.manifest import sha256_file
 
-    raw["files"][vo["decoder"]] = {"bytes": (bad / vo["decoder"]).stat().st_size, "sha256": sha256_file(bad / vo["decoder"])}
+    dec = bad / vo["decoder"]
+    raw["files"][vo["decoder"]] = {"bytes": dec.stat().st_size, "sha256": sha256_file(dec)}
     (bad / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="not a file the bundle lists"):
         VisionRunner(load_manifest(bad), backend="onnx")
@@ -412,7 +413,8 @@ def test_vision_spec_rules(tmp_path):
     ad = AdapterSpec(paths={"extract": "x"})
     assert ExportSpec(adapters=ad, vision=VisionSpec(path="embedded")).vision.quant == "int8"
     assert ExportSpec(adapters=ad, quant=QuantSpec("fp32"), vision=VisionSpec(path="embedded")).vision.quant == "fp32"
-    assert ExportSpec(adapters=ad, quant=QuantSpec("fp32"), vision=VisionSpec("embedded", "int8")).vision.quant == "int8"
+    assert ExportSpec(adapters=ad, quant=QuantSpec("fp32"),
+                      vision=VisionSpec("embedded", "int8")).vision.quant == "int8"
 
 
 @pytest.mark.parametrize("field,value", [
@@ -420,7 +422,8 @@ def test_vision_spec_rules(tmp_path):
     ("data_files", ["foundation.ptd", "../../x.ptd"]), ("data_files", "foundation.ptd"),
     ("image", {"size": 224, "mean": [1, 2], "std": [1, 1, 1]}), ("image", {"size": -1, "mean": [0, 0, 0], "std": [1, 1, 1]}),
     ("prompt", {"before": "x"}), ("visual_tokens", "9"), ("methods", {"image": "vision_encoder"}),
-    ("onnx", {"decoder": "../foundation.onnx"}), ("onnx", {"embed": "unlisted.onnx"}), ("onnx", {"adapter_file": "/etc/passwd"}),
+    ("onnx", {"decoder": "../foundation.onnx"}), ("onnx", {"embed": "unlisted.onnx"}),
+    ("onnx", {"adapter_file": "/etc/passwd"}),
     ("onnx", {"data_files": ["../x.data"]}), ("onnx", {"past": {"layers": 0, "kv_heads": 3, "head_dim": 64}}),
     ("onnx", {"graph_id": "7"}), ("onnx", "x")])
 def test_hostile_vision_sections_are_refused(tmp_path, field, value):
@@ -439,8 +442,8 @@ def test_hostile_vision_sections_are_refused(tmp_path, field, value):
                      "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"},
                      "image": {"size": 224, "mean": [127.5] * 3, "std": [127.5] * 3}, "visual_tokens": 9,
                      "prompt": {"before": "a", "after": "{question}"}}
-    raw["vision"]["onnx"] = {"encoder": some, "embed": some, "decoder": some, "data_files": [some], "adapter_file": some,
-                             "graph_id": 7, "past": {"layers": 30, "kv_heads": 3, "head_dim": 64}}
+    raw["vision"]["onnx"] = {"encoder": some, "embed": some, "decoder": some, "data_files": [some],
+                             "adapter_file": some, "graph_id": 7, "past": {"layers": 30, "kv_heads": 3, "head_dim": 64}}
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     assert load_manifest(tmp_path, verify=False).vision["op"] == "vqa"  # the well-formed section loads
     if field == "onnx" and isinstance(value, dict):
