@@ -95,6 +95,20 @@ def check_adapter_file(path: Path, lora_inputs: dict[str, list[int | None]], gra
     check_adapter_params(path.name, version, params, lora_inputs, graph_id, dtype, blocks)
 
 
+def check_files(manifest: Manifest, what: str, names: list[str]) -> None:
+    """Cheap checks that hold even with verify=False: every file is there and has the size the manifest says."""
+    files = manifest.raw["files"]
+    for f in names:
+        p = manifest.path(f, must_exist=False)  # listed, plain, inside the bundle
+        kind = "external data file" if f.endswith(".data") else "file"
+        if not p.is_file():
+            raise BundleError(f"{what}: {kind} {f} is missing from the bundle")
+        want = files.get(f, {}).get("bytes")
+        if want is not None and p.stat().st_size != want:
+            raise BundleError(f"{what}: {kind} {f} has {p.stat().st_size} bytes, the manifest says {want} "
+                              "(truncated or replaced)")
+
+
 def check_external_data(manifest: Manifest, program: str) -> None:
     """An ONNX graph names its external weight files inside itself: each must be a plain name the bundle lists
     (onnxruntime would otherwise open whatever path the graph says)."""
@@ -130,17 +144,8 @@ class OnnxRuntime(Runtime):
 
     # ------------------------------------------------------------------ loading
     def _check_files(self, op: str, e: dict[str, Any]) -> None:
-        """Cheap checks that hold even with verify=False: every file is there and has the size the manifest says."""
-        files = self.manifest.raw["files"]
-        for f in [e["program"], *(e.get("data_files") or []), *([e["adapter_file"]] if e.get("adapter_file") else [])]:
-            p = self.manifest.path(f, must_exist=False)  # listed, plain, inside the bundle
-            kind = "external data file" if f.endswith(".data") else "file"
-            if not p.is_file():
-                raise BundleError(f"op {op!r}: {kind} {f} is missing from the bundle")
-            want = files.get(f, {}).get("bytes")
-            if want is not None and p.stat().st_size != want:
-                raise BundleError(f"op {op!r}: {kind} {f} has {p.stat().st_size} bytes, the manifest says {want} "
-                                  "(truncated or replaced)")
+        check_files(self.manifest, f"op {op!r}",
+                    [e["program"], *(e.get("data_files") or []), *([e["adapter_file"]] if e.get("adapter_file") else [])])
 
     def _model(self, program: str) -> Any:
         import onnxruntime_genai as og

@@ -130,16 +130,15 @@ class _OnnxVision:
     def __init__(self, manifest: Manifest, threads: int | None):
         import onnxruntime as ort
 
-        from .onnx import AdapterFileError, check_adapter_file, check_external_data
+        from .onnx import AdapterFileError, check_adapter_file, check_external_data, check_files
 
         vo = manifest.vision.get("onnx") if manifest.vision else None
         if not vo:
             raise BundleError("the bundle's vision op has no ONNX graphs (export it with --format both --vision)")
         self.past = vo["past"]
         info = (manifest.raw.get("backends") or {}).get("onnx") or {}
-        for f in [vo["encoder"], vo["embed"], vo["decoder"], *vo.get("data_files", []), vo["adapter_file"]]:
-            if not manifest.path(f, must_exist=False).is_file():
-                raise BundleError(f"vision op: file {f} is missing from the bundle")
+        check_files(manifest, "vision op", [vo["encoder"], vo["embed"], vo["decoder"], *vo.get("data_files", []),
+                                            vo["adapter_file"]])
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -163,6 +162,7 @@ class _OnnxVision:
         self.run_options = ort.RunOptions()
         self.run_options.add_active_adapter(adapter)
         self.adapter = adapter  # kept alive with the run options that point at it
+        self.outputs = [o.name for o in self.sessions["decode"].get_outputs()]
         self.cache: dict[str, Any] = {}
         self.length = 0
 
@@ -194,14 +194,12 @@ class _OnnxVision:
         n = int(embeds.shape[1])
         feeds = {"inputs_embeds": embeds.numpy().astype(np.float32),
                  "attention_mask": np.ones((1, self.length + n), np.int64), **self.cache}
-        sess = self.sessions["decode"]
-        outs = sess.run(None, feeds, self.run_options)
-        names = [o.name for o in sess.get_outputs()]
-        for name, value in zip(names, outs):
+        outs = self.sessions["decode"].run(None, feeds, self.run_options)
+        for name, value in zip(self.outputs, outs):
             if name.startswith("present."):
                 self.cache["past_key_values." + name[len("present."):]] = value
         self.length += n
-        logits = outs[names.index("logits")]
+        logits = outs[self.outputs.index("logits")]
         return torch.from_numpy(np.ascontiguousarray(logits[:, -1, :]))
 
 

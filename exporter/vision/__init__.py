@@ -174,7 +174,8 @@ def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: di
     return {"op": vision.op, "program": lowered["program"], "data_files": lowered["data_files"],
             "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"},
             "image": vision.meta["image"], "visual_tokens": int(vision.meta["visual_tokens"]),
-            "encoder": f"{vision.meta['encoder']} ({encoder_precision(quant)}, XNNPACK)", "prompt": prompt_halves(tokenizer),
+            "encoder": f"{vision.meta['encoder']} ({encoder_precision(quant)}, XNNPACK)",
+            "prompt": prompt_halves(tokenizer),
             "generation": dict(GENERATION), "stop_token_ids": list(stops), "adapter": vision.adapter.describe(),
             "lowering": lowered["lowering"]}
 
