@@ -162,3 +162,64 @@ def test_gemma3_rejects_context_beyond_sliding_window(tmp_path, tiny_gemma3):
     with pytest.raises(UnsupportedError, match="sliding_window=256"):
         export(tiny_gemma3, tmp_path / "g", seq=512)
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("arch,quant,int4_weights", [("llama", "int4", "asymmetric"), ("gemma3", "int8", "symmetric")])
+def test_faster_lowering_is_byte_identical(tmp_path, tiny_llama, tiny_gemma3, llama_adapters, arch, quant,
+                                           int4_weights):
+    # executorch_xnnpack.faster_lowering (decoder partitions skip the XNNPACK passes that find nothing in them; the
+    # graph is re-sorted in place): the program and both data files come out byte for byte as ExecuTorch's own code
+    # writes them.
+    from exporter.adapters import lora_slots, with_lora_slots
+    from exporter.arch import ArchConfig, build_decoder
+    from exporter.fuse import fuse_projections
+    from exporter.load import load_adapter, load_base
+    from exporter.quant import quantize
+    from exporter.targets.executorch_xnnpack import ExecuTorchXnnpack, example_inputs
+
+    base = load_base(str(tiny_llama if arch == "llama" else tiny_gemma3))
+    dec = build_decoder(ArchConfig.from_hf(base.config, 256), base.model.state_dict())
+    if arch == "llama":
+        dec, _ = with_lora_slots(dec, lora_slots([load_adapter(op, p) for op, p in llama_adapters.items()]))
+    fuse_projections(dec)
+    quantize(dec, QuantSpec(quant, int4_weights=int4_weights))
+    files = {}
+    for as_shipped in (False, True):
+        out = tmp_path / str(as_shipped)
+        out.mkdir()
+        res = ExecuTorchXnnpack().lower(dec, example_inputs(), separate=arch == "llama", out_dir=out,
+                                        program_name="model", as_shipped=as_shipped)
+        files[as_shipped] = {p.name: p.read_bytes() for p in out.iterdir()}
+        if not as_shipped:  # every partition of the decoder took the short pass list
+            assert res["xnnpack_passes"].get("decoder", 0) >= dec.cfg.n_layers * 3
+            assert "all" not in res["xnnpack_passes"]
+    assert set(files[False]) == set(files[True]) == ({"model.pte", "foundation.ptd", "lora.ptd"} if arch == "llama"
+                                                     else {"model.pte"})
+    for name, data in files[True].items():
+        assert files[False][name] == data, name
+
+
+def test_decoder_partition_test_sends_other_graphs_to_every_pass():
+    import torch
+
+    from exporter.targets.executorch_xnnpack import is_decoder_partition
+
+    class Op:  # an edge op, as XNNPACK's passes see it: by its __name__
+        def __init__(self, name):
+            self.__name__ = name
+
+        def __call__(self, *args):
+            raise NotImplementedError
+
+    def one_op(name, n_inputs=2):
+        g = torch.fx.Graph()
+        x = g.placeholder("x")
+        args = ([x] * n_inputs, 1) if name == "aten.cat.default" else (x,) * n_inputs
+        g.output(g.call_function(Op(name), args))
+        return g
+
+    assert is_decoder_partition(one_op("aten.linear.default"))
+    assert is_decoder_partition(one_op("aten.cat.default", 5))
+    for name, n in [("aten.convolution.default", 3), ("aten.relu.default", 1), ("aten.cat.default", 6),
+                    ("aten._native_batch_norm_legit_no_training.default", 5)]:
+        assert not is_decoder_partition(one_op(name, n)), name

@@ -11,6 +11,7 @@ run as one linear (`exporter.fuse`: q/k/v, gate/up), so the LoRA data is written
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -151,17 +152,18 @@ class ExecuTorchXnnpack:
         return TargetResult(ops=ops, vision=vision)
 
     def lower(self, decoder, example, *, separate: bool, out_dir: Path, program_name: str,
-              stop_token_ids: list[int] | None = None) -> dict[str, Any]:
-        """The text program: `forward(tokens, start_pos)`; `separate`: weights tagged for foundation.ptd / lora.ptd."""
+              stop_token_ids: list[int] | None = None, as_shipped: bool = False) -> dict[str, Any]:
+        """The text program: `forward(tokens, start_pos)`; `separate`: weights tagged for foundation.ptd / lora.ptd;
+        `as_shipped`: lowered by ExecuTorch's code alone, not `faster_lowering` (the same bytes, slower)."""
         from torch.export import Dim
 
         seq = Dim("seq", min=1, max=decoder.cfg.max_seq_len - 1)
         return lower_methods({"forward": (decoder, example, ({1: seq}, None))}, tag=_data_tag if separate else None,
                              out_dir=out_dir, program_name=program_name,
-                             constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []))
+                             constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []), as_shipped=as_shipped)
 
     def lower_vision(self, decoder, vision: Any, *, out_dir: Path, stop_token_ids: list[int],
-                     quant: str = "int8") -> dict[str, Any]:
+                     quant: str = "int8", as_shipped: bool = False) -> dict[str, Any]:
         """The vision op's program (exporter.vision.program): `vision_encoder` (weights inside the program; `quant`
         int8 or fp32), `token_embedding` and `text_decoder` over the same quantized decoder as the text program."""
         from torch.export import Dim
@@ -184,7 +186,7 @@ class ExecuTorchXnnpack:
             "text_decoder": (TextDecoder(decoder), (torch.zeros(1, 8, cfg.dim), torch.tensor([0])), ({1: seq}, None)),
         }
         return lower_methods(methods, tag=_vision_tag, out_dir=out_dir, program_name=Path(VISION_PROGRAM).stem,
-                             constant_methods=llm_metadata(cfg, stop_token_ids))
+                             constant_methods=llm_metadata(cfg, stop_token_ids), as_shipped=as_shipped)
 
 
 def _vision_tag(node: torch.fx.Node) -> str | None:
@@ -193,20 +195,139 @@ def _vision_tag(node: torch.fx.Node) -> str | None:
     return None if "vision" in node.name else _data_tag(node)
 
 
+# Three costs of ExecuTorch's lowering that grow with the graph, cut here without changing a byte of its output
+# (tests/test_export.py::test_faster_lowering_is_byte_identical holds them to the library's own lowering):
+#
+# 1. XNNPACK's preprocess runs its 17 graph passes over every partition, each one a full re-trace of the partition with
+#    symbolic shapes. On a partition of the decoder (only the ops below: linears and their int8/int4 quantization, the
+#    norms, RoPE, the MLP activations, the residual adds) all but three of them find nothing to act on (batch norm,
+#    convolution, pooling, upsampling, PReLU, padding, activation fusion, a cat of more than 5 inputs, channels-last
+#    layouts, clones, SDPA patterns), so such a partition runs only those three, in XNNPACK's order; any other
+#    partition (the vision encoder's) runs them all.
+# 2. Cutting each partition out of the graph (`create_submodule_from_nodes`) re-sorts the whole graph with torch.fx's
+#    `legalize_graph`, which copies every node into a new graph and so regenerates the whole module's Python code: per
+#    partition, 273 times for SmolLM2. The same order is reached by moving the nodes within the graph.
+# 3. XNNPACK's partitioner asks ExecuTorch to keep the linears and torchao's quantization ops whole, with a per-node
+#    check; given a check, ExecuTorch re-traces the whole program through three decomposition passes instead of one
+#    (`_gen_edge_manager_for_partitioners`). When the check accepts every such node of the program (it does for the
+#    decoder) the partitioner says so up front (`Partitioner` below): the same ops kept, one pass.
+# On the default export's graph (SmolLM2-135M, 30 layers): lowering 361 s -> 211 s (docs/export.md).
+DECODER_OPS = frozenset({
+    "aten.add.Tensor", "aten.cat.default", "aten.gelu.default", "aten.linear.default", "aten.mul.Tensor",
+    "aten.neg.default", "aten.pow.Tensor_Scalar", "aten.rsqrt.default", "aten.sigmoid.default", "getitem",
+    "torchao.choose_qparams_affine.default", "torchao.dequantize_affine.default", "torchao.quantize_affine.default",
+})
+_XNNPACK_CAT_INPUTS = 5  # XNNPACK's DecomposeConcatenate splits a longer cat
+
+
+def is_decoder_partition(graph: torch.fx.Graph) -> bool:
+    """Only DECODER_OPS, and no cat longer than XNNPACK's concatenate takes."""
+    for n in graph.nodes:
+        if n.op != "call_function":
+            continue
+        name = getattr(n.target, "__name__", "")
+        if name not in DECODER_OPS or (name == "aten.cat.default" and len(n.args[0]) > _XNNPACK_CAT_INPUTS):
+            return False
+    return True
+
+
+def legalize_in_place(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """torch.fx.passes.tools_common.legalize_graph's topological order (Kahn's, the same queue and the same
+    prioritised ops), reached by moving the nodes within `gm`'s graph instead of copying them into a new one."""
+    import collections
+    import operator
+
+    prioritized = {operator.add, operator.mul, operator.sub, operator.floordiv, operator.truediv, operator.mod,
+                   operator.le, operator.lt, operator.ge, operator.gt, operator.eq, operator.ne,
+                   torch.ops.aten.sym_constrain_range.default, torch.ops.aten.sym_constrain_range_for_size.default,
+                   torch.ops.aten._assert_async.msg, torch.ops.aten.scalar_tensor.default,
+                   torch.ops.aten._assert_scalar.default}
+    nodes = list(gm.graph.nodes)
+    indeg = dict.fromkeys(nodes, 0)
+    for node in nodes:
+        for user in node.users:
+            indeg[user] += 1
+    queue = collections.deque(n for n in nodes if indeg[n] == 0)
+    order = []
+    while queue:
+        cur = queue.popleft()
+        order.append(cur)
+        for user in cur.users:
+            indeg[user] -= 1
+            if indeg[user] == 0:
+                if user.op == "call_function" and user.target in prioritized:
+                    queue.appendleft(user)
+                else:
+                    queue.append(user)
+    if len(order) < len(nodes):
+        raise RuntimeError(f"Input graph has cycles, unable to add {[n for n in indeg if indeg[n] != 0]}")
+    for prev, node in zip(order, order[1:]):
+        if prev.next is not node:
+            prev.append(node)
+    return gm
+
+
+def xnnpack_partitioner(as_shipped: bool = False):
+    """XNNPACK's partitioner; unless `as_shipped`, one that drops its per-node check when that check accepts every
+    node it would apply to (item 3 above)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    if as_shipped:
+        return XnnpackPartitioner()
+
+    class Partitioner(XnnpackPartitioner):
+        def ops_to_not_decompose(self, ep):
+            ops, check = super().ops_to_not_decompose(ep)
+            if check is not None:
+                keep = {op.name() for op in ops}
+                if all(check(n) for n in ep.graph.nodes
+                       if n.op == "call_function" and getattr(n.target, "name", lambda: None)() in keep):
+                    return ops, None
+            return ops, check
+
+    return Partitioner()
+
+
+@contextlib.contextmanager
+def faster_lowering(stats: dict[str, int] | None = None):
+    """While lowering: decoder partitions run only the XNNPACK passes that can change them, and partitions are cut
+    out without re-copying the graph (see above). `stats` counts partitions per pass list ("decoder" / "all")."""
+    from executorch.backends.xnnpack import xnnpack_preprocess
+    from executorch.backends.xnnpack._passes import ConvertToLinearPass, DimOrderOpsRevertPass, PropagateCustomMetaPass
+    from executorch.exir import lowered_backend_module
+
+    full, legalize = xnnpack_preprocess.XNNPACKPassManager, lowered_backend_module.legalize_graph
+
+    def manager(ep, passes=None):
+        if passes is None and is_decoder_partition(ep.graph):
+            passes = [DimOrderOpsRevertPass, ConvertToLinearPass, PropagateCustomMetaPass]
+        if stats is not None:
+            key = "decoder" if passes else "all"
+            stats[key] = stats.get(key, 0) + 1
+        return full(ep, passes=passes)
+
+    xnnpack_preprocess.XNNPACKPassManager, lowered_backend_module.legalize_graph = manager, legalize_in_place
+    try:
+        yield
+    finally:
+        xnnpack_preprocess.XNNPACKPassManager, lowered_backend_module.legalize_graph = full, legalize
+
+
 def lower_methods(methods: dict[str, tuple[Any, tuple, Any]], *, tag, out_dir: Path, program_name: str,
-                  constant_methods: dict[str, Any]) -> dict[str, Any]:
+                  constant_methods: dict[str, Any], as_shipped: bool = False) -> dict[str, Any]:
     """Export (non-strict) and lower each method (module, example inputs, dynamic shapes) to XNNPACK into one
-    program, `out_dir/<program_name>.pte`; with `tag`, weights go to the data files it names (`_data_tag`)."""
+    program, `out_dir/<program_name>.pte`; with `tag`, weights go to the data files it names (`_data_tag`).
+    The lowering is `faster_lowering`'s unless `as_shipped` (ExecuTorch's own code throughout: the same bytes)."""
     from torch.export import export
 
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
     t0 = time.perf_counter()
+    passes: dict[str, int] = {}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), (contextlib.nullcontext() if as_shipped else faster_lowering(passes)):
             # One non-strict export per method; the data-file tags go on the lifted weight placeholders
             # (_TagLiftedConstants). A strict re-export of `ep.module()` (36 s of the default export) gave
             # byte-identical files and outputs.
@@ -217,7 +338,8 @@ def lower_methods(methods: dict[str, tuple[Any, tuple, Any]], *, tag, out_dir: P
                 constant_methods=constant_methods,
                 transform_passes=(None if not tag else [_TagLiftedConstants(tag, eps["forward"])] if len(eps) == 1
                                   else {n: [_TagLiftedConstants(tag, ep)] for n, ep in eps.items()}),
-                partitioner={n: [XnnpackPartitioner()] for n in eps} if len(eps) > 1 else [XnnpackPartitioner()],
+                partitioner=({n: [xnnpack_partitioner(as_shipped)] for n in eps} if len(eps) > 1
+                             else [xnnpack_partitioner(as_shipped)]),
                 compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
             )
             et = edge.to_executorch(ExecutorchBackendConfig(
@@ -243,6 +365,7 @@ def lower_methods(methods: dict[str, tuple[Any, tuple, Any]], *, tag, out_dir: P
         "program": program.name,
         "data_files": data_files,
         "seconds": time.perf_counter() - t0,
+        "xnnpack_passes": passes,
         "delegated_ops": summary["forward"] if list(summary) == ["forward"] else summary,
     }
 
