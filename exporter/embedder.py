@@ -62,21 +62,24 @@ def quantize_encoder(enc: Any, scheme: str) -> None:
               filter_fn=lambda m, fqn: fqn.endswith("word_embeddings"))
 
 
-def lower(enc: Any, length: int) -> tuple[bytes, dict[str, int]]:
+def lower(enc: Any, length: int, as_shipped: bool = False) -> tuple[bytes, dict[str, int]]:
+    """The encoder lowered to XNNPACK; the faster lowering of the text program (`faster_lowering`: the same bytes)
+    unless `as_shipped`."""
+    import contextlib
+
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
     from torch.export import Dim, export
 
-    from .targets.executorch_xnnpack import delegation_summary
+    from .targets.executorch_xnnpack import delegation_summary, faster_lowering, xnnpack_partitioner
 
     ids = torch.ones(1, 8, dtype=torch.long)
     seq = Dim("seq", min=2, max=length)
-    with torch.no_grad():
+    with torch.no_grad(), (contextlib.nullcontext() if as_shipped else faster_lowering()):
         ep = export(enc, (ids, torch.ones_like(ids)), dynamic_shapes=({1: seq}, {1: seq}), strict=False)
-        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+        edge = to_edge_transform_and_lower(ep, partitioner=[xnnpack_partitioner(as_shipped)],
                                            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
         et = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True, do_quant_fusion_and_const_prop=True,
@@ -124,13 +127,19 @@ def cosine_parity(program: Path, d: Path, sentences: tuple[str, ...] = PARITY_SE
     return {"sentences": len(sentences), "min_cosine": round(min(cos), 5), "same_nearest_neighbour": same_top1}
 
 
-def export_embedder(out_dir: Path, scheme: str = "int8", *, check: bool = True) -> dict[str, Any]:
-    """Write `embedder.pte` + `embedder_tokenizer.json` into `out_dir`; returns the manifest's `embedder` entry."""
+def cached_program(scheme: str) -> Path:
+    """The cache directory of the embedder's program for `scheme` (holds PROGRAM and meta.json once lowered)."""
     if scheme not in SCHEMES:
         raise ExportError(f"embedder quantization must be one of {list(SCHEMES)}, got {scheme!r}")
+    return cache_root() / "embedder" / _cache_key(model_dir(), scheme)
+
+
+def lower_into_cache(scheme: str, check: bool = True) -> Path:
+    """Lower the embedder once into its cache directory (a no-op when it is there); returns the directory, which
+    appears whole or not at all (written beside it, then renamed)."""
     d = model_dir()
     length = max_len(d)
-    cache = cache_root() / "embedder" / _cache_key(d, scheme)
+    cache = cached_program(scheme)
     meta_path = cache / "meta.json"
     if not meta_path.is_file():
         log.info("lowering the %s embedder (%s) once into %s", NAME, scheme, cache)
@@ -151,7 +160,15 @@ def export_embedder(out_dir: Path, scheme: str = "int8", *, check: bool = True) 
             os.replace(tmp, cache)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    meta = json.loads(meta_path.read_text())
+    return cache
+
+
+def export_embedder(out_dir: Path, scheme: str = "int8", *, check: bool = True) -> dict[str, Any]:
+    """Write `embedder.pte` + `embedder_tokenizer.json` into `out_dir`; returns the manifest's `embedder` entry."""
+    cache = lower_into_cache(scheme, check)
+    d = model_dir()
+    length = max_len(d)
+    meta = json.loads((cache / "meta.json").read_text())
     parity = meta.get("parity")
     if parity and parity["min_cosine"] < MIN_COSINE:
         raise ParityError(f"exported embedder: min cosine {parity['min_cosine']} vs PyTorch is below {MIN_COSINE}")

@@ -88,3 +88,25 @@ def test_embedder_spec_defaults_on_for_android_only():
     assert spec("--target", "host", "--embedder", "--embedder-quant", "fp32") == EmbedderSpec(True, "fp32")
     with pytest.raises(SpecError, match="embedder.quant"):
         EmbedderSpec(quant="int4")
+
+
+def test_a_cold_embedder_cache_is_lowered_in_the_side_process(tmp_path, monkeypatch, bundle_embedder, tiny_llama):
+    # From a cold cache the export lowers the embedder in its side process (exporter.pipeline.SideJobs), on the other
+    # core while the decoder lowers: the same program as lowered in process, with its parity checked.
+    import json
+
+    from exporter.embedder import PROGRAM, cached_program
+    from exporter.pipeline import SideJobs
+    from exporter.spec import ExportSpec
+
+    warm = (cached_program("int8") / PROGRAM).read_bytes()  # the bundle_embedder fixture lowered it in process
+    monkeypatch.setenv("MEMLORA_CACHE", str(tmp_path))
+    spec = ExportSpec.from_dict({"model": {"base": str(tiny_llama)}, "target": "android"})
+    with SideJobs(spec, {}, {}) as side:
+        assert side._embedder is not None and side._reference is None
+        side.embedder_ready()
+    cold = cached_program("int8")
+    assert cold.is_relative_to(tmp_path) and (cold / PROGRAM).read_bytes() == warm
+    assert json.loads((cold / "meta.json").read_text())["parity"]["min_cosine"] > 0.99
+    with SideJobs(spec, {}, {}) as side:  # warm now: no process at all
+        assert side._pool is None

@@ -43,14 +43,14 @@ def test_reference_job_matches_in_process_reference_and_a_dead_worker_is_one_err
 
     from exporter.errors import ExportError
     from exporter.load import load_adapter, load_base
-    from exporter.pipeline import ReferenceJob, reference_for
+    from exporter.pipeline import SideJobs, reference_for
     from exporter.spec import ExportSpec
 
-    spec = ExportSpec.from_dict({"model": {"base": str(tiny_llama)}})
+    spec = ExportSpec.from_dict({"model": {"base": str(tiny_llama)}, "embedder": {"enabled": False}})
     adapters = {op: load_adapter(op, p) for op, p in llama_adapters.items()}
     work = {op: ([[1, 5, 9, 2], [7, 3]], 5) for op in adapters}
-    with ReferenceJob(spec, adapters, work) as job:
-        got = job.result()
+    with SideJobs(spec, adapters, work) as job:
+        got = job.reference()
     want = reference_for(load_base(str(tiny_llama)).model, adapters, work)
     assert set(got) == set(want) == set(adapters)
     for op in adapters:
@@ -58,8 +58,8 @@ def test_reference_job_matches_in_process_reference_and_a_dead_worker_is_one_err
             assert gt.tolist() == wt.tolist() and gl.shape == (5, wl.shape[1])
             np.testing.assert_allclose(gl, wl, atol=1e-4)
     assert not np.allclose(got["extract"][0][1], got["update"][0][1])  # each op ran with its own adapter
-    with ReferenceJob(spec, adapters, work) as job:
+    with SideJobs(spec, adapters, work) as job:
         for proc in job._pool._processes.values():
             os.kill(proc.pid, signal.SIGKILL)
         with pytest.raises(ExportError, match="reference process died"):
-            job.result()
+            job.reference()
