@@ -167,9 +167,9 @@ def test_gemma3_rejects_context_beyond_sliding_window(tmp_path, tiny_gemma3):
 @pytest.mark.parametrize("arch,quant,int4_weights", [("llama", "int4", "asymmetric"), ("gemma3", "int8", "symmetric")])
 def test_faster_lowering_is_byte_identical(tmp_path, tiny_llama, tiny_gemma3, llama_adapters, arch, quant,
                                            int4_weights):
-    # executorch_xnnpack.faster_lowering (decoder partitions skip the XNNPACK passes that find nothing in them; the
-    # graph is re-sorted in place): the program and both data files come out byte for byte as ExecuTorch's own code
-    # writes them.
+    # executorch_xnnpack.faster_lowering + xnnpack_partitioner (decoder partitions skip the XNNPACK passes that find
+    # nothing in them, the graph is re-sorted in place, one decomposition re-trace instead of three): the program and
+    # both data files come out byte for byte as ExecuTorch's own code writes them.
     from exporter.adapters import lora_slots, with_lora_slots
     from exporter.arch import ArchConfig, build_decoder
     from exporter.fuse import fuse_projections
