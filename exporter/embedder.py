@@ -62,11 +62,8 @@ def quantize_encoder(enc: Any, scheme: str) -> None:
               filter_fn=lambda m, fqn: fqn.endswith("word_embeddings"))
 
 
-def lower(enc: Any, length: int, as_shipped: bool = False) -> tuple[bytes, dict[str, int]]:
-    """The encoder lowered to XNNPACK; the faster lowering of the text program (`faster_lowering`: the same bytes)
-    unless `as_shipped`."""
-    import contextlib
-
+def lower(enc: Any, length: int) -> tuple[bytes, dict[str, int]]:
+    """The encoder lowered to XNNPACK, with the text program's faster lowering (`faster_lowering`: the same bytes)."""
     import torch
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
@@ -77,9 +74,9 @@ def lower(enc: Any, length: int, as_shipped: bool = False) -> tuple[bytes, dict[
 
     ids = torch.ones(1, 8, dtype=torch.long)
     seq = Dim("seq", min=2, max=length)
-    with torch.no_grad(), (contextlib.nullcontext() if as_shipped else faster_lowering()):
+    with torch.no_grad(), faster_lowering():
         ep = export(enc, (ids, torch.ones_like(ids)), dynamic_shapes=({1: seq}, {1: seq}), strict=False)
-        edge = to_edge_transform_and_lower(ep, partitioner=[xnnpack_partitioner(as_shipped)],
+        edge = to_edge_transform_and_lower(ep, partitioner=[xnnpack_partitioner()],
                                            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
         et = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True, do_quant_fusion_and_const_prop=True,

@@ -143,16 +143,12 @@ class OnnxRuntime(Runtime):
         self.generator_ms: dict[str, float] = {}
 
     # ------------------------------------------------------------------ loading
-    def _check_files(self, op: str, e: dict[str, Any]) -> None:
-        check_files(self.manifest, f"op {op!r}",
-                    [e["program"], *(e.get("data_files") or []), *([e["adapter_file"]] if e.get("adapter_file") else [])])
-
     def _model(self, program: str) -> Any:
         import onnxruntime_genai as og
 
         if program not in self._models:
             self._check_genai_config()
-            self._check_external_data(program)
+            check_external_data(self.manifest, program)
             cfg = og.Config(str(self.manifest.root))  # reads <bundle>/genai_config.json; the op's graph is overlaid
             overlay: dict[str, Any] = {"model": {"decoder": {"filename": program}},
                                        "search": {"max_length": int(self.info.get("max_length", self.manifest.max_seq_len))}}
@@ -164,9 +160,6 @@ class OnnxRuntime(Runtime):
             except Exception as e:
                 raise BundleError(f"onnxruntime-genai cannot load {program}: {one_line(e)}") from e
         return self._models[program]
-
-    def _check_external_data(self, program: str) -> None:
-        check_external_data(self.manifest, program)
 
     def _check_genai_config(self) -> None:
         """ORT GenAI reads <bundle>/genai_config.json by its fixed name and opens the files it names: the config
@@ -195,7 +188,8 @@ class OnnxRuntime(Runtime):
 
     def _load(self, op: str) -> None:
         e = self.entries[op]
-        self._check_files(op, e)
+        adapter = [e["adapter_file"]] if e.get("adapter_file") else []
+        check_files(self.manifest, f"op {op!r}", [e["program"], *(e.get("data_files") or []), *adapter])
         model = self._model(e["program"])
         if e.get("adapter_file"):
             import onnxruntime_genai as og

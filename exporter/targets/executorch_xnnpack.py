@@ -163,7 +163,7 @@ class ExecuTorchXnnpack:
                              constant_methods=llm_metadata(decoder.cfg, stop_token_ids or []), as_shipped=as_shipped)
 
     def lower_vision(self, decoder, vision: Any, *, out_dir: Path, stop_token_ids: list[int],
-                     quant: str = "int8", as_shipped: bool = False) -> dict[str, Any]:
+                     quant: str = "int8") -> dict[str, Any]:
         """The vision op's program (exporter.vision.program): `vision_encoder` (weights inside the program; `quant`
         int8 or fp32), `token_embedding` and `text_decoder` over the same quantized decoder as the text program."""
         from torch.export import Dim
@@ -186,7 +186,7 @@ class ExecuTorchXnnpack:
             "text_decoder": (TextDecoder(decoder), (torch.zeros(1, 8, cfg.dim), torch.tensor([0])), ({1: seq}, None)),
         }
         return lower_methods(methods, tag=_vision_tag, out_dir=out_dir, program_name=Path(VISION_PROGRAM).stem,
-                             constant_methods=llm_metadata(cfg, stop_token_ids), as_shipped=as_shipped)
+                             constant_methods=llm_metadata(cfg, stop_token_ids))
 
 
 def _vision_tag(node: torch.fx.Node) -> str | None:
