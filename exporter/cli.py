@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder-quant", default=default(EmbedderSpec, "quant"), choices=choices(EmbedderSpec, "quant"))
     p.add_argument("--vision", nargs="?", const="embedded", default=None, metavar="DIR",
                    help="add MemLoRA-V's vision op (vision.pte + vqa.lora.ptd over the same foundation.ptd): the one "
-                        "shipped for the embedded base, or a memlora-train --op vqa output DIR")
+                        "shipped for the embedded base (or, when --base is a LLaVA-layout VLM directory, that VLM's "
+                        "own tower and projector), or a memlora-train --op vqa output DIR")
     p.add_argument("--vision-quant", default=default(VisionSpec, "quant"), choices=choices(VisionSpec, "quant"),
                    help="the vision op's image encoder + projector: int8 (dynamic int8 on the projector and the "
                         "encoder's weight-heavy convolutions, about 10 MiB smaller) or fp32; default: int8, fp32 "

@@ -174,8 +174,15 @@ def load_base(base: str) -> BaseModel:
     name, hf_dir, source = resolve_base(base)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .vision.hf_vlm import is_vlm_dir, language_model, load_vlm
+
+    vlm = is_vlm_dir(hf_dir)  # a LLaVA-layout VLM: its language model is the base (the vision op reads it too)
+    if vlm:
+        model = language_model(load_vlm(hf_dir))
+        source += " (the language model of a LLaVA VLM)"
     try:
-        model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype="float32", use_safetensors=True)
+        if not vlm:
+            model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype="float32", use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     except Exception as e:
         raise InputError(f"cannot load base model from {hf_dir}: {type(e).__name__}: {e}") from e

@@ -104,10 +104,10 @@ def run(spec: ExportSpec) -> dict[str, Any]:
         check_output(out, spec.output.force, inputs)
         arch = ArchConfig.from_hf(base.config, spec.model.max_seq_len)
         base_decoder = build_decoder(arch, base.model.state_dict())
-    for a in [*adapters.values(), *([vision.adapter] if vision else [])]:
+    for a in [*adapters.values(), *([vision.adapter] if vision and vision.adapter else [])]:
         check_adapter(a, base_decoder)
-    if vision is not None and vision.projector.cfg.dim != arch.dim:
-        raise InputError(f"{vision.path}: projector dim {vision.projector.cfg.dim} does not fit {base.name} "
+    if vision is not None and vision.dim != arch.dim:
+        raise InputError(f"{vision.path}: projector dim {vision.dim} does not fit {base.name} "
                          f"(hidden size {arch.dim})")
     stops = stop_token_ids(base.tokenizer, base.config)
     chat_format = prompt_format(base.tokenizer, spec.ops)

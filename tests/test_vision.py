@@ -383,7 +383,7 @@ def test_onnx_int8_encoder_keeps_per_channel_weights_and_the_features(tmp_path):
     torch.manual_seed(0)
     module = VisionEncoder(load_encoder(), Projector(ProjectorConfig(in_dim=1360, dim=64, grid=3))).eval()
     a, b = export_encoder(module, 224, tmp_path / "a.onnx"), export_encoder(module, 224, tmp_path / "b.onnx")
-    n = int8_encoder_graph(b)
+    n = int8_encoder_graph(b, tuple(f"net.{c}" for c in INT8_CONVS))
     convs = dict(module.vision_encoder.net.named_modules())
     assert n == sum(convs[c].weight.numel() for c in INT8_CONVS) + 1360 * 64 + 64 * 64
     assert 0.9 * 3 * n < a.stat().st_size - b.stat().st_size < 1.1 * 3 * n

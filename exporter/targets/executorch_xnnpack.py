@@ -110,7 +110,7 @@ class ExecuTorchXnnpack:
         spec = job.spec
         served = {op: job.adapters[op] for op in spec.ops}
         if job.vision is not None:
-            served[job.vision.op] = job.vision.adapter
+            served[job.vision.op] = job.vision.slot_adapter()
         slots = lora_slots(list(served.values()))
         with step("lower model", job.timings):
             dec, names = with_lora_slots(job.decoder, slots)
@@ -170,14 +170,13 @@ class ExecuTorchXnnpack:
 
         from ..arch import TextDecoder, TokenEmbedding
         from ..vision import image_spec
-        from ..vision.encoder import load_encoder
         from ..vision.program import VISION_PROGRAM, VisionEncoder, quantize_vision_encoder
 
         spec = image_spec(vision.meta)
-        encoder = VisionEncoder(load_encoder(), vision.projector, spec).eval()
+        encoder = VisionEncoder(vision.encoder, vision.projector, spec).eval()
         image = (torch.zeros(1, 3, spec.size, spec.size, dtype=torch.uint8),)
         if quant == "int8":
-            encoder = quantize_vision_encoder(encoder, image)
+            encoder = quantize_vision_encoder(encoder, image, vision.int8_convs)
         cfg = decoder.cfg
         seq = Dim("seq", min=1, max=cfg.max_seq_len - 1)
         methods = {
@@ -191,8 +190,10 @@ class ExecuTorchXnnpack:
 
 def _vision_tag(node: torch.fx.Node) -> str | None:
     """The vision program's data files: the encoder's and projector's weights stay in the program, the decoder's go
-    where the text program's go."""
-    return None if "vision" in node.name else _data_tag(node)
+    where the text program's go. Tensors ExecuTorch's constant propagation makes (`_prop_tensor_constantN`, e.g. a
+    ViT's position embeddings gathered at fixed positions) stay in the program too: they carry no module name and
+    are not the decoder's weights (`same_data` checks that the decoder's all land in the text program's files)."""
+    return None if "vision" in node.name or node.name.startswith("_prop_tensor_constant") else _data_tag(node)
 
 
 # Three costs of ExecuTorch's lowering that grow with the graph, cut here without changing a byte of its output

@@ -208,15 +208,22 @@ class OnnxGenAI:
         ops: dict[str, dict[str, Any]] = {}
         head8, offsets = False, 0
         info: dict[str, Any] = {"genai_config": GENAI_CONFIG, "max_length": max_length, "builder": {}}
-        served = [*adapters.values(), *([vision.adapter] if vision is not None else [])]
+        served = [*adapters.values(), *([vision.slot_adapter()] if vision is not None else [])]
         modules = sorted({mod for a in served for (_, mod) in a.weights}) if separate else []
         result: dict[str, Any] = {}
         try:
+            from ..vision.hf_vlm import is_vlm_dir
+
+            lm_dir = base.hf_dir
+            if is_vlm_dir(lm_dir):  # the builder reads a language model's directory: write the VLM's LM out once
+                lm_dir = scratch_root / "hf-lm"
+                base.model.save_pretrained(lm_dir, safe_serialization=True)
+                base.tokenizer.save_pretrained(lm_dir)
             for prog in tqdm(self.plan(spec, adapters), desc="onnx", unit="program", disable=None):
                 t0 = time.perf_counter()
                 work = scratch_root / prog.stem
                 work.mkdir()
-                hf_dir = base.hf_dir
+                hf_dir = lm_dir
                 if prog.adapter is not None:
                     hf_dir = merged_hf_dir(base, prog.adapter, scratch_root / f"hf-{prog.stem}")
                 filename = f"{prog.stem}.onnx"
@@ -266,7 +273,7 @@ class OnnxGenAI:
                 t0 = time.perf_counter()
                 result["vision"] = export_vision(
                     vision, spec.vision.quant, arch, out, f"{FOUNDATION}.onnx",
-                    adapter_params(vision.adapter, groups, lora_dtype),
+                    adapter_params(vision.slot_adapter(), groups, lora_dtype),
                     lambda path, gid: self.check_adapter(path, lora_inputs, gid, lora_dtype, lora_blocks))
                 timings["onnx vision"] = round(time.perf_counter() - t0, 2)
         finally:

@@ -189,6 +189,10 @@ def adapter_params(adapter: Any, groups: list[LoraGroup], dtype: str = "float32"
     if left:
         raise AdapterMismatchError(f"adapter {adapter.op!r}: layer {left[0][0]} {left[0][1]} has no LoRA input in the "
                                    "foundation graph")
+    if not adapter.weights and groups:  # no adapter (a VLM's own LM): rank-1 zeros, an adapter file that adds nothing
+        grp = groups[0]
+        params[grp.input_name("A")] = np.zeros((grp.d_in, 1), dtype=dtype)
+        params[grp.input_name("B")] = np.zeros((1, grp.d_out), dtype=dtype)
     return params
 
 

@@ -6,7 +6,8 @@ encoder, prompt layout or projector. The three graphs mirror ExecuTorch's multim
 
 - `vision_encoder.onnx`: uint8 RGB image [1, 3, size, size] -> visual token embeddings [1, tokens, dim] (the
   normalisation, the frozen encoder and the projector; weights inside the graph), exported with torch.onnx; at int8
-  the weights of the projector and of `INT8_CONVS` are stored per-channel int8 (`int8_encoder_graph`);
+  the MatMul weights (the projector's, a ViT tower's) and the convolutions of `VisionOp.int8_convs` are stored
+  per-channel int8 (`int8_encoder_graph`);
 - `vision_embed.onnx`: input_ids -> embeddings: the foundation graph's own embedding lookup, cut out of it;
 - `vision_decoder.onnx`: the foundation graph with `inputs_embeds` in place of `input_ids` and its lookup removed
   (KV cache, attention mask and LoRA inputs as in the foundation graph), so `vqa.onnx_adapter` fits it as the text
@@ -121,9 +122,10 @@ def export_encoder(encoder: Any, size: int, path: Path) -> Path:
     return path
 
 
-def int8_encoder_graph(path: Path) -> int:
-    """Per-channel int8 weights (symmetric, round to nearest) for the projector's MatMuls and the encoder's
-    `INT8_CONVS`, each read through a DequantizeLinear, activations fp32; in place. Returns the weights quantized.
+def int8_encoder_graph(path: Path, convs: tuple[str, ...]) -> int:
+    """Per-channel int8 weights (symmetric, round to nearest) for every MatMul's weight (the projector's, a ViT
+    tower's) and the encoder's convolutions `convs` (`VisionOp.int8_convs`), each read through a DequantizeLinear,
+    activations fp32; in place. Returns the weights quantized.
 
     Not onnxruntime's `quantize_dynamic`: its ConvInteger path quantizes a convolution's weight per tensor (one
     scale, `per_channel` is not applied to Conv), which took easy-VQA shape accuracy from 100 % to 89 % on 500 test
@@ -132,15 +134,13 @@ def int8_encoder_graph(path: Path) -> int:
     import onnx
     from onnx import helper, numpy_helper
 
-    from ..vision.encoder import INT8_CONVS
-
     model = onnx.load(str(path))
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    want = {f"vision_encoder.net.{c}.weight" for c in INT8_CONVS}
+    want = {f"vision_encoder.{c}.weight" for c in convs}
     picked = {n.input[1]: 0 for n in g.node if n.op_type == "Conv" and n.input[1] in want}
     picked.update({n.input[1]: 1 for n in g.node if n.op_type == "MatMul" and n.input[1] in inits})  # [in, out]
-    if len([w for w in picked if w in want]) != len(INT8_CONVS):
+    if len([w for w in picked if w in want]) != len(convs):
         raise ExportError("the ONNX vision encoder's convolutions do not carry the encoder's weight names")
     nodes, count = [], 0
     for name, axis in picked.items():
@@ -167,16 +167,15 @@ def export_vision(vision: Any, quant: str, arch: Any, out: Path, foundation: str
     """The vision op's ONNX files in `out` beside `foundation` (+ its .data): encoder, embedding and decoder graphs
     and `<op>.onnx_adapter`; returns the manifest's `vision.onnx`. `check(path, gid)` reads the adapter file back."""
     from ..vision import image_spec
-    from ..vision.encoder import load_encoder
     from ..vision.program import VisionEncoder
     from .onnx_lora import graph_id, write_adapter_file
 
     data = f"{foundation}.data"
     decoder, embed = split_embedding(out / foundation, out, arch.dim)
     spec = image_spec(vision.meta)
-    export_encoder(VisionEncoder(load_encoder(), vision.projector, spec).eval(), spec.size, out / ENCODER)
+    export_encoder(VisionEncoder(vision.encoder, vision.projector, spec).eval(), spec.size, out / ENCODER)
     if quant == "int8":
-        int8_encoder_graph(out / ENCODER)
+        int8_encoder_graph(out / ENCODER, vision.int8_convs)
     gid = graph_id(decoder, out / data)
     adapter = out / f"{vision.op}.onnx_adapter"
     write_adapter_file(adapter, adapter_params, gid)

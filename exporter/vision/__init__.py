@@ -2,7 +2,8 @@
 embedding space and a LoRA `vqa` adapter on the LM (model.py), trained on easy-VQA (data.py, train.py).
 
 The trained projector + adapter for the embedded SmolLM2 ship in `exporter/assets/vision/<base>/` (the layout
-`memlora-train --op vqa` writes); `load_vqa_model` puts them together on the PyTorch reference path.
+`memlora-train --op vqa` writes); `load_vqa_model` puts them together on the PyTorch reference path. A user's own
+LLaVA-layout VLM directory is the other source of a vision op (hf_vlm.py): its tower, projector and LM, as trained.
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ def load_vqa_model(path: str | Path, base: Any) -> Any:
 
 
 def resolve_vision(path: str, base: str) -> Path:
-    """A spec's vision.path: "embedded" -> the vision op shipped for the embedded `base`; else the directory."""
+    """A spec's vision.path: "embedded" -> the vision op shipped for the embedded `base`, or the base itself when it
+    is a VLM directory (hf_vlm.py); else the directory."""
+    from .hf_vlm import is_vlm_dir
+
+    if path == "embedded" and is_vlm_dir(base):
+        return Path(base)
     if path == "embedded":
         d = embedded_vision(base)
         if d is None:
@@ -122,32 +128,72 @@ def load_projector(path: str | Path) -> Any:
     return projector.eval(), meta
 
 
+VISION_OP = "vqa"
+
+
 @dataclass
 class VisionOp:
-    """A vision op to export: its directory, trained projector (+ projector.json) and `vqa` LoRA adapter."""
+    """A vision op to export: its directory, frozen image encoder, projector (+ its meta: image, visual_tokens,
+    encoder) and `vqa` LoRA adapter (None: a VLM directory's own LM, as trained)."""
     path: Path
     projector: Any
     meta: dict[str, Any]
-    adapter: Any  # exporter.load.Adapter
+    adapter: Any  # exporter.load.Adapter | None
+    encoder: Any = None  # features from normalised pixels: encoder.Encoder, or hf_vlm.Tower
+    int8_convs: tuple[str, ...] = ()  # the encoder's convolutions run at int8 (module names under the encoder)
+    vlm: Any = None  # hf_vlm: the LlavaForConditionalGeneration, the reference of vision_fidelity
+
+    @property
+    def dim(self) -> int:
+        """The width of the visual tokens: the LM's hidden size they must match."""
+        return int(self.vlm.config.text_config.hidden_size if self.vlm is not None else self.projector.cfg.dim)
 
     @property
     def op(self) -> str:
-        return self.adapter.op
+        return VISION_OP
+
+    def slot_adapter(self) -> Any:
+        """The adapter the vision op's LoRA slots hold: its own, or an empty one (zeros, the LM as it is)."""
+        from ..load import Adapter
+
+        return self.adapter or Adapter(op=VISION_OP, path=self.path, rank=0, alpha=1.0, scale=0.0, target_modules=[])
+
+    def int8_description(self) -> str:
+        what = f" and {len(self.int8_convs)} 1x1 convolutions" if self.int8_convs else " and every linear of the tower"
+        return f"dynamic int8 on the projector{what}, the rest fp32"
 
 
 def load_vision_op(path: str, base: str) -> VisionOp:
-    """The vision op a spec names ("embedded" or a directory), checked against the image encoder."""
+    """The vision op a spec names ("embedded", a `memlora-train --op vqa` directory or the base's own VLM
+    directory), checked against its image encoder."""
     from ..load import load_adapter
-    from .encoder import load_encoder
+    from .encoder import INT8_CONVS, load_encoder
+    from .hf_vlm import is_vlm_dir
     from .train import ADAPTER_DIR
 
     d = resolve_vision(path, base)
+    if is_vlm_dir(d):
+        return load_vlm_vision(d, base)
     projector, meta = load_projector(d)
-    channels = load_encoder().out_channels
-    if projector.cfg.in_dim != channels:
-        raise InputError(f"{d}: projector in_dim {projector.cfg.in_dim} does not fit the image encoder's {channels} "
-                         "channels")
-    return VisionOp(d, projector, meta, load_adapter("vqa", d / ADAPTER_DIR))
+    encoder = load_encoder()
+    if projector.cfg.in_dim != encoder.out_channels:
+        raise InputError(f"{d}: projector in_dim {projector.cfg.in_dim} does not fit the image encoder's "
+                         f"{encoder.out_channels} channels")
+    return VisionOp(d, projector, meta, load_adapter(VISION_OP, d / ADAPTER_DIR), encoder=encoder,
+                    int8_convs=tuple(f"net.{c}" for c in INT8_CONVS))
+
+
+def load_vlm_vision(d: Path, base: str) -> VisionOp:
+    """The vision op of a LLaVA-layout VLM directory (hf_vlm.py): its tower and projector, no adapter. Its decoder is
+    the VLM's language model, so the base must be the same directory."""
+    from .hf_vlm import vision_parts
+
+    b = Path(base)
+    if not (b.is_dir() and b.resolve() == d.resolve()):
+        raise InputError(f"{d}: a VLM's vision op runs on the VLM's own language model: pass --base {d} as well "
+                         f"(the base is {base!r})")
+    tower, projector, meta, vlm = vision_parts(d)
+    return VisionOp(d, projector, meta, None, encoder=tower, vlm=vlm)
 
 
 QUESTION_SLOT = "{question}"
@@ -174,17 +220,11 @@ def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: di
     return {"op": vision.op, "program": lowered["program"], "data_files": lowered["data_files"],
             "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"},
             "image": vision.meta["image"], "visual_tokens": int(vision.meta["visual_tokens"]),
-            "encoder": f"{vision.meta['encoder']} ({encoder_precision(quant)}, XNNPACK)",
+            "encoder": f"{vision.meta['encoder']} ({vision.int8_description() if quant == 'int8' else 'fp32'}, "
+                       "XNNPACK)",
             "prompt": prompt_halves(tokenizer),
-            "generation": dict(GENERATION), "stop_token_ids": list(stops), "adapter": vision.adapter.describe(),
+            "generation": dict(GENERATION), "stop_token_ids": list(stops), "adapter": vision.adapter.describe() if vision.adapter else None,
             "lowering": lowered["lowering"]}
-
-
-def encoder_precision(quant: str) -> str:
-    from .encoder import INT8_CONVS
-
-    return (f"dynamic int8 on the projector and {len(INT8_CONVS)} 1x1 convolutions, the rest fp32"
-            if quant == "int8" else "fp32")
 
 
 FIDELITY_SAMPLES = 24
@@ -193,7 +233,7 @@ FIDELITY_SAMPLES = 24
 def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = FIDELITY_SAMPLES,
                     backends: tuple[str, ...] | list[str] = ("executorch",)) -> dict[str, dict[str, Any]]:
     """Per backend, the exported vision op against the PyTorch reference (float encoder, projector and adapter on
-    the float base) on `samples` fixed easy-VQA test questions (seeded, one per image): answer agreement, and each
+    the float base; for a VLM directory, transformers' own LlavaForConditionalGeneration) on `samples` fixed easy-VQA test questions (seeded, one per image): answer agreement, and each
     one's accuracy. Wraps `base.model` with the adapter in place: call it last."""
     import random
 
@@ -203,7 +243,7 @@ def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = F
     from runtimes.vision import VisionRunner
 
     from .data import accuracy, load_split
-    from .encoder import load_encoder, preprocess
+    from .encoder import preprocess
 
     split = load_split("test")
     picked: dict[int, Any] = {}
@@ -218,11 +258,18 @@ def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = F
         runner = VisionRunner(manifest, backend=backend)
         exported[backend] = [runner.answer(im, it.question) for im, it in zip(images, items)]
         del runner
-    model = load_vqa_model(vision.path, base)
-    with torch.no_grad():
-        feats = load_encoder()(preprocess(images))
-    rows = [type(it)(it.question, it.answer, k) for k, it in enumerate(items)]
-    reference = model.answer(rows, feats, max_new_tokens=int(manifest.vision["generation"]["max_new_tokens"]))
+    limit = int(manifest.vision["generation"]["max_new_tokens"])
+    if vision.vlm is not None:  # a VLM directory: transformers runs the whole VLM
+        from .hf_vlm import vlm_answers
+
+        reference = vlm_answers(vision.vlm, base.tokenizer, images, [it.question for it in items],
+                                image_spec(vision.meta), list(manifest.vision.get("stop_token_ids") or []), limit)
+    else:
+        model = load_vqa_model(vision.path, base)
+        with torch.no_grad():
+            feats = vision.encoder(preprocess(images, image_spec(vision.meta)))
+        rows = [type(it)(it.question, it.answer, k) for k, it in enumerate(items)]
+        reference = model.answer(rows, feats, max_new_tokens=limit)
 
     def figures(answers: list[str]) -> dict[str, Any]:
         agree = sum(a.strip().lower() == b.strip().lower() for a, b in zip(answers, reference)) / len(items)

@@ -3,8 +3,8 @@
 MultimodalPrefiller):
 
 - `vision_encoder`: uint8 RGB image [1, 3, size, size] -> visual token embeddings [1, tokens, dim]: the
-  normalisation, the frozen encoder and the projector; with `int8` (the default) the projector's linears and the
-  encoder's convolutions in `encoder.INT8_CONVS` run XNNPACK's dynamic int8, the rest fp32 (`int8_encoder`);
+  normalisation, the frozen encoder and the projector; with `int8` (the default) the linears (the projector's, a ViT
+  tower's) and the convolutions in `VisionOp.int8_convs` run XNNPACK's dynamic int8, the rest fp32 (`int8_encoder`);
 - `token_embedding`: tokens [1, S] -> [1, S, dim];
 - `text_decoder`: (embeddings [1, S, dim], start position [1]) -> the last position's logits,
 
@@ -22,7 +22,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .encoder import INT8_CONVS, ImageSpec
+from .encoder import ImageSpec
 
 VISION_PROGRAM = "vision.pte"
 
@@ -74,11 +74,12 @@ def int8_encoder(module: nn.Module, example: tuple, convs: Iterable[str], prefix
     return convert_pt2e(gm)
 
 
-def quantize_vision_encoder(encoder: VisionEncoder, example: tuple) -> torch.fx.GraphModule:
-    """The `vision_encoder` method at int8 (`int8_encoder` on `encoder.INT8_CONVS` and the projector). The quantized
-    weights PT2E folds into new attributes (`_frozen_paramN`, `_scale_N`) are renamed under "vision_", so they stay
-    in vision.pte as the encoder's other weights do (`targets.executorch_xnnpack._vision_tag`)."""
-    gm = int8_encoder(encoder, example, INT8_CONVS, prefix="vision_encoder.net.")
+def quantize_vision_encoder(encoder: VisionEncoder, example: tuple, convs: Iterable[str]) -> torch.fx.GraphModule:
+    """The `vision_encoder` method at int8 (`int8_encoder`: every linear, i.e. the projector's and a ViT tower's, and
+    the encoder's convolutions named in `convs`, `VisionOp.int8_convs`). The quantized weights PT2E folds into new
+    attributes (`_frozen_paramN`, `_scale_N`) are renamed under "vision_", so they stay in vision.pte as the
+    encoder's other weights do (`targets.executorch_xnnpack._vision_tag`)."""
+    gm = int8_encoder(encoder, example, convs, prefix="vision_encoder.")
     renamed: dict[str, str] = {}
     for node in gm.graph.nodes:
         if node.op == "get_attr" and not str(node.target).startswith("vision"):
