@@ -152,7 +152,7 @@ def print_summary(result: dict[str, Any]) -> None:
                             f"{x['token_agreement_forced']:.1%}" if "token_agreement_forced" in x else "-",
                             f"{x['max_abs_logit_diff']:.3g}", "")
     v = m.get("vision")
-    rows = [(v["program"], v["data_files"], v.get("fidelity"))] if v else []
+    rows = [(v["program"], v["data_files"], v.get("fidelity"))] if v and v.get("program") else []
     if v and v.get("onnx"):
         vo = v["onnx"]
         rows.append((vo["decoder"], [vo["encoder"], *vo["data_files"], vo["adapter_file"]], vo.get("fidelity")))

@@ -134,7 +134,8 @@ def run(spec: ExportSpec) -> dict[str, Any]:
         if vision is not None:
             from .vision import vision_entry
 
-            manifest["vision"] = vision_entry(vision, base.tokenizer, stops, results["executorch"].vision,
+            et = results.get("executorch")  # None: ONNX graphs only (--format onnx)
+            manifest["vision"] = vision_entry(vision, base.tokenizer, stops, et.vision if et else None,
                                               quant=spec.vision.quant)
             if "onnx" in results:
                 manifest["vision"]["onnx"] = results["onnx"].vision
@@ -155,7 +156,8 @@ def run(spec: ExportSpec) -> dict[str, Any]:
             with step("vision fidelity", timings):
                 backends = [b for b in ("executorch", "onnx") if b in results]
                 got = vision_fidelity(from_dict(w.dir, manifest), vision, base, backends=backends)
-                manifest["vision"]["fidelity"] = got["executorch"]
+                if "executorch" in got:
+                    manifest["vision"]["fidelity"] = got["executorch"]
                 if "onnx" in got:
                     manifest["vision"]["onnx"]["fidelity"] = got["onnx"]
         timings["total"] = round(time.perf_counter() - t_start, 2)

@@ -202,10 +202,9 @@ class ExportSpec:
         if self.quant.lora_dtype != "fp32" and (self.format == "executorch" or self.adapters.strategy != "separate"):
             raise SpecError(f"quant.lora_dtype {self.quant.lora_dtype} applies to the ONNX adapter files of a separate "
                             "bundle: use it with --format onnx|both and --adapters separate")
-        if self.vision.path is not None and (self.format == "onnx" or self.adapters.strategy != "separate"):
-            raise SpecError("the vision op is exported for --format executorch or both with separate adapters only "
-                            "(ONNX graphs come beside the .pte program: use --format both; merged programs are not "
-                            "built yet)")
+        if self.vision.path is not None and self.adapters.strategy != "separate":
+            raise SpecError("the vision op is exported with separate adapters only (it reads the text ops' shared "
+                            "foundation; merged programs are not built yet)")
         if self.vision.path is not None and "vqa" in self.adapters.paths:
             raise SpecError("adapter op name 'vqa' is the vision op's: rename that adapter or drop --vision")
         if self.fidelity.enabled and self.fidelity.tokens >= self.model.max_seq_len // 2:

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             from .vision import VisionRunner
 
             t0 = time.perf_counter()
-            backend = "onnx" if a.backend == "onnx" else "executorch"
+            backend = a.backend if a.backend in ("onnx", "executorch") else None  # auto: what the bundle has
             runner = VisionRunner(load_manifest(a.bundle, verify=not a.no_verify), backend=backend)
+            backend = runner.backend
             t1 = time.perf_counter()
             text = runner.answer(a.image, a.prompt, max_new_tokens=a.max_new_tokens)
             t2 = time.perf_counter()

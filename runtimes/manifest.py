@@ -292,11 +292,12 @@ def check_fields(raw: dict[str, Any], where: Path) -> None:
     vis = c.obj("vision", raw.get("vision"), optional=True)
     if vis is not None:
         c.str_("vision.op", c.get(vis, "vision", "op", True))
-        c.name("vision.program", c.get(vis, "vision", "program", True))
-        c.names("vision.data_files", vis.get("data_files"))
-        methods = c.obj("vision.methods", c.get(vis, "vision", "methods", True))
-        for k in ("image", "embed", "decode"):
-            c.str_(f"vision.methods.{k}", c.get(methods, "vision.methods", k, True))
+        if "program" in vis or "onnx" not in vis:  # ExecuTorch's program: absent only in ONNX-only bundles
+            c.name("vision.program", c.get(vis, "vision", "program", True))
+            c.names("vision.data_files", vis.get("data_files"))
+            methods = c.obj("vision.methods", c.get(vis, "vision", "methods", True))
+            for k in ("image", "embed", "decode"):
+                c.str_(f"vision.methods.{k}", c.get(methods, "vision.methods", k, True))
         image = c.obj("vision.image", c.get(vis, "vision", "image", True))
         c.int_("vision.image.size", c.get(image, "vision.image", "size", True), 1, 8192)
         for k in ("mean", "std"):

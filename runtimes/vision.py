@@ -41,7 +41,7 @@ def image_tensor(image: Any, size: int) -> Any:
 class VisionRunner:
     """The bundle's vision op: `answer(image, question)` -> the generated answer (str)."""
 
-    def __init__(self, bundle: str | Path | Manifest, backend: str = "executorch", threads: int | None = None):
+    def __init__(self, bundle: str | Path | Manifest, backend: str | None = None, threads: int | None = None):
         from .base import bundle_tokenizer
         from .executorch import _load_kernels, load_methods
 
@@ -54,11 +54,17 @@ class VisionRunner:
         self.stop_ids = set(v.get("stop_token_ids") or [])
         self.max_new_tokens = int((v.get("generation") or {}).get("max_new_tokens", 8))
         self.max_seq_len = self.manifest.max_seq_len
+        if backend is None:  # the ExecuTorch program where the bundle has one, else its ONNX graphs (--format onnx)
+            backend = "executorch" if v.get("program") else "onnx"
+        self.backend = backend
         if backend == "onnx":
             self._methods = _OnnxVision(self.manifest, threads).methods()
             return
         if backend != "executorch":
             raise BundleError(f"vision backend must be executorch or onnx, got {backend!r}")
+        if not v.get("program"):
+            raise BundleError("the bundle's vision op is ONNX graphs only (exported with --format onnx): run it with "
+                              "the onnx backend")
         program = self.manifest.path(v["program"])
         data = [self.manifest.path(f) for f in v["data_files"]]
         try:

@@ -89,7 +89,9 @@ def named_files(m: Manifest) -> list[str]:
     if m.embedder:
         names += [m.embedder["program"], m.embedder["tokenizer"]]
     if m.vision:
-        names += [m.vision["program"], *m.vision["data_files"]]
+        names += [*([m.vision["program"]] if "program" in m.vision else []), *(m.vision.get("data_files") or [])]
+        vo = m.vision.get("onnx") or {}
+        names += [vo[k] for k in ("encoder", "embed", "decoder", "adapter_file") if k in vo] + list(vo.get("data_files") or [])
     return names
 
 

@@ -366,6 +366,37 @@ def test_vision_op_as_onnx_graphs_over_the_foundation_weights(tmp_path, tiny_lla
         VisionRunner(load_manifest(bad), backend="onnx")
 
 
+def test_onnx_only_bundle_carries_the_vision_op(tmp_path, tiny_llama, llama_adapters, tiny_vision, capsys):
+    """--format onnx --vision: the vision op as ONNX graphs alone (no vision.pte, no ExecuTorch method names in its
+    section), run by onnxruntime wherever a backend is not named: the runtime, `memlora-run --image` and the
+    profiler's vision job; asking for the ExecuTorch program is one line."""
+    from runtimes.cli import main as run_main
+    from runtimes.manifest import BundleError, load_manifest
+    from runtimes.profiler.host import job_vision
+    from runtimes.vision import VisionRunner
+
+    out = tmp_path / "onnx"
+    m = _export_tiny(out, tiny_llama, llama_adapters, str(tiny_vision), fmt="onnx")
+    v = m["vision"]
+    assert not {"program", "data_files", "methods", "lowering", "fidelity"} & set(v)
+    assert "vision.pte" not in m["files"] and not any(f.endswith(".pte") and f != "embedder.pte" for f in m["files"])
+    assert v["onnx"]["fidelity"]["answer_agreement"] == 1.0 and "XNNPACK" not in v["encoder"]
+    runner = VisionRunner(load_manifest(out))
+    assert runner.backend == "onnx"
+    from exporter.vision.data import load_split
+
+    image = str(load_split("test").image_paths[0])
+    answer = runner.answer(image, "what shape is in the image?")
+    with pytest.raises(BundleError, match="ONNX graphs only"):
+        VisionRunner(load_manifest(out), backend="executorch")
+    assert run_main([str(out), "--image", image, "--prompt", "what shape is in the image?"]) == 0
+    got = capsys.readouterr()
+    assert got.out.strip() == answer and "[vision, onnx]" in got.err
+    res = job_vision({"bundle": str(out), "backend": "onnx", "new_tokens": 2, "warmup": 0, "repeats": 1,
+                      "threads": 1})
+    assert res["runs"][0]["new_tokens"] == 2
+
+
 def test_onnx_int8_encoder_keeps_per_channel_weights_and_the_features(tmp_path):
     """The real encoder + a projector as the ONNX vision encoder graph: int8 per-channel weights on INT8_CONVS and
     the projector (DequantizeLinear per output channel), about a quarter of those bytes, and the visual tokens of
@@ -402,8 +433,10 @@ def test_vision_spec_rules(tmp_path):
     from exporter.errors import SpecError
     from exporter.spec import AdapterSpec, ExportSpec, VisionSpec
 
-    with pytest.raises(SpecError, match="executorch or both with separate"):
-        ExportSpec(adapters=AdapterSpec(paths={"extract": "x"}), format="onnx", vision=VisionSpec(path="embedded"))
+    with pytest.raises(SpecError, match="separate adapters only"):
+        ExportSpec(adapters=AdapterSpec(paths={"extract": "x"}, strategy="merged"), vision=VisionSpec(path="embedded"))
+    assert ExportSpec(adapters=AdapterSpec(paths={"extract": "x"}), format="onnx",
+                      vision=VisionSpec(path="embedded")).format == "onnx"  # ONNX-only vision bundles
     with pytest.raises(SpecError, match="'vqa'"):
         ExportSpec(adapters=AdapterSpec(paths={"vqa": "x"}), vision=VisionSpec(path="embedded"))
     with pytest.raises(SpecError, match="vision.quant"):

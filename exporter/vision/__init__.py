@@ -214,17 +214,22 @@ def prompt_halves(tokenizer: Any) -> dict[str, str]:
     return {"before": before, "after": after.replace(sentinel, QUESTION_SLOT)}
 
 
-def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: dict[str, Any],
+def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: dict[str, Any] | None,
                  quant: str = "int8") -> dict[str, Any]:
-    """The manifest's `vision` section (docs/manifest.md)."""
-    return {"op": vision.op, "program": lowered["program"], "data_files": lowered["data_files"],
-            "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"},
-            "image": vision.meta["image"], "visual_tokens": int(vision.meta["visual_tokens"]),
-            "encoder": f"{vision.meta['encoder']} ({vision.int8_description() if quant == 'int8' else 'fp32'}, "
-                       "XNNPACK)",
-            "prompt": prompt_halves(tokenizer),
-            "generation": dict(GENERATION), "stop_token_ids": list(stops), "adapter": vision.adapter.describe() if vision.adapter else None,
-            "lowering": lowered["lowering"]}
+    """The manifest's `vision` section (docs/manifest.md). `lowered`: the ExecuTorch program (None: an ONNX-only
+    bundle, whose graphs the ONNX target adds under `onnx`)."""
+    precision = vision.int8_description() if quant == "int8" else "fp32"
+    entry = {"op": vision.op}
+    if lowered is not None:
+        entry.update({"program": lowered["program"], "data_files": lowered["data_files"],
+                      "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"}})
+    entry.update({"image": vision.meta["image"], "visual_tokens": int(vision.meta["visual_tokens"]),
+                  "encoder": f"{vision.meta['encoder']} ({precision}{', XNNPACK' if lowered is not None else ''})",
+                  "prompt": prompt_halves(tokenizer), "generation": dict(GENERATION), "stop_token_ids": list(stops),
+                  "adapter": vision.adapter.describe() if vision.adapter else None})
+    if lowered is not None:
+        entry["lowering"] = lowered["lowering"]
+    return entry
 
 
 FIDELITY_SAMPLES = 24

@@ -389,8 +389,8 @@ def profile_host(bundle: str, settings: Any, profile: str | None = None, progres
                            "items), so figures do not depend on what the model happens to say.")
     jobs_runs = {op: s.warmup + s.repeats * len(plan.items[op]) for op in plan.ops}
     vision = json.loads((Path(bundle) / "manifest.json").read_text()).get("vision")
-    if isinstance(vision, dict) and plan.backend == "onnx" and not vision.get("onnx"):
-        vision = None  # the vision op has no ONNX graphs in this bundle
+    if isinstance(vision, dict) and not vision.get("onnx" if plan.backend == "onnx" else "program"):
+        vision = None  # the vision op has no program of this backend in the bundle
     vision_new = int((vision.get("generation") or {}).get("max_new_tokens", 8)) if isinstance(vision, dict) else 0
     total = s.rounds * sum(jobs_runs.values()) + (s.repeats + s.warmup if s.cycle else 0) + \
         (len(plan.ops) if s.breakdown and plan.backend == "executorch" else 0) + 2 + \

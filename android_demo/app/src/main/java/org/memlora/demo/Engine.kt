@@ -89,7 +89,12 @@ class Engine private constructor(
         val r = cycle.addTurns(listOf(turn), sessionDate())
         val added = r.applied.sumOf { it.added.size }
         status("photo kept (${store.imageCount(OWNER)} in all); ${r.facts.size} facts, +$added memories" +
-                if (vision == null) " · this bundle has no vision op: export it with --vision to ask about photos" else "")
+                when {
+                    vision != null -> ""
+                    manifest.vision() != null -> " · this bundle's vision op is ONNX graphs only; the app runs it with ExecuTorch: " +
+                        "export with --format both --vision to ask about photos"
+                    else -> " · this bundle has no vision op: export it with --vision to ask about photos"
+                })
     }
 
     override fun close() {
@@ -134,7 +139,7 @@ class Engine private constructor(
             }
             // The vision op runs on ExecuTorch (the bundle's vision.pte over the text ops' foundation), whatever the text backend.
             val vision = try {
-                if (m.vision() != null && s.backend != "executorch") m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
+                if (m.vision()?.program != null && s.backend != "executorch") m.checkRuntimeVersion("executorch", BuildConfig.EXECUTORCH_VERSION)
                 et.vision(m)
             } catch (e: Exception) {
                 llm.close()

@@ -23,7 +23,8 @@ class ExecutorchApp : MemloraApp() {
     override val executorch: ExecutorchBackends = object : ExecutorchBackends {
         override fun llm(m: Manifest): LlmBackend = EtLlm(m)
         override fun embedder(m: Manifest): EmbedderBackend = EtEmbedder(m)
-        override fun vision(m: Manifest): VisionBackend? = m.vision()?.let { EtVision(m, it) }
+        // An ONNX-only bundle's vision op (--format onnx) has no ExecuTorch program: none here (Engine says so).
+        override fun vision(m: Manifest): VisionBackend? = m.vision()?.takeIf { it.program != null }?.let { EtVision(m, it) }
     }
 }
 

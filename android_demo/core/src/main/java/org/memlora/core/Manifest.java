@@ -296,7 +296,7 @@ public final class Manifest {
     /** MemLoRA-V's vision op (the manifest's vision section, checked at load): what ExecuTorch's multimodal runner
      *  needs to run it, as runtimes/vision.py runs it. */
     public static final class Vision {
-        public final String program;
+        public final String program; // null: the op is ONNX graphs only (--format onnx)
         public final List<String> dataFiles;
         public final int imageSize;
         public final String before, after; // the prompt around the image; after holds {question}

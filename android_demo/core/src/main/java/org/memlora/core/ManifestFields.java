@@ -156,11 +156,13 @@ final class ManifestFields {
         Map<String, Object> vis = c.obj("vision", raw.get("vision"), true);
         if (vis != null) {
             c.str("vision.op", c.get(vis, "vision", "op", true), false);
-            c.name("vision.program", c.get(vis, "vision", "program", true), false);
-            c.names("vision.data_files", vis.get("data_files"));
-            Map<String, Object> methods = c.obj("vision.methods", c.get(vis, "vision", "methods", true), false);
-            for (String k : Arrays.asList("image", "embed", "decode"))
-                c.str("vision.methods." + k, c.get(methods, "vision.methods", k, true), false);
+            if (vis.containsKey("program") || !vis.containsKey("onnx")) { // ExecuTorch's program: absent only in ONNX-only bundles
+                c.name("vision.program", c.get(vis, "vision", "program", true), false);
+                c.names("vision.data_files", vis.get("data_files"));
+                Map<String, Object> methods = c.obj("vision.methods", c.get(vis, "vision", "methods", true), false);
+                for (String k : Arrays.asList("image", "embed", "decode"))
+                    c.str("vision.methods." + k, c.get(methods, "vision.methods", k, true), false);
+            }
             Map<String, Object> image = c.obj("vision.image", c.get(vis, "vision", "image", true), false);
             c.integer("vision.image.size", c.get(image, "vision.image", "size", true), 1, 8192, false);
             for (String k : Arrays.asList("mean", "std")) {

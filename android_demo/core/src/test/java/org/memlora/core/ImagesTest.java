@@ -173,6 +173,16 @@ public class ImagesTest {
             BundleError e = assertThrows(BundleError.class, () -> Manifest.load(dir, false));
             assertTrue(e.getMessage(), e.getMessage().contains("vision.onnx." + bad[0]));
         }
+        // an ONNX-only bundle (--format onnx): no ExecuTorch program, the graphs alone; without either, refused
+        vision.put("onnx", onnx);
+        JSONObject et = new JSONObject(vision.toString());
+        for (String k : new String[] {"program", "data_files", "methods"}) vision.remove(k);
+        Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
+        assertNull(Manifest.load(dir, false).vision().program);
+        vision.remove("onnx");
+        Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
+        assertTrue(assertThrows(BundleError.class, () -> Manifest.load(dir, false)).getMessage().contains("vision.program"));
+        for (String k : new String[] {"program", "data_files", "methods"}) vision.put(k, et.get(k));
         vision.put("onnx", new JSONObject(onnx.toString()).put("data_files", new JSONArray().put("../x.data")));
         Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
         assertTrue(assertThrows(BundleError.class, () -> Manifest.load(dir, false)).getMessage().contains("vision.onnx.data_files"));
