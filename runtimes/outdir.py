@@ -117,14 +117,17 @@ def _umask() -> int:
 
 
 def _chmod_tree(root: Path) -> None:
-    """mkdtemp makes a 0700 directory: give the whole result the permissions the user's umask gives."""
+    """mkdtemp makes a 0700 directory, and some writers make 0600 files (onnx's external-data writer, mkstemp):
+    give the whole result the permissions the user's umask gives a new directory / file. A bundle file left 0600
+    is unreadable to the app once `adb push` has copied it, with its mode, to /data/local/tmp."""
     mask = _umask()
     os.chmod(root, 0o777 & ~mask)
-    for dirpath, dirnames, _ in os.walk(root):
-        for d in dirnames:
-            p = os.path.join(dirpath, d)
-            if not os.path.islink(p):
-                os.chmod(p, 0o777 & ~mask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for names, mode in ((dirnames, 0o777), (filenames, 0o666)):
+            for name in names:
+                p = os.path.join(dirpath, name)
+                if not os.path.islink(p):
+                    os.chmod(p, mode & ~mask)
 
 
 _RENAME_NOREPLACE = 1

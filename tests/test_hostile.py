@@ -469,6 +469,24 @@ def test_stale_partial_directories(tmp_path, caplog):
     assert (tmp_path / "out" / "x").read_text() == "1" and not (tmp_path / "out" / MARKER).exists()
 
 
+def test_output_files_get_the_users_permissions(tmp_path):
+    """A writer that makes 0600 files (onnx's external data does) leaves them readable as the user's umask says:
+    `adb push` keeps the mode, and the app cannot read a 0600 file of the shell user."""
+    from runtimes.outdir import OutputDir
+
+    od = OutputDir(tmp_path / "out", force=False, owned=lambda p: False, kind="bundle")
+    with od as tmp:
+        (tmp / "sub").mkdir(mode=0o700)
+        for f in (tmp / "foundation.onnx.data", tmp / "sub" / "x"):
+            f.write_bytes(b"w")
+            os.chmod(f, 0o600)
+        od.commit()
+    out = tmp_path / "out"
+    assert oct((out / "foundation.onnx.data").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert oct((out / "sub").stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+    assert oct((out / "sub" / "x").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
 def test_disk_full_while_writing_leaves_nothing(shared, tmp_path, monkeypatch, capsys):
     """ENOSPC (or any OS error) while the bundle is written: one line naming the path, nothing left behind."""
     import errno
