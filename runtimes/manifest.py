@@ -312,6 +312,9 @@ def check_fields(raw: dict[str, Any], where: Path) -> None:
             c.str_(f"vision.prompt.{k}", c.get(prompt, "vision.prompt", k, True))
         gen = c.obj("vision.generation", vis.get("generation"), optional=True) or {}
         c.int_("vision.generation.max_new_tokens", gen.get("max_new_tokens"), 1, INT32, optional=True)
+        after = c.str_("vision.generation.answer_after", gen.get("answer_after"), optional=True)
+        if after is not None and not 1 <= len(after) <= 64:
+            raise c.fail("vision.generation.answer_after", "expected 1 to 64 characters")
         for i, t in enumerate(c.list_("vision.stop_token_ids", vis.get("stop_token_ids"), optional=True) or []):
             c.int_(f"vision.stop_token_ids[{i}]", t, 0, INT32)
         vo = c.obj("vision.onnx", vis.get("onnx"), optional=True)

@@ -84,8 +84,16 @@ class VisionRunner:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def answer(self, image: Any, question: str, max_new_tokens: int | None = None) -> str:
-        return self.tokenizer.decode(self.answer_ids(image, question, max_new_tokens), skip_special_tokens=True).strip()
+    def answer(self, image: Any, question: str, max_new_tokens: int | None = None, whole: bool = False) -> str:
+        """The answer: the generated text after the last `generation.answer_after` where the op has one (an op
+        trained to name what it sees first: "blue, so yes" -> "yes"); `whole`: all of the text (captions). The whole
+        text of the last call is `last_text`."""
+        self.last_text = self.tokenizer.decode(self.answer_ids(image, question, max_new_tokens),
+                                               skip_special_tokens=True).strip()
+        after = (self.entry.get("generation") or {}).get("answer_after")
+        if whole or not after or after not in self.last_text:
+            return self.last_text
+        return self.last_text.rsplit(after, 1)[-1].strip()
 
     def answer_ids(self, image: Any, question: str, max_new_tokens: int | None = None,
                    ignore_stop: bool = False) -> list[int]:

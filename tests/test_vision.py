@@ -232,6 +232,7 @@ def test_vision_op_exports_over_the_text_foundation_and_matches_the_reference(tm
     assert {"vision.pte", "vqa.lora.ptd", "model.pte", "foundation.ptd"} <= set(m["files"])
     assert v["visual_tokens"] == 9 and v["image"]["size"] == 224
     assert "{question}" in v["prompt"]["after"] and v["prompt"]["before"].endswith("user\n")
+    assert v["generation"]["answer_after"] == ", so "  # trained to name what it sees, then answer yes / no
     f = v["fidelity"]
     assert f["samples"] == 24 and f["answer_agreement"] == 1.0, f  # fp32: the same answers as PyTorch
     assert v["lowering"]["delegated_ops"]["vision_encoder"]["xnnpack_delegates"] >= 1
@@ -255,7 +256,9 @@ def test_vision_op_exports_over_the_text_foundation_and_matches_the_reference(tm
     va = runner._run("image", image_tensor(a, 224))
     vb = runner._run("image", image_tensor(b, 224))
     assert va.shape == (1, 9, 64) and not torch.allclose(va, vb)
-    assert isinstance(runner.answer(a, "what color is the shape?"), str)
+    said = runner.answer(a, "is there a red shape?")
+    assert runner.last_text.endswith(said) and ", so " not in said
+    assert runner.answer(a, "is there a red shape?", whole=True) == runner.last_text
     json.dumps(m)  # the manifest stays JSON
 
     # memlora-profile's vision job: fixed decode length, the prompt = both halves + the visual tokens.
@@ -486,6 +489,23 @@ def test_hostile_vision_sections_are_refused(tmp_path, field, value):
     with pytest.raises(BundleError, match="vision") as e:
         load_manifest(tmp_path, verify=False)
     assert "\n" not in str(e.value)
+
+
+def test_yes_no_targets_name_the_attribute_first():
+    """Training targets of yes/no questions: what the image shows (from its other questions' answers), then the
+    answer; items whose image's attribute nothing tells are left out; readers take the text after ", so "."""
+    from exporter.vision.data import VQAItem, accuracy, final_answer, with_attribute_answers
+
+    items = [VQAItem("what color is the shape?", "blue", 0), VQAItem("is there not a red shape?", "yes", 0),
+             VQAItem("is there a circle?", "no", 0), VQAItem("does the image contain a triangle?", "yes", 1),
+             VQAItem("is no rectangle present?", "yes", 1), VQAItem("is there a green shape?", "no", 1)]
+    got = [(it.question, it.answer) for it in with_attribute_answers(items)]
+    assert got == [("what color is the shape?", "blue"), ("is there not a red shape?", "blue, so yes"),
+                   ("does the image contain a triangle?", "triangle, so yes"),
+                   ("is no rectangle present?", "triangle, so yes")]  # image 0's shape and image 1's colour: unknown
+    assert final_answer("blue, so yes") == "yes" and final_answer("red") == "red"
+    assert accuracy(["blue, so yes", "green, so no.", "yes"], [VQAItem("q", "yes", 0), VQAItem("q", "no", 0),
+                                                                VQAItem("q", "no", 0)]) == 2 / 3
 
 
 def test_balanced_order_hides_the_answer_from_the_wording():

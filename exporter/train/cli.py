@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", action="store_true",
                    help="vqa: draw joint-stage questions so that every (question template, answer) pair is equally "
                         "likely, instead of as they come")
+    p.add_argument("--no-attribute-answers", action="store_true",
+                   help="vqa: train yes/no questions to answer yes / no directly instead of \"<colour or shape>, so "
+                        "<yes|no>\" (the default: the op names what it sees, then answers)")
     p.add_argument("--projector-lr", type=float, default=v.projector_lr, help="vqa: the projector's peak learning rate")
     p.add_argument("--val-items", type=int, default=v.val_items, help="vqa: validation questions scored after training")
     p.add_argument("--test-items", type=int, default=None, help="vqa: easy-VQA test questions scored (default: all)")
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         v = VQATrainConfig(out="")
         cfg = VQATrainConfig(
             out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / "vision"), base=args.base,
-            grid=args.grid, align_steps=args.align_steps, balance=args.balance, rank=args.rank,
+            grid=args.grid, align_steps=args.align_steps, balance=args.balance,
+            attribute_answers=not args.no_attribute_answers, rank=args.rank,
             alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
             targets=_targets(args.targets), steps=_pick(args.steps, v.steps), batch=_pick(args.batch, v.batch),
             lr=_pick(args.lr, v.lr), projector_lr=args.projector_lr, warmup=_pick(args.warmup, v.warmup),

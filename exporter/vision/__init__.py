@@ -48,6 +48,9 @@ def read_vision_dir(path: str | Path) -> dict[str, Any]:
                              f"got {meta.get('encoder')!r}")
         if not isinstance(meta.get("visual_tokens"), int) or meta["visual_tokens"] != proj["grid"] ** 2:
             raise ValueError("visual_tokens must be grid * grid")
+        after = meta.get("answer_after")
+        if after is not None and not (isinstance(after, str) and 1 <= len(after) <= 64):
+            raise ValueError("answer_after must be a string of 1 to 64 characters")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{d / PROJECTOR_CONFIG}: {e}") from None
     return meta
@@ -197,7 +200,7 @@ def load_vlm_vision(d: Path, base: str) -> VisionOp:
 
 
 QUESTION_SLOT = "{question}"
-GENERATION = {"max_new_tokens": 8, "temperature": 0.0}  # one-word answers and the end-of-turn token
+GENERATION = {"max_new_tokens": 8, "temperature": 0.0}  # "rectangle, so yes" (5 tokens) and the end-of-turn token
 
 
 def prompt_halves(tokenizer: Any) -> dict[str, str]:
@@ -214,6 +217,12 @@ def prompt_halves(tokenizer: Any) -> dict[str, str]:
     return {"before": before, "after": after.replace(sentinel, QUESTION_SLOT)}
 
 
+def generation(meta: dict[str, Any]) -> dict[str, Any]:
+    """The vision op's generation settings; `answer_after` where it was trained to name what it sees first
+    (`data.ANSWER_AFTER`: readers answer with the text after it)."""
+    return {**GENERATION, **({"answer_after": meta["answer_after"]} if meta.get("answer_after") else {})}
+
+
 def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: dict[str, Any] | None,
                  quant: str = "int8") -> dict[str, Any]:
     """The manifest's `vision` section (docs/manifest.md). `lowered`: the ExecuTorch program (None: an ONNX-only
@@ -225,7 +234,8 @@ def vision_entry(vision: VisionOp, tokenizer: Any, stops: list[int], lowered: di
                       "methods": {"image": "vision_encoder", "embed": "token_embedding", "decode": "text_decoder"}})
     entry.update({"image": vision.meta["image"], "visual_tokens": int(vision.meta["visual_tokens"]),
                   "encoder": f"{vision.meta['encoder']} ({precision}{', XNNPACK' if lowered is not None else ''})",
-                  "prompt": prompt_halves(tokenizer), "generation": dict(GENERATION), "stop_token_ids": list(stops),
+                  "prompt": prompt_halves(tokenizer), "generation": generation(vision.meta),
+                  "stop_token_ids": list(stops),
                   "adapter": vision.adapter.describe() if vision.adapter else None})
     if lowered is not None:
         entry["lowering"] = lowered["lowering"]
@@ -247,7 +257,7 @@ def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = F
 
     from runtimes.vision import VisionRunner
 
-    from .data import accuracy, load_split
+    from .data import accuracy, final_answer, load_split
     from .encoder import preprocess
 
     split = load_split("test")
@@ -274,7 +284,8 @@ def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = F
         with torch.no_grad():
             feats = vision.encoder(preprocess(images, image_spec(vision.meta)))
         rows = [type(it)(it.question, it.answer, k) for k, it in enumerate(items)]
-        reference = model.answer(rows, feats, max_new_tokens=limit)
+        after = vision.meta.get("answer_after")
+        reference = [final_answer(r, after).strip() for r in model.answer(rows, feats, max_new_tokens=limit)]
 
     def figures(answers: list[str]) -> dict[str, Any]:
         agree = sum(a.strip().lower() == b.strip().lower() for a, b in zip(answers, reference)) / len(items)

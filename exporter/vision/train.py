@@ -5,7 +5,9 @@ trained on easy-VQA with the image encoder frozen (its features computed once an
    answer names what the image shows (colour, shape: not yes/no). This is what makes the LM read the image: trained
    jointly from the start, the LoRA learns the answer priors first and the image never reaches the answer
    (docs/vision.md).
-2. joint (`steps`): projector + LoRA on every question.
+2. joint (`steps`): projector + LoRA on every question; with `attribute_answers` (the default) a yes/no question's
+   target names what the image shows first: "blue, so yes" (data.with_attribute_answers; the op's answer is the
+   text after the last ", so ", recorded in projector.json as `answer_after`).
 
 - Each example: the LM's chat prompt with the visual tokens at the image placeholder (exporter.vision.model), then
   the answer and the end-of-turn token; the loss is on the answer tokens only, the LM head runs only there.
@@ -58,6 +60,8 @@ class VQATrainConfig:
     projector_lr: float = 1e-3  # both stages; at 1e-2 the projector's updates are noise (docs/vision.md)
     balance: bool = False  # joint stage: every (question template, answer) group equally likely (data.balanced_order;
     # measured worse on the natural test distribution so far: docs/vision.md)
+    attribute_answers: bool = True  # joint stage: yes/no targets "<colour or shape>, so <yes|no>" (data.ANSWER_AFTER;
+    # answered "yes" / "no" directly, yes/no stayed at the wording's prior: docs/vision.md)
     warmup: int = 20
     weight_decay: float = 0.0
     seed: int = 0
@@ -165,7 +169,7 @@ class VQAModel:
         logits = head(h[idx[:, 0], idx[:, 1]]).float()
         return F.cross_entropy(logits, torch.tensor(tgt), reduction="sum"), len(tgt)
 
-    def answer(self, items: Sequence[VQAItem], features: Any, max_new_tokens: int = 6) -> list[str]:
+    def answer(self, items: Sequence[VQAItem], features: Any, max_new_tokens: int = 8) -> list[str]:
         import torch
 
         x, mask, _, _ = self.batch_embeds(items, features, with_answer=False, left_pad=True)
@@ -227,7 +231,7 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
     from ..pipeline import stop_token_ids
     from ..train.trainer import (commit_output, data_order, end_of_turn, latest_checkpoint, load_checkpoint, lr_at,
                                  save_adapter, save_checkpoint)
-    from .data import answers, balanced_order, features_for, kind, load_split
+    from .data import ANSWER_AFTER, answers, balanced_order, features_for, kind, load_split, with_attribute_answers
     from .encoder import NAME as ENCODER_NAME, ImageSpec, load_encoder, preprocess
     from .model import IMAGE_PLACEHOLDER, Projector, ProjectorConfig
 
@@ -262,6 +266,8 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
         log.info("resuming from %s (step %d of %d)", ckpt, step, cfg.total_steps)
     train_items = splits["train"].items
     open_items = [it for it in train_items if kind(it) != "yes/no"]
+    if cfg.attribute_answers:
+        train_items = with_attribute_answers(train_items)
     if not train_items or (cfg.align_steps and not open_items):
         raise InputError("no VQA training items" if not train_items else "no open (colour / shape) VQA questions")
     orders = {"align": data_order(len(open_items), cfg.align_steps * cfg.batch, cfg.seed),
@@ -318,7 +324,8 @@ def _train(cfg: VQATrainConfig, progress: bool, cache_dir: Path, limit_images: i
                   str(tmp / PROJECTOR_FILE), metadata={"format": "pt"})
         (tmp / PROJECTOR_CONFIG).write_text(json.dumps({
             "projector": pcfg.to_dict(), "encoder": ENCODER_NAME, "image": asdict(ImageSpec()),
-            "image_placeholder": IMAGE_PLACEHOLDER, "visual_tokens": pcfg.tokens}, indent=1) + "\n")
+            "image_placeholder": IMAGE_PLACEHOLDER, "visual_tokens": pcfg.tokens,
+            **({"answer_after": ANSWER_AFTER} if cfg.attribute_answers else {})}, indent=1) + "\n")
         save_adapter(lm, cfg.base, tmp / ADAPTER_DIR)
         summary = {"op": "vqa", "config": asdict(cfg), "training_key": cfg.training_key(),
                    "base": {"name": base.name, "source": base.source},

@@ -181,7 +181,9 @@ class MemoryPipeline:
 
     def _vision_call(self, op: str, image: Any, question: str, max_new_tokens: int | None = None) -> OpCall:
         t0 = time.perf_counter()
-        text = self.vision.answer(image, question, max_new_tokens=max_new_tokens)
+        # A caption is the whole text; a VQA answer is the op's final answer (runtimes.vision: after answer_after).
+        text = self.vision.answer(image, question, max_new_tokens=max_new_tokens, **({"whole": True} if op == "caption"
+                                                                                       else {}))
         stats = getattr(self.vision, "last_stats", None) or {}
         return self._record(OpCall(op=op, text=text, ok=None, error=None, ms=round((time.perf_counter() - t0) * 1e3, 1),
                                    prompt_tokens=int(stats.get("prompt_tokens", 0)),

@@ -201,7 +201,7 @@ def image_vectors(out: Path) -> dict[str, Any]:
             return embed(texts)
 
     class _Vision:  # records which image it was given
-        def answer(self, image: Any, question: str, max_new_tokens: Any = None) -> str:
+        def answer(self, image: Any, question: str, max_new_tokens: Any = None, whole: bool = False) -> str:
             return "seen " + "-".join(str(c) for c in image.getpixel((0, 0)))
 
     shares = []

@@ -190,7 +190,7 @@ class EtVision(private val m: Manifest, private val v: Manifest.Vision) : Vision
         module.prefillImages(pixels, v.imageSize, v.imageSize, 3)
         module.generate(v.after(question), m.maxSeqLen(), stream, false, 0.0f, 0, 0)
         stream.error?.let { throw IllegalStateException("vision op: $it") }
-        return MemoryCycle.Generation(stream.text.toString().trim(), 0, stream.pieces, stream.stopReason())
+        return MemoryCycle.Generation(v.finalAnswer(stream.text.toString()), 0, stream.pieces, stream.stopReason())
     }
 
     override fun close() = module.close()

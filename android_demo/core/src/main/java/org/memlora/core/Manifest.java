@@ -301,19 +301,29 @@ public final class Manifest {
         public final int imageSize;
         public final String before, after; // the prompt around the image; after holds {question}
         public final int maxNewTokens;
+        public final String answerAfter; // the op names what it sees, then this, then the answer (null: answer only)
 
-        Vision(String program, List<String> dataFiles, int imageSize, String before, String after, int maxNewTokens) {
+        Vision(String program, List<String> dataFiles, int imageSize, String before, String after, int maxNewTokens,
+               String answerAfter) {
             this.program = program;
             this.dataFiles = dataFiles;
             this.imageSize = imageSize;
             this.before = before;
             this.after = after;
             this.maxNewTokens = maxNewTokens;
+            this.answerAfter = answerAfter;
         }
 
         /** The text after the image with the question in its slot. */
         public String after(String question) {
             return after.replace("{question}", Text.strip(question));
+        }
+
+        /** The op's answer in its generated text: what follows the last answerAfter ("blue, so yes" -> "yes"), as
+         *  runtimes/vision.py answers. */
+        public String finalAnswer(String text) {
+            int at = answerAfter == null ? -1 : text.lastIndexOf(answerAfter);
+            return Text.strip(at < 0 ? text : text.substring(at + answerAfter.length()));
         }
     }
 
@@ -329,8 +339,9 @@ public final class Manifest {
         Map<String, Object> prompt = (Map<String, Object>) v.get("prompt");
         Object gen = v.get("generation");
         Object n = gen instanceof Map ? ((Map<String, Object>) gen).get("max_new_tokens") : null;
+        Object answerAfter = gen instanceof Map ? ((Map<String, Object>) gen).get("answer_after") : null;
         return new Vision((String) v.get("program"), data, ((Long) image.get("size")).intValue(), (String) prompt.get("before"),
-                (String) prompt.get("after"), n instanceof Long ? ((Long) n).intValue() : 8);
+                (String) prompt.get("after"), n instanceof Long ? ((Long) n).intValue() : 8, (String) answerAfter);
     }
 
     /** The retrieval embedder entry (program, tokenizer, dim, max_len, pooling, ...) or null. */

@@ -177,6 +177,9 @@ final class ManifestFields {
                 c.str("vision.prompt." + k, c.get(prompt, "vision.prompt", k, true), false);
             Map<String, Object> gen = c.objOrEmpty("vision.generation", vis.get("generation"));
             c.integer("vision.generation.max_new_tokens", gen.get("max_new_tokens"), 1, INT32, true);
+            String after = c.str("vision.generation.answer_after", gen.get("answer_after"), true);
+            if (after != null && (after.isEmpty() || after.length() > 64))
+                throw c.fail("vision.generation.answer_after", "expected 1 to 64 characters");
             List<Object> stops = c.list("vision.stop_token_ids", vis.get("stop_token_ids"), true);
             if (stops != null)
                 for (int i = 0; i < stops.size(); i++) c.integer("vision.stop_token_ids[" + i + "]", stops.get(i), 0, INT32, false);

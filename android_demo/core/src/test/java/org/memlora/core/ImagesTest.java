@@ -138,7 +138,7 @@ public class ImagesTest {
                 .put("image", new JSONObject().put("size", 224).put("mean", new JSONArray("[127.5,127.5,127.5]")).put("std", new JSONArray("[127.5,127.5,127.5]")))
                 .put("visual_tokens", 9)
                 .put("prompt", new JSONObject().put("before", "<|im_start|>user\n").put("after", "\n{question}<|im_end|>\n"))
-                .put("generation", new JSONObject().put("max_new_tokens", 8));
+                .put("generation", new JSONObject().put("max_new_tokens", 8).put("answer_after", ", so "));
         raw.put("vision", vision);
         File dir = tmp.newFolder("vision-bundle");
         Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
@@ -150,6 +150,17 @@ public class ImagesTest {
         assertEquals(8, v.maxNewTokens);
         assertEquals("\nwhat color is it?<|im_end|>\n", v.after("  what color is it? "));
         assertEquals(Collections.singletonList("vqa.lora.ptd"), v.dataFiles);
+        // the op names what it sees, then answers: the answer is what follows the last answer_after, as in Python
+        assertEquals("yes", v.finalAnswer("blue, so yes"));
+        assertEquals("no", v.finalAnswer("red, so blue, so no "));
+        assertEquals("circle", v.finalAnswer(" circle"));
+        vision.getJSONObject("generation").put("answer_after", "");
+        Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
+        assertTrue(assertThrows(BundleError.class, () -> Manifest.load(dir, false)).getMessage()
+                .contains("vision.generation.answer_after"));
+        vision.getJSONObject("generation").remove("answer_after");
+        Files.write(new File(dir, Manifest.MANIFEST).toPath(), raw.toString().getBytes("UTF-8"));
+        assertEquals("blue, so yes", Manifest.load(dir, false).vision().finalAnswer("blue, so yes"));
         assertNull(Vectors.bundle().vision());
         for (String[] bad : new String[][] {{"program", "../../etc/passwd"}, {"program", "other.pte"}}) {
             vision.put(bad[0], bad[1]);
