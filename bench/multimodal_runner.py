@@ -52,7 +52,7 @@ def main() -> int:
                             GenerationConfig(max_new_tokens=limit, temperature=0.0, echo=False),
                             token_callback=toks.append)
             theirs = "".join(toks).replace("<|im_end|>", "").strip()
-            mine = ours.answer(im, it.question)
+            mine = ours.answer(im, it.question, whole=True)  # the generated text, before taking the answer out
             same += theirs == mine
             print(f"{it.question!r} ({it.answer}) | MultimodalRunner {theirs!r} | VisionRunner {mine!r}", flush=True)
             runner.reset()

@@ -27,7 +27,7 @@ def main() -> int:
     from exporter.load import load_base
     from exporter.spec import ExportSpec
     from exporter.vision import load_vqa_model, resolve_vision
-    from exporter.vision.data import VQAItem, accuracy, kind, load_split
+    from exporter.vision.data import VQAItem, accuracy, final_answer, kind, load_split
     from exporter.vision.encoder import load_encoder, preprocess
     from runtimes.manifest import load_manifest
     from runtimes.vision import VisionRunner
@@ -56,6 +56,8 @@ def main() -> int:
         with torch.no_grad():
             feats = encoder(preprocess([Image.open(split.image_paths[it.image]) for it in chunk]))
         reference += model.answer([VQAItem(it.question, it.answer, k) for k, it in enumerate(chunk)], feats)
+    after = (m.vision.get("generation") or {}).get("answer_after")
+    reference = [final_answer(r, after).strip() for r in reference]  # as the runtime answers
 
     def by_kind(preds):
         out = {"all": accuracy(preds, items)}

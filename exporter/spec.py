@@ -202,6 +202,9 @@ class ExportSpec:
         if self.quant.lora_dtype != "fp32" and (self.format == "executorch" or self.adapters.strategy != "separate"):
             raise SpecError(f"quant.lora_dtype {self.quant.lora_dtype} applies to the ONNX adapter files of a separate "
                             "bundle: use it with --format onnx|both and --adapters separate")
+        if self.vision.path is not None and self.adapters.strategy == "none":
+            raise SpecError("the vision op reads the foundation the text ops' separate adapters share: give the text "
+                            "ops their adapters (--adapter OP=DIR; memlora-train --base BASE trains them)")
         if self.vision.path is not None and self.adapters.strategy != "separate":
             raise SpecError("the vision op is exported with separate adapters only (it reads the text ops' shared "
                             "foundation; merged programs are not built yet)")

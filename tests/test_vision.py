@@ -434,8 +434,11 @@ def test_onnx_int8_encoder_keeps_per_channel_weights_and_the_features(tmp_path):
 
 def test_vision_spec_rules(tmp_path):
     from exporter.errors import SpecError
-    from exporter.spec import AdapterSpec, ExportSpec, VisionSpec
+    from exporter.spec import AdapterSpec, ExportSpec, ModelSpec, VisionSpec
 
+    with pytest.raises(SpecError, match="give the text ops their adapters"):  # a base without adapters
+        ExportSpec(model=ModelSpec(base=str(tmp_path)),
+                   vision=VisionSpec(path="embedded"))
     with pytest.raises(SpecError, match="separate adapters only"):
         ExportSpec(adapters=AdapterSpec(paths={"extract": "x"}, strategy="merged"), vision=VisionSpec(path="embedded"))
     assert ExportSpec(adapters=AdapterSpec(paths={"extract": "x"}), format="onnx",
