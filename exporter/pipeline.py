@@ -109,6 +109,10 @@ def run(spec: ExportSpec) -> dict[str, Any]:
     if vision is not None and vision.dim != arch.dim:
         raise InputError(f"{vision.path}: projector dim {vision.dim} does not fit {base.name} "
                          f"(hidden size {arch.dim})")
+    if vision is not None and int(vision.meta["visual_tokens"]) + 64 > arch.max_seq_len:
+        # a VLM's tower can give hundreds of tokens (CLIP-L at 336 px: 576): the prompt must fit the KV cache
+        raise InputError(f"{vision.path}: its {vision.meta['visual_tokens']} visual tokens and a question do not fit "
+                         f"--max-seq-len {arch.max_seq_len}: pass at least {int(vision.meta['visual_tokens']) + 64}")
     stops = stop_token_ids(base.tokenizer, base.config)
     chat_format = prompt_format(base.tokenizer, spec.ops)
     formats = FORMATS[spec.format]

@@ -170,7 +170,7 @@ def test_vlm_directory_int8_vision_encoder(tmp_path, tiny_vlm, llama_adapters, v
     assert float(a @ b / a.norm() / b.norm()) > 0.99
 
 
-def test_bad_vlm_directories_get_one_line(tmp_path, tiny_vlm, smollm2_dir):
+def test_bad_vlm_directories_get_one_line(tmp_path, tiny_vlm, smollm2_dir, llama_adapters):
     """A VLM's vision op without its own LM as the base, and what the exporter does not build, are one line each."""
     import shutil
 
@@ -181,6 +181,16 @@ def test_bad_vlm_directories_get_one_line(tmp_path, tiny_vlm, smollm2_dir):
     with pytest.raises(InputError, match="pass --base") as e:
         load_vision_op(str(tiny_vlm), "smollm2-135m")
     assert "\n" not in str(e.value)
+    from exporter.pipeline import run
+    from exporter.spec import AdapterSpec, ExportSpec, FidelitySpec, ModelSpec, OutputSpec, VisionSpec
+
+    spec = ExportSpec(model=ModelSpec(base=str(tiny_vlm), max_seq_len=64), output=OutputSpec(str(tmp_path / "b")),
+                      fidelity=FidelitySpec(tokens=8),
+                      adapters=AdapterSpec(paths={k: str(v) for k, v in llama_adapters.items()}),
+                      vision=VisionSpec("embedded"))
+    with pytest.raises(InputError, match="visual tokens and a question do not fit --max-seq-len 64"):
+        run(spec)
+    assert not (tmp_path / "b").exists()
     raw = json.loads((tiny_vlm / "config.json").read_text())
     for change, says in [({"vision_feature_layer": 7}, "vision_feature_layer"),
                          ({"vision_feature_layer": [-2, -1]}, "vision_feature_layer"),
