@@ -160,7 +160,8 @@ def test_bad_vision_dirs_get_one_line(tmp_path):
                              ("encoder", "clip-vit", "encoder must be"),
                              ("visual_tokens", 49, "visual_tokens"),
                              ("projector", {**good["projector"], "grid": 5}, "grid"),
-                             ("projector", {**good["projector"], "dim": True}, "positive ints")]:
+                             ("projector", {**good["projector"], "dim": True}, "positive ints"),
+                             ("answer_after", "", "answer_after"), ("answer_after", 3, "answer_after")]:
         (tmp_path / "projector.json").write_text(json.dumps({**good, key: value}))
         with pytest.raises(InputError, match=says) as e:
             read_vision_dir(tmp_path)
