@@ -27,10 +27,10 @@ def main() -> int:
     from exporter.load import load_base
     from exporter.spec import ExportSpec
     from exporter.vision import load_vqa_model, resolve_vision
-    from exporter.vision.data import VQAItem, accuracy, final_answer, kind, load_split
+    from exporter.vision.data import VQAItem, accuracy, kind, load_split
     from exporter.vision.encoder import load_encoder, preprocess
     from runtimes.manifest import load_manifest
-    from runtimes.vision import VisionRunner
+    from runtimes.vision import VisionRunner, final_answer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle")
@@ -57,7 +57,7 @@ def main() -> int:
             feats = encoder(preprocess([Image.open(split.image_paths[it.image]) for it in chunk]))
         reference += model.answer([VQAItem(it.question, it.answer, k) for k, it in enumerate(chunk)], feats)
     after = (m.vision.get("generation") or {}).get("answer_after")
-    reference = [final_answer(r, after).strip() for r in reference]  # as the runtime answers
+    reference = [final_answer(r, after) for r in reference]  # as the runtime answers
 
     def by_kind(preds):
         out = {"all": accuracy(preds, items)}

@@ -170,18 +170,20 @@ def resolve_base(base: str) -> tuple[str, Path, str]:
     raise SpecError(f"unknown embedded model {base!r}; known: {sorted(EMBEDDED)} (or pass a directory / .gguf path)")
 
 
-def load_base(base: str) -> BaseModel:
+def load_base(base: str, vlm: Any = None) -> BaseModel:
+    """The base model and tokenizer. A LLaVA-layout VLM directory's base is its language model; `vlm`: that VLM when
+    it is already loaded (the vision op's), so it is not read twice."""
     name, hf_dir, source = resolve_base(base)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .vision.hf_vlm import is_vlm_dir, language_model, load_vlm
 
-    vlm = is_vlm_dir(hf_dir)  # a LLaVA-layout VLM: its language model is the base (the vision op reads it too)
-    if vlm:
-        model = language_model(load_vlm(hf_dir))
+    is_vlm = is_vlm_dir(hf_dir)  # a LLaVA-layout VLM: its language model is the base (the vision op reads it too)
+    if is_vlm:
+        model = language_model(vlm if vlm is not None else load_vlm(hf_dir))
         source += " (the language model of a LLaVA VLM)"
     try:
-        if not vlm:
+        if not is_vlm:
             model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype="float32", use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     except Exception as e:

@@ -99,7 +99,7 @@ def run(spec: ExportSpec) -> dict[str, Any]:
             inputs.append(str(vision.path))
             check_output(out, spec.output.force, inputs)
     with step("load base", timings):
-        base = load_base(spec.model.base)
+        base = load_base(spec.model.base, vlm=vision.vlm if vision is not None else None)
         inputs.append(base.hf_dir)
         check_output(out, spec.output.force, inputs)
         arch = ArchConfig.from_hf(base.config, spec.model.max_seq_len)
@@ -109,10 +109,11 @@ def run(spec: ExportSpec) -> dict[str, Any]:
     if vision is not None and vision.dim != arch.dim:
         raise InputError(f"{vision.path}: projector dim {vision.dim} does not fit {base.name} "
                          f"(hidden size {arch.dim})")
-    if vision is not None and int(vision.meta["visual_tokens"]) + 64 > arch.max_seq_len:
-        # a VLM's tower can give hundreds of tokens (CLIP-L at 336 px: 576): the prompt must fit the KV cache
+    # A VLM's tower can give hundreds of visual tokens (CLIP-L at 336 px: 576): they and a question must fit the cache.
+    needed = int(vision.meta["visual_tokens"]) + 64 if vision is not None else 0
+    if needed > arch.max_seq_len:
         raise InputError(f"{vision.path}: its {vision.meta['visual_tokens']} visual tokens and a question do not fit "
-                         f"--max-seq-len {arch.max_seq_len}: pass at least {int(vision.meta['visual_tokens']) + 64}")
+                         f"--max-seq-len {arch.max_seq_len}: pass at least {needed}")
     stops = stop_token_ids(base.tokenizer, base.config)
     chat_format = prompt_format(base.tokenizer, spec.ops)
     formats = FORMATS[spec.format]

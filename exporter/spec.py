@@ -165,13 +165,13 @@ class EmbedderSpec:
 class VisionSpec:
     path: str | None = None
     """MemLoRA-V's vision op (`memlora-train --op vqa` output directory; "embedded" = the one shipped for an embedded
-    base, or the base's own tower + projector when the base is a LLaVA-layout VLM directory): exported as `vision.pte` (ExecuTorch's multimodal methods) over the text ops' `foundation.ptd` plus
-    `vqa.lora.ptd`. None: no vision op."""
+    base, or the base's own tower + projector when the base is a LLaVA-layout VLM directory): exported as
+    `vision.pte` (ExecuTorch's multimodal methods) over the text ops' `foundation.ptd` plus `vqa.lora.ptd`. None: no
+    vision op."""
     quant: VisionQuant | None = None
     """The image encoder + projector inside vision.pte: "int8" = XNNPACK's dynamic int8 on the projector and the
     encoder's convolutions in `exporter.vision.encoder.INT8_CONVS` (a VLM's ViT tower: its linears; the rest fp32);
-    "fp32" = all fp32. None: int8,
-    or fp32 where quant.scheme is fp32."""
+    "fp32" = all fp32. None: int8, or fp32 where quant.scheme is fp32."""
 
     def __post_init__(self) -> None:
         if self.path is not None and (not isinstance(self.path, str) or not self.path):

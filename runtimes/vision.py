@@ -22,6 +22,12 @@ from .manifest import BundleError, Manifest, load_manifest, one_line
 QUESTION_SLOT = "{question}"
 
 
+def final_answer(text: str, after: str | None) -> str:
+    """The answer in a generated text: what follows the last `after` (the manifest's `generation.answer_after`; an op
+    trained to name what it sees first: "blue, so yes" -> "yes"), else the whole text; stripped."""
+    return text.rsplit(after, 1)[-1].strip() if after and after in text else text.strip()
+
+
 def image_tensor(image: Any, size: int) -> Any:
     """A PIL image, or the path of an image file, -> the uint8 [1, 3, size, size] RGB tensor `vision_encoder` takes."""
     import numpy as np
@@ -90,10 +96,8 @@ class VisionRunner:
         text of the last call is `last_text`."""
         self.last_text = self.tokenizer.decode(self.answer_ids(image, question, max_new_tokens),
                                                skip_special_tokens=True).strip()
-        after = (self.entry.get("generation") or {}).get("answer_after")
-        if whole or not after or after not in self.last_text:
-            return self.last_text
-        return self.last_text.rsplit(after, 1)[-1].strip()
+        return self.last_text if whole else final_answer(self.last_text,
+                                                         (self.entry.get("generation") or {}).get("answer_after"))
 
     def answer_ids(self, image: Any, question: str, max_new_tokens: int | None = None,
                    ignore_stop: bool = False) -> list[int]:

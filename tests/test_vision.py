@@ -498,7 +498,8 @@ def test_hostile_vision_sections_are_refused(tmp_path, field, value):
 def test_yes_no_targets_name_the_attribute_first():
     """Training targets of yes/no questions: what the image shows (from its other questions' answers), then the
     answer; items whose image's attribute nothing tells are left out; readers take the text after ", so "."""
-    from exporter.vision.data import VQAItem, accuracy, final_answer, with_attribute_answers
+    from exporter.vision.data import ANSWER_AFTER, VQAItem, accuracy, with_attribute_answers
+    from runtimes.vision import final_answer
 
     items = [VQAItem("what color is the shape?", "blue", 0), VQAItem("is there not a red shape?", "yes", 0),
              VQAItem("is there a circle?", "no", 0), VQAItem("does the image contain a triangle?", "yes", 1),
@@ -507,7 +508,7 @@ def test_yes_no_targets_name_the_attribute_first():
     assert got == [("what color is the shape?", "blue"), ("is there not a red shape?", "blue, so yes"),
                    ("does the image contain a triangle?", "triangle, so yes"),
                    ("is no rectangle present?", "triangle, so yes")]  # image 0's shape and image 1's colour: unknown
-    assert final_answer("blue, so yes") == "yes" and final_answer("red") == "red"
+    assert final_answer("blue, so yes", ANSWER_AFTER) == "yes" and final_answer("red", ANSWER_AFTER) == "red"
     assert accuracy(["blue, so yes", "green, so no.", "yes"], [VQAItem("q", "yes", 0), VQAItem("q", "no", 0),
                                                                 VQAItem("q", "no", 0)]) == 2 / 3
 

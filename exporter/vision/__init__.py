@@ -257,7 +257,9 @@ def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = F
 
     from runtimes.vision import VisionRunner
 
-    from .data import accuracy, final_answer, load_split
+    from runtimes.vision import final_answer
+
+    from .data import accuracy, load_split
     from .encoder import preprocess
 
     split = load_split("test")
@@ -278,14 +280,15 @@ def vision_fidelity(manifest: Any, vision: VisionOp, base: Any, samples: int = F
         from .hf_vlm import vlm_answers
 
         reference = vlm_answers(vision.vlm, base.tokenizer, images, [it.question for it in items],
-                                image_spec(vision.meta), list(manifest.vision.get("stop_token_ids") or []), limit)
+                                image_spec(vision.meta), int(vision.meta["visual_tokens"]),
+                                list(manifest.vision.get("stop_token_ids") or []), limit)
     else:
         model = load_vqa_model(vision.path, base)
         with torch.no_grad():
             feats = vision.encoder(preprocess(images, image_spec(vision.meta)))
         rows = [type(it)(it.question, it.answer, k) for k, it in enumerate(items)]
         after = vision.meta.get("answer_after")
-        reference = [final_answer(r, after).strip() for r in model.answer(rows, feats, max_new_tokens=limit)]
+        reference = [final_answer(r, after) for r in model.answer(rows, feats, max_new_tokens=limit)]
 
     def figures(answers: list[str]) -> dict[str, Any]:
         agree = sum(a.strip().lower() == b.strip().lower() for a, b in zip(answers, reference)) / len(items)

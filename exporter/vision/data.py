@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from runtimes.vision import final_answer
+
 from ..errors import InputError
 
 log = logging.getLogger("memlora.vision")
@@ -131,9 +133,9 @@ def features_for(split: VQASplit, encoder: torch.nn.Module, preprocess: Callable
 
 
 def accuracy(preds: Sequence[str], items: Sequence[VQAItem]) -> float:
-    """Exact match of the normalised final answer (`final_answer`; lower case, no surrounding space or final full
-    stop)."""
-    norm = lambda s: final_answer(s).strip().strip(".").strip().lower()  # noqa: E731
+    """Exact match of the normalised final answer (runtimes.vision.final_answer; lower case, no surrounding space or
+    final full stop)."""
+    norm = lambda s: final_answer(s, ANSWER_AFTER).strip(".").strip().lower()  # noqa: E731
     return sum(norm(p) == norm(i.answer) for p, i in zip(preds, items)) / max(len(items), 1)
 
 
@@ -145,11 +147,6 @@ ANSWER_AFTER = ", so "
 COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
 SHAPES = ("circle", "rectangle", "triangle")
 _ATTRIBUTE = re.compile(r"\b(" + "|".join(COLOURS + SHAPES) + r")\b")
-
-
-def final_answer(text: str, after: str = ANSWER_AFTER) -> str:
-    """The answer in a generated text: what follows the last `after` (the whole text when there is none)."""
-    return text.rsplit(after, 1)[-1] if after and after in text else text
 
 
 def image_attributes(items: Sequence[VQAItem]) -> dict[tuple[int, str], str]:

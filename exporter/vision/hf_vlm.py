@@ -178,19 +178,17 @@ def vision_parts(path: str | Path) -> tuple[Tower, nn.Module, dict[str, Any], An
     return tower, projector, meta, vlm
 
 
-def vlm_answers(vlm: Any, tokenizer: Any, images: list[Any], questions: list[str], spec: Any, stop_ids: list[int],
-                max_new_tokens: int) -> list[str]:
+def vlm_answers(vlm: Any, tokenizer: Any, images: list[Any], questions: list[str], spec: Any, tokens: int,
+                stop_ids: list[int], max_new_tokens: int) -> list[str]:
     """The VLM's own greedy answers through transformers (`LlavaForConditionalGeneration.generate`): the prompt
-    the bundle's vision op uses, with the image placeholder expanded to the VLM's image token once per visual token:
-    the reference the exported vision op is checked against."""
+    the bundle's vision op uses, with the image placeholder expanded to the VLM's image token once per visual token
+    (`tokens`, the vision op's): the reference the exported vision op is checked against."""
     from .encoder import preprocess
     from .model import prompt_parts, vqa_messages
 
     image_id = vlm.config.image_token_id
     out = []
     with torch.no_grad():
-        feats = vlm.get_image_features(pixel_values=preprocess(images, spec))
-        tokens = feats.pooler_output[0].shape[0] if hasattr(feats, "pooler_output") else feats[0].shape[0]
         for image, question in zip(images, questions):
             parts = prompt_parts(tokenizer, vqa_messages(question))
             ids = torch.tensor([parts.before + [image_id] * tokens + parts.after])
