@@ -192,6 +192,28 @@ def test_tiny_training_lowers_loss_and_resumes(tiny_llama, tmp_path):
     assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 
 
+@needs_data
+def test_one_adapter_for_all_ops(tiny_llama, mini_data, embedder, tmp_path):
+    """--op all: one adapter trained on the three ops' examples together, scored on each op's own items."""
+    from exporter.train import data as D
+    from exporter.train.trainer import TrainConfig, train
+
+    ex = {op: D.build(op, "train", mini_data, embedder=embedder)[:2] for op in D.OPS}
+    va = {op: D.build(op, "val", mini_data, embedder=embedder)[:2] for op in D.OPS}
+    assert all(ex.values()) and all(va.values())
+    cfg = TrainConfig(op="all", out=str(tmp_path / "all"), base=str(tiny_llama), rank=4, alpha=8.0, lr=2e-2, steps=3,
+                      warmup=1, max_len=768, val_examples=6, val_decode=1, eval_base=False, threads=1)
+    s = train(cfg, train_examples=[e for v in ex.values() for e in v], val_examples=[e for v in va.values() for e in v],
+              progress=False, embed=embedder.embed)
+    dec = s["validation"]["decode"]
+    assert sorted(dec) == sorted(D.OPS) and all(d["adapter"]["items"] == 1 for d in dec.values())
+    assert "json_valid" in dec["extract"]["adapter"] and "f1" in dec["generate"]["adapter"]
+    assert s["prompt_template"] == {"extract": "memlora.extract.v1", "update": "memlora.update.v1",
+                                    "generate": "memlora.generate.v1"}
+    with pytest.raises(Exception, match="--op must be one of"):
+        TrainConfig(op="everything", out=str(tmp_path / "x"))
+
+
 def test_train_cli_bad_input(tmp_path, capsys):
     from exporter.train.cli import main
 

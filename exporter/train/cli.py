@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = VQATrainConfig(out="")
     p = Parser(prog=PROG, description="Train a MemLoRA adapter (PEFT LoRA) for one memory operation "
                                 "on distillation data built from LoCoMo-format conversations.")
-    p.add_argument("--op", required=True, choices=["extract", "update", "generate", "vqa"])
+    p.add_argument("--op", required=True, choices=["extract", "update", "generate", "vqa", "all"],
+                   help="the memory op to train an adapter for; all: one adapter on the data of extract, update and "
+                        "generate together (the single-adapter baseline)")
     p.add_argument("--out", help="adapter directory to create (default: memlora_adapters/<base>/<op>)")
     p.add_argument("--base", default=d.base, help="embedded model name, Hugging Face directory or .gguf file")
     p.add_argument("--data", default=d.data, help="LoCoMo-format JSON (default: ../shared/data/locomo_dev.json)")
@@ -137,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         embedder = D.default_embedder() if (args.op != "extract" or args.val_decode) else None
         log = logging.getLogger("memlora.train")
         log.info("building %s data from %s", args.op, cfg.data)
-        tr = D.build(args.op, "train", cfg.data, seed=cfg.seed, embedder=embedder, cache_dir=cache)
-        va = D.build(args.op, "val", cfg.data, seed=cfg.seed, embedder=embedder, cache_dir=cache)
+        ops = D.OPS if args.op == "all" else (args.op,)
+        tr = [e for op in ops for e in D.build(op, "train", cfg.data, seed=cfg.seed, embedder=embedder, cache_dir=cache)]
+        va = [e for op in ops for e in D.build(op, "val", cfg.data, seed=cfg.seed, embedder=embedder, cache_dir=cache)]
         info = {"file": str(cfg.data), "sha256": D.data_sha256(Path(cfg.data)), "data_version": D.DATA_VERSION,
                 "train": D.summary(tr), "val": D.summary(va)}
         log.info("train: %s", info["train"])
@@ -159,10 +162,14 @@ def main(argv: list[str] | None = None) -> int:
                           "val_accuracy": v["val"]["accuracy"], "test_accuracy": v["test"]["accuracy"],
                           "test_by_kind": v["test"]["by_kind"]}, indent=1))
         return 0
+    def scores(d: dict) -> dict:
+        return {label: {k: x for k, x in d.get(label, {}).items() if k != "samples"} for label in ("adapter", "base")}
+
+    decode = v.get("decode", {})
     print(json.dumps({"adapter": cfg.out, "train_seconds": summary["seconds"]["train"],
                       "val_loss": v.get("val_loss"), "base_val_loss": v.get("base_val_loss"),
-                      "adapter_scores": {k: x for k, x in v.get("decode", {}).get("adapter", {}).items() if k != "samples"},
-                      "base_scores": {k: x for k, x in v.get("decode", {}).get("base", {}).items() if k != "samples"}},
+                      **({f"{op}_scores": scores(d) for op, d in decode.items()} if args.op == "all" else
+                         {f"{label}_scores": s for label, s in scores(decode).items()})},
                      indent=1))
     return 0
 

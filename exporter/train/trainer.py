@@ -35,6 +35,10 @@ from runtimes.outdir import OutputDir, OutputError as OutputDirError, check_outp
 from ..errors import InputError, OutputError, SpecError
 from .data import OPS, Example
 
+ALL = "all"
+"""`--op all`: one adapter trained on the examples of every op (the single-adapter baseline of the MemLoRA paper's
+expert-per-op design); it serves each op of a bundle (`--adapter extract=DIR --adapter update=DIR ...`)."""
+
 log = logging.getLogger("memlora.train")
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -76,8 +80,8 @@ class TrainConfig:
     """Validation loss every this many steps, recorded in the history (the curve); 0: only at the end."""
 
     def __post_init__(self) -> None:
-        if self.op not in OPS:
-            raise SpecError(f"--op must be one of {list(OPS)}, got {self.op!r}")
+        if self.op not in OPS and self.op != ALL:
+            raise SpecError(f"--op must be one of {[*OPS, ALL]}, got {self.op!r}")
         for name in ("rank", "steps", "batch", "max_len", "threads", "checkpoint_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SpecError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -390,8 +394,10 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
     val_enc_all, val_kept = encode_all(val_examples)
     val_idx = _pick(len(val_enc_all), cfg.val_examples, cfg.seed + 1)
     val_enc = [val_enc_all[i] for i in val_idx]
-    dec_idx = _pick(len(val_kept), cfg.val_decode, cfg.seed + 2)
-    dec_items = [val_kept[i] for i in dec_idx]
+    dec_items = []
+    for op in _ops(cfg.op):  # --op all: cfg.val_decode items of every op
+        of_op = [e for e in val_kept if e.op == op]
+        dec_items += [of_op[i] for i in _pick(len(of_op), cfg.val_decode, cfg.seed + 2)]
 
     torch.manual_seed(cfg.seed)
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets),
@@ -520,28 +526,40 @@ def half_precision(path: Path) -> None:
 def decode_scores(cfg: TrainConfig, adapter_dir: Path, items: Sequence[Example],
                   embed: Callable[[list[str]], Any] | None) -> dict[str, Any]:
     """Greedy outputs of the saved (fp16) adapter and of the bare base through the PyTorch reference backend
-    (exporter.reference: the inference path), scored by `score_outputs`."""
+    (exporter.reference: the inference path), scored by `score_outputs`: {"decode": {"adapter": .., "base": ..}},
+    for `--op all` one such pair per op ({"decode": {op: {"adapter": .., "base": ..}}})."""
     from runtimes import prompts
 
     from ..reference import ReferenceLLM
 
-    llm = ReferenceLLM(cfg.base, adapters={cfg.op: adapter_dir}, threads=cfg.threads)
-    max_new = prompts.DEFAULT_GENERATION[cfg.op]["max_new_tokens"]
-    res: dict[str, Any] = {}
-    runs = [("adapter", cfg.op)] + ([("base", f"base-{cfg.op}")] if cfg.eval_base else [])
-    for label, op in runs:  # an op name without an adapter runs on the bare base
-        t0 = time.perf_counter()
-        outs = [llm.generate(op, messages=e.messages, max_new_tokens=max_new).text for e in items]
-        res[label] = score_outputs(cfg.op, items, outs, embed)
-        res[label]["seconds"] = round(time.perf_counter() - t0, 1)
-        res[label]["samples"] = [{"target": e.target, "output": o} for e, o in list(zip(items, outs))[:3]]
-    return {"decode": res}
+    ops = _ops(cfg.op)
+    llm = ReferenceLLM(cfg.base, adapters={op: adapter_dir for op in ops}, threads=cfg.threads)
+    per_op: dict[str, Any] = {}
+    for op in ops:
+        its = [e for e in items if e.op == op]
+        if not its:
+            continue
+        max_new = prompts.DEFAULT_GENERATION[op]["max_new_tokens"]
+        res: dict[str, Any] = {}
+        runs = [("adapter", op)] + ([("base", f"base-{op}")] if cfg.eval_base else [])
+        for label, name in runs:  # an op name without an adapter runs on the bare base
+            t0 = time.perf_counter()
+            outs = [llm.generate(name, messages=e.messages, max_new_tokens=max_new).text for e in its]
+            res[label] = score_outputs(op, its, outs, embed)
+            res[label]["seconds"] = round(time.perf_counter() - t0, 1)
+            res[label]["samples"] = [{"target": e.target, "output": o} for e, o in list(zip(its, outs))[:3]]
+        per_op[op] = res
+    return {"decode": per_op if cfg.op == ALL else per_op.get(cfg.op, {})}
 
 
-def _template(op: str) -> str:
+def _ops(op: str) -> tuple[str, ...]:
+    return OPS if op == ALL else (op,)
+
+
+def _template(op: str) -> Any:
     from runtimes import prompts
 
-    return prompts.template_for(op)
+    return prompts.template_for(op) if op != ALL else {o: prompts.template_for(o) for o in OPS}
 
 
 def _versions() -> dict[str, str]:
