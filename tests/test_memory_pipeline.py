@@ -189,7 +189,8 @@ def test_empty_store_adds_facts_without_an_update_call(tmp_path):
     _, embed = _embed_table(dim=16)
     llm = Scripted(outputs)
     with MemoryStore(tmp_path / "a.sqlite") as store:
-        pipe = MemoryPipeline(llm, SimpleNamespace(embed=embed), store, owner="u")
+        pipe = MemoryPipeline(llm, SimpleNamespace(embed=embed), store, owner="u",
+                              config=PipelineConfig(constrained=False))  # replayed text: no mask to apply
         first = pipe.add_turns(TURNS[:1], DATE)
         assert [c.op for c in first.calls] == ["extract"] and first.applied[0].added and store.count("u") == 2
         pipe.add_turns(TURNS[2:], DATE)
@@ -199,6 +200,6 @@ def test_empty_store_adds_facts_without_an_update_call(tmp_path):
                                 '"old_memory": "x"}]}'])
     with MemoryStore(tmp_path / "b.sqlite") as store:
         pipe = MemoryPipeline(llm, SimpleNamespace(embed=embed), store, owner="u",
-                              config=PipelineConfig(add_to_empty_store=False))
+                              config=PipelineConfig(add_to_empty_store=False, constrained=False))
         r = pipe.add_turns(TURNS[:1], DATE)
         assert llm.ops == ["extract", "update"] and r.applied[0].skipped and store.count("u") == 0

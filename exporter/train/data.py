@@ -206,7 +206,7 @@ def _pipeline(embedder: Any, config: PipelineConfig, llm: Any = None) -> MemoryP
 
 def update_examples(convs: Sequence[locomo.Conversation], embedder: Any, *, seed: int = 0, rates: Rates = Rates(),
                     config: PipelineConfig | None = None, window: int = locomo.WINDOW) -> list[Example]:
-    config = config or PipelineConfig()
+    config = config or PipelineConfig(constrained=False)  # the recorder stands in for the model: no mask
     out = []
     for c in convs:
         _prewarm(embedder, c)
@@ -335,7 +335,7 @@ class _Recorder:
 
 def generate_examples(convs: Sequence[locomo.Conversation], embedder: Any, *,
                       config: PipelineConfig | None = None) -> list[Example]:
-    config = config or PipelineConfig()
+    config = config or PipelineConfig(constrained=False)  # the recorder stands in for the model: no mask
     out = []
     for c in convs:
         _prewarm(embedder, c)
@@ -384,7 +384,7 @@ def build(op: str, split: str, data: str | Path = locomo.DEFAULT_DATA, *, seed: 
     convs = load_conversations(path, split)
     cache = None
     if cache_dir is not None:
-        cfg = asdict(PipelineConfig())
+        cfg = asdict(PipelineConfig(constrained=False))
         key = hashlib.sha256(json.dumps([data_sha256(path), op, split, seed, DATA_VERSION, locomo.WINDOW, NONE_COSINE,
                                          asdict(Rates()), cfg], sort_keys=True).encode()).hexdigest()[:16]
         cache = Path(cache_dir) / f"{op}-{split}-{key}.jsonl"

@@ -316,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference adapters: a directory with one sub-directory per op, or OP=DIR items")
     p.add_argument("--embedder", default="auto", choices=["auto", "torch", "bundle"],
                    help="retrieval embedder (auto: the bundle's when it has one, else PyTorch)")
-    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=False,
-                   help="decode extract/update under their JSON-schema mask")
+    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode extract/update under their JSON-schema mask (default: on; --no-constrained decodes "
+                        "freely, as the Android app does)")
     p.add_argument("--max-new-tokens", default=None, metavar="OP=N,...",
                    help="per-op generation length, e.g. extract=128,update=160 (default: the bundle's / built-in)")
     p.add_argument("--add-to-empty-store", action=argparse.BooleanOptionalAction, default=True,
