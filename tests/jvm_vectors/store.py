@@ -276,7 +276,7 @@ def pipeline_vectors(out: Path, manifest: Any) -> dict[str, Any]:
     table, embed = _embed_table(dim=16)
     db = out / "stores" / "pipeline.sqlite"
     llm = _Replay(PIPELINE_SCRIPT["outputs"], manifest)
-    config = PipelineConfig()
+    config = PipelineConfig(constrained=False)  # replayed outputs, decoded freely as the app does
     with MemoryStore(db) as store:
         pipe = MemoryPipeline(llm, SimpleNamespace(embed=embed), store, owner="user", config=config)
         added = []
