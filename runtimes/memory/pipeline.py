@@ -62,7 +62,8 @@ class PipelineConfig:
     """Decode extract / update under their JSON-schema mask (runtimes.memory.constrain). On by default: unconstrained,
     the int4 default bundle wrote 1.9 % of its extractions (quotes left unescaped inside a fact) and 1.4 % of its
     updates (an event without "event") as JSON the parser refuses, on the validation conversations; constrained,
-    none (docs/memory.md). The Android app decodes unconstrained (LlmModule gives no logits)."""
+    none (docs/memory.md). The Android app decodes unconstrained (LlmModule gives no logits), and so does an LLM
+    object that has no `tokenizer` to build the mask from."""
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     """Per-op override of the generation length (else the bundle's / runtimes.prompts defaults)."""
     images: str = "pixels"
@@ -138,8 +139,8 @@ class MemoryPipeline:
 
     def constraint(self, op: str, n_ids: int | None = None) -> Any | None:
         """The op's JSON constraint (cached); for update, narrowed to the `n_ids` temporary ids of the prompt."""
-        if not self.config.constrained:
-            return None
+        if not self.config.constrained or getattr(self.llm, "tokenizer", None) is None:
+            return None  # an LLM object that gives no tokenizer (a caller's own, a replay) decodes freely
         key = (op, n_ids)
         if key not in self._constraints:
             from .constrain import JsonConstraint
