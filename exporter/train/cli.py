@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from . import data as D
         from ..load import cache_root
-        from .trainer import TrainConfig, train
+        from .trainer import TrainConfig, ops_of, train
 
         cfg = TrainConfig(
             op=args.op, out=args.out or str(Path("memlora_adapters") / args.base.replace("/", "_") / args.op),
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         embedder = D.default_embedder() if (args.op != "extract" or args.val_decode) else None
         log = logging.getLogger("memlora.train")
         log.info("building %s data from %s", args.op, cfg.data)
-        ops = D.OPS if args.op == "all" else (args.op,)
+        ops = ops_of(args.op)
         tr = [e for op in ops for e in D.build(op, "train", cfg.data, seed=cfg.seed, embedder=embedder, cache_dir=cache)]
         va = [e for op in ops for e in D.build(op, "val", cfg.data, seed=cfg.seed, embedder=embedder, cache_dir=cache)]
         info = {"file": str(cfg.data), "sha256": D.data_sha256(Path(cfg.data)), "data_version": D.DATA_VERSION,

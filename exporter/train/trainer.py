@@ -395,7 +395,7 @@ def _train(cfg: TrainConfig, train_examples: Sequence[Example], val_examples: Se
     val_idx = _pick(len(val_enc_all), cfg.val_examples, cfg.seed + 1)
     val_enc = [val_enc_all[i] for i in val_idx]
     dec_items = []
-    for op in _ops(cfg.op):  # --op all: cfg.val_decode items of every op
+    for op in ops_of(cfg.op):  # --op all: cfg.val_decode items of every op
         of_op = [e for e in val_kept if e.op == op]
         dec_items += [of_op[i] for i in _pick(len(of_op), cfg.val_decode, cfg.seed + 2)]
 
@@ -532,7 +532,7 @@ def decode_scores(cfg: TrainConfig, adapter_dir: Path, items: Sequence[Example],
 
     from ..reference import ReferenceLLM
 
-    ops = _ops(cfg.op)
+    ops = ops_of(cfg.op)
     llm = ReferenceLLM(cfg.base, adapters={op: adapter_dir for op in ops}, threads=cfg.threads)
     per_op: dict[str, Any] = {}
     for op in ops:
@@ -552,7 +552,7 @@ def decode_scores(cfg: TrainConfig, adapter_dir: Path, items: Sequence[Example],
     return {"decode": per_op if cfg.op == ALL else per_op.get(cfg.op, {})}
 
 
-def _ops(op: str) -> tuple[str, ...]:
+def ops_of(op: str) -> tuple[str, ...]:
     return OPS if op == ALL else (op,)
 
 
