@@ -12,7 +12,7 @@ from runtimes.executorch import ExecuTorchRuntime
 from runtimes.memory.constrain import JsonConstraint
 from runtimes.memory.embed import BundleEmbedder
 from runtimes.memory.parse import ParseError, parse_extract, parse_update
-from runtimes.memory.pipeline import MemoryPipeline, PipelineConfig
+from runtimes.memory.pipeline import TURN_SHOWN_CHARS, MemoryPipeline, PipelineConfig
 from runtimes.memory.prompts import extract_messages, format_memories, update_messages
 from exporter.reference import ReferenceLLM
 from runtimes.memory.store import MemoryStore
@@ -203,3 +203,53 @@ def test_empty_store_adds_facts_without_an_update_call(tmp_path):
                               config=PipelineConfig(add_to_empty_store=False, constrained=False))
         r = pipe.add_turns(TURNS[:1], DATE)
         assert llm.ops == ["extract", "update"] and r.applied[0].skipped and store.count("u") == 0
+
+
+def test_answer_shows_the_kept_turns_beside_the_memories(tmp_path):
+    """Every turn is kept as it was said; the answer prompt shows the `answer_turns` most similar ones beside the
+    memories, all oldest first with their dates; with answer_turns=0 only memories (the paper's pipeline)."""
+    from types import SimpleNamespace
+
+    from tests.jvm_vectors import _embed_table
+
+    class Recorder:
+        def __init__(self, outs):
+            self.outs, self.messages = list(outs), []
+
+        def generate(self, op, messages=None, **_):
+            self.messages.append((op, messages))
+            return SimpleNamespace(text=self.outs.pop(0), tokens=[], prompt_tokens=[], stop_reason="stop_token")
+
+    _, embed = _embed_table(dim=16)
+    llm = Recorder(['{"facts": ["Caroline moved to Denver"]}', '{"facts": []}', "Denver", "Denver"])
+    with MemoryStore(tmp_path / "t.sqlite") as store:
+        pipe = MemoryPipeline(llm, SimpleNamespace(embed=embed), store, owner="u",
+                              config=PipelineConfig(constrained=False, answer_turns=2))
+        pipe.add_turns(TURNS, DATE)
+        pipe.add_turns(TURNS, DATE)  # the same window again: its turns are kept once
+        assert store.turn_count("u") == 3 and store.count("u") == 1
+        kept = {t.turn_id: t.text for t, _ in store.search_turns(embed(["x"])[0], 3, owner="u")}
+        assert kept == {"D1:1": "Caroline: I went to an LGBTQ support group yesterday and it was so powerful.",
+                        "D1:2": "Melanie: That's great! I'm painting a sunrise for my kids this weekend.",
+                        "D1:3": "Caroline: I moved to Denver last month. [shares a photo: a city skyline]"}
+        q = "Where did Caroline move?"
+        a = pipe.answer(q)
+        assert len(a.turns) == 2 and [s for _, s in a.turns] == sorted((s for _, s in a.turns), reverse=True)
+        want = [t for t, _ in store.search_turns(embed([q])[0], 2, owner="u")]
+        assert [t.id for t, _ in a.turns] == [t.id for t in want]
+        prompt = llm.messages[-1][1][-1]["content"]
+        lines = prompt.split("Memories:\n")[1].split("\nQuestion:")[0].splitlines()
+        # The memory first (same date: memories before turns), then the turns in the order they were said.
+        assert lines == ["[8 May 2023] Caroline moved to Denver"] + [f"[8 May 2023] {t.text}" for t in
+                                                                     sorted(want, key=lambda t: t.id)]
+        pipe.config.answer_turns = 0
+        a = pipe.answer(q)
+        assert a.turns == [] and llm.messages[-1][1][-1]["content"].count("[8 May 2023]") == 1
+        # A very long message is kept whole and shown cut (TURN_SHOWN_CHARS), so it cannot crowd out the prompt.
+        long = "Melanie: " + "y" * 5000
+        store.add_turns([long], embed([long]), owner="u", turn_ids=["D2:1"], said_at="2023-06-01T10:00:00")
+        pipe.config.answer_turns = 10
+        llm.outs.append("x")
+        a = pipe.answer(q)
+        assert any(t.text == long for t, _ in a.turns)
+        assert "[1 June 2023] Melanie: " + "y" * (TURN_SHOWN_CHARS - 9) + "\n" in llm.messages[-1][1][-1]["content"]

@@ -191,6 +191,33 @@ def test_search_ranks_by_cosine_and_filters_owner(tmp_path):
         assert s.history(hits[0][0].id)[-1]["event"] == "DELETE"
 
 
+def test_turns_are_kept_once_and_ranked_by_cosine(tmp_path):
+    vecs = {"A: hi": [1, 0, 0], "B: pizza is pepperoni": [0, 1, 0], "A: bye": [0.6, 0.8, 0], "C: other": [0, 0.9, 0.1]}
+    fn = lambda texts: np.array([vecs[t] for t in texts], dtype=np.float32)  # noqa: E731
+    texts = ["A: hi", "B: pizza is pepperoni", "A: bye"]
+    with MemoryStore(tmp_path / "t.sqlite") as s:
+        ids = s.add_turns(texts, fn(texts), owner="u", turn_ids=["D1:1", "D1:2", None], said_at="2023-05-08T13:56:00")
+        # The same turn again (a window added twice) is not kept twice; a turn without an id cannot be told apart.
+        again = s.add_turns(texts, fn(texts), owner="u", turn_ids=["D1:1", "D1:2", None], said_at="2023-05-09T10:00:00")
+        assert again[:2] == ids[:2] and again[2] != ids[2] and s.turn_count("u") == 4
+        s.add_turns(["C: other"], fn(["C: other"]), owner="v", turn_ids=["D1:2"])
+        hits = s.search_turns(np.array([0, 1, 0]), k=2, owner="u")
+        assert [(t.text, t.turn_id, t.said_at) for t, _ in hits] == [("B: pizza is pepperoni", "D1:2", "2023-05-08T13:56:00"),
+                                                                   ("A: bye", None, "2023-05-08T13:56:00")]
+        assert hits[0][1] == pytest.approx(1.0) and hits[1][1] == pytest.approx(0.8)
+        assert [t.owner for t, _ in s.search_turns(np.array([0, 1, 0]), k=1)] == ["u"]  # all owners: best first
+        assert s.turn_count() == 5 and s.count("u") == 0  # turns are not memories
+        # Deleting a memory deletes the kept turns it came from (its source turns), and only those.
+        r = s.add(["B likes pepperoni pizza"], owner="u", embed_fn=lambda t: np.array([[0, 1, 0]] * len(t)),
+                  source_turns=["D1:2"])
+        assert s.delete(r.added[0]) and s.turn_count("u") == 3 and s.turn_count("v") == 1
+        assert [t.text for t, _ in s.search_turns(np.array([0, 1, 0]), k=1, owner="u")] == ["A: bye"]
+        with pytest.raises(ValueError, match="2 embeddings"):
+            s.add_turns(texts, fn(texts[:2]), owner="u")
+        with pytest.raises(StoreError, match="dims"):
+            s.add_turns(["A: hi"], np.ones((1, 4)), owner="u")
+
+
 # ---------------------------------------------------------------------------------------------------- opening files
 def _sqlite(path, *statements, wal=False):
     con = sqlite3.connect(path)

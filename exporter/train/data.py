@@ -347,6 +347,8 @@ def generate_examples(convs: Sequence[locomo.Conversation], embedder: Any, *,
                 facts = c.observations.get(str(t["dia_id"]), [])
                 if facts:
                     pipe.store.add(facts, owner=pipe.owner, embed_fn=pipe.embed, source_turns=[str(t["dia_id"])], now=now)
+        # The store holds the gold facts only, no kept turns: the prompts show memories alone, as the shipped
+        # generate adapter was trained (PipelineConfig.answer_turns adds turns at answer time).
         for q in c.questions():
             ans = pipe.answer(str(q["question"]))
             shown_turns = {d for m, _ in ans.memories for d in m.source_turns}

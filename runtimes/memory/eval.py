@@ -163,7 +163,8 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
         item = {"category": q["category"], "question": q["question"], "gold": gold, "prediction": a.text,
                 "f1": metrics.f1(a.text, gold), "bleu1": metrics.bleu1(a.text, gold),
                 "evidence": [str(e) for e in q.get("evidence") or []],
-                "retrieved": [[m.id, round(s, 4)] for m, s in a.memories]}
+                "retrieved": [[m.id, round(s, 4)] for m, s in a.memories],
+                "turns": [[t.turn_id or t.id, round(s, 4)] for t, s in a.turns]}
         if judge_fn:
             item["judge"] = judge_fn(q["question"], gold, a.text)
         qa.append(item)
@@ -218,7 +219,8 @@ def summarise(convs: list[dict[str, Any]], args: argparse.Namespace, desc: dict[
     qa = qa_summary([q for r in convs for q in r["qa"]])
     return {
         "config": {**desc, "data": str(args.data), "split": args.split, "window": args.window,
-                   "update_batch": args.update_batch, "top_k": args.top_k, "constrained": args.constrained,
+                   "update_batch": args.update_batch, "top_k": args.top_k,
+                   "answer_turns": args.answer_turns, "constrained": args.constrained,
                    "add_to_empty_store": args.add_to_empty_store,
                    "max_new_tokens": args.max_new_tokens,
                    "match_threshold": args.match_threshold, "max_sessions": args.max_sessions,
@@ -246,7 +248,7 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"## memlora-eval: {name}", "",
              f"{len(rep['conversations'])} conversation(s) ({', '.join(x['sample_id'] for x in rep['conversations'])}), "
              f"constrained decoding {'on' if c['constrained'] else 'off'}, window {c['window']} turns, "
-             f"embedder {c['embedder']}", "",
+             f"answers from {c['top_k']} memories + {c.get('answer_turns', 0)} turns, embedder {c['embedder']}", "",
              "| metric | value |", "| --- | --- |",
              f"| extraction precision / recall (cos >= {e['threshold']}) | {pct(e['precision'])} / {pct(e['recall'])} "
              f"({e['matched']} matched, {e['pred']} extracted, {e['gold']} gold) |",
@@ -298,6 +300,8 @@ def visual_markdown(rep: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipeline import PipelineConfig
+
     p = Parser(prog=PROG, description="Evaluate the memory pipeline on LoCoMo-format conversations.")
     p.add_argument("--data", default=str(locomo.DEFAULT_DATA), help="LoCoMo JSON (default: ../shared/data/locomo_dev.json)")
     p.add_argument("--split", default="val", choices=["val", "train", "all"],
@@ -326,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=locomo.WINDOW, help="turns per extraction window")
     p.add_argument("--update-batch", type=int, default=4, help="facts per update call")
     p.add_argument("--top-k", type=int, default=10, help="memories retrieved per question")
+    p.add_argument("--answer-turns", type=int, default=PipelineConfig.answer_turns,
+                   help="conversation turns shown beside the memories per question (0: memories only, the paper's "
+                        f"pipeline; default {PipelineConfig.answer_turns})")
     p.add_argument("--match-threshold", type=float, default=metrics.FACT_MATCH_THRESHOLD,
                    help="cosine for a predicted fact to match a gold observation")
     p.add_argument("--visual", action="store_true",
@@ -376,6 +383,8 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
     for name in ("window", "update_batch", "top_k"):
         if getattr(args, name) < 1:
             raise EvalError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.answer_turns < 0:
+        raise EvalError("--answer-turns must be >= 0")
     inputs = [args.data, args.split_file, args.bundle,
               *[a.partition("=")[2] or a for a in (args.adapters or [])],
               *([args.base] if Path(args.base).exists() else [])]
@@ -417,7 +426,8 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
             vision = VisionRunner(llm.manifest, backend="onnx" if getattr(llm, "backend", None) == "onnx"
                                   else "executorch")  # the text ops' backend runs the vision op too
     scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
-    config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, constrained=args.constrained,
+    config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, answer_turns=args.answer_turns,
+                            constrained=args.constrained,
                             add_to_empty_store=args.add_to_empty_store,
                             max_new_tokens=max_new)
 

@@ -3,7 +3,8 @@
 - `add_turns(turns, date)`: one `extract` call over the window -> facts; then per batch of facts one `update` call
   showing the top-k stored memories most similar to each fact (temporary ids), its events applied to the store in
   one transaction. Unusable JSON (runtimes.memory.parse) changes nothing; every call is logged in `self.calls`.
-- `answer(question)`: the top-k memories by cosine similarity, shown oldest first with their dates, -> `generate`.
+- `answer(question)`: the top-k memories by cosine similarity and the `answer_turns` most similar turns of the
+  conversation (every turn is kept in the store as it was said), shown oldest first with their dates, -> `generate`.
 
 Shared images (MemLoRA-V): a turn may carry `image` (a file path, image bytes or a PIL image). With `images="pixels"`
 (the default) the image is kept in the store (PNG bytes, with the turn id, date and the text it was shared with) and
@@ -34,13 +35,16 @@ import numpy as np
 
 from .. import prompts as templates
 from .parse import ParseError, parse_extract, parse_update
-from .prompts import extract_messages, generate_messages, to_iso, update_messages
-from .store import ApplyResult, Memory, MemoryStore, StoredImage
+from .prompts import extract_messages, format_turns, generate_messages, to_iso, update_messages
+from .store import ApplyResult, Memory, MemoryStore, StoredImage, StoredTurn
 
 log = logging.getLogger("memlora.memory")
 
 VISUAL_WORDS = re.compile(r"\b(photos?|pictures?|pics?|images?|snapshots?|selfies?|photographs?|drawings?)\b", re.I)
 """A question matching this asks about a shared image (and may go to the vision op)."""
+TURN_SHOWN_CHARS = 500
+"""A kept turn is shown to `generate` cut to this many characters (code points; the longest LoCoMo turn is 497), so
+that one very long message cannot push the answer prompt out of the context."""
 STORE_IMAGE_SIDE = 448
 """Shared images are kept at most this many pixels on a side (the vision op reads 224 x 224)."""
 
@@ -54,6 +58,12 @@ class PipelineConfig:
     update_max_memories: int = 10
     """Cap on the memories one update prompt shows (union over its facts, best first)."""
     answer_top_k: int = 10
+    answer_turns: int = 5
+    """Conversation turns most similar to the question shown to `generate` beside its memories (each turn is kept in
+    the store as it was said, `MemoryStore.add_turns`). A 135M extractor keeps a fact's topic and loses detail (a
+    date, a name, the second item of a list); the turn it came from still has it. 0 shows memories only (the MemLoRA
+    paper's pipeline). Whole validation conversations, int4 default bundle: QA F1 26.2 with 0, 29.8 with 5
+    (docs/memory.md)."""
     add_to_empty_store: bool = True
     """With nothing stored for the owner yet, every new fact is an ADD: apply that without an update call. (The
     update op is trained on stores that hold memories; on "(none)" the distilled SmolLM2 adapter tends to answer
@@ -107,6 +117,8 @@ class Answer:
     call: OpCall
     image: tuple[StoredImage, float] | None = None
     """The shared image the vision op answered from (and its retrieval score)."""
+    turns: list[tuple[StoredTurn, float]] = field(default_factory=list)
+    """The kept conversation turns shown beside the memories (`PipelineConfig.answer_turns`)."""
 
 
 class MemoryPipeline:
@@ -266,6 +278,7 @@ class MemoryPipeline:
     def add_turns(self, turns: Sequence[dict[str, Any]], date: str) -> AddTurnsResult:
         calls0 = len(self.calls)
         turns = [self.share_image(t, date) if t.get("image") is not None else t for t in turns]
+        self.keep_turns(turns, date)
         facts, _ = self.extract(turns, date)
         ids = [str(t["dia_id"]) for t in turns if t.get("dia_id")]
         applied = []
@@ -275,6 +288,15 @@ class MemoryPipeline:
             if res is not None:
                 applied.append(res)
         return AddTurnsResult(facts=facts, applied=applied, calls=self.calls[calls0:])
+
+    def keep_turns(self, turns: Sequence[dict[str, Any]], date: str) -> list[int]:
+        """Keep each turn as it was said ("Speaker: text", a photo marked as `extract` reads it) with its embedding,
+        so the answer step can show it (`answer_turns`); their row ids."""
+        if not turns:
+            return []
+        texts = [format_turns([t]) for t in turns]
+        return self.store.add_turns(texts, self.embed(texts), owner=self.owner, said_at=to_iso(date),
+                                    turn_ids=[str(t["dia_id"]) if t.get("dia_id") else None for t in turns])
 
     def retrieve(self, question: str, k: int | None = None) -> list[tuple[Memory, float]]:
         return self.store.search(self.embed([question])[0], k or self.config.answer_top_k, owner=self.owner)
@@ -289,10 +311,17 @@ class MemoryPipeline:
             else:
                 call = self._vision_call("vqa", pixels, question)
                 return Answer(text=clean_answer(call.text), memories=[], call=call, image=routed)
-        hits = self.retrieve(question, k)
-        shown = sorted((m for m, _ in hits), key=lambda m: (m.updated_at, m.id))  # oldest first, dated
-        _, call = self._call("generate", generate_messages(question, shown, self.template("generate")), None)
-        return Answer(text=clean_answer(call.text), memories=hits, call=call)
+        q = self.embed([question])[0]
+        hits = self.store.search(q, k or self.config.answer_top_k, owner=self.owner)
+        turns = self.store.search_turns(q, self.config.answer_turns, owner=self.owner) if self.config.answer_turns > 0 \
+            else []
+        # Memories and turns together, oldest first (a memory before a turn of the same date), each with its date.
+        shown = sorted([(m.updated_at, 0, m.id, m) for m, _ in hits]
+                       + [(t.said_at, 1, t.id, {"id": t.id, "text": t.text[:TURN_SHOWN_CHARS], "updated_at": t.said_at}) for t, _ in turns],
+                       key=lambda x: x[:3])
+        _, call = self._call("generate", generate_messages(question, [x[3] for x in shown], self.template("generate")),
+                             None)
+        return Answer(text=clean_answer(call.text), memories=hits, call=call, turns=turns)
 
 
 def _to_rgb(image: Any) -> Any:

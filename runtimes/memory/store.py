@@ -73,6 +73,15 @@ CREATE TABLE IF NOT EXISTS images (
     embedding BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_owner ON images(owner);
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY,
+    owner TEXT,
+    turn_id TEXT,
+    said_at TEXT NOT NULL,
+    text TEXT NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turns_owner ON turns(owner);
 """
 
 
@@ -122,6 +131,18 @@ class StoredImage:
 
         with Image.open(io.BytesIO(self.png)) as im:
             return im.convert("RGB")
+
+
+@dataclass
+class StoredTurn:
+    """A conversation turn as it was said ("Speaker: text"), kept beside the memories so that the answer step can
+    show the dialogue itself next to the facts distilled from it (`PipelineConfig.answer_turns`)."""
+
+    id: int
+    owner: str | None
+    turn_id: str | None
+    said_at: str
+    text: str
 
 
 @dataclass
@@ -379,6 +400,49 @@ class MemoryStore:
         rows = self._fetch("SELECT id, owner, turn_id, shared_at, context, png FROM images WHERE id = ?", (image_id,))
         return StoredImage(*rows[0][:5], png=bytes(rows[0][5])) if rows else None
 
+    # ------------------------------------------------------------------------------------------------ turns
+    def add_turns(self, texts: Sequence[str], embeddings: np.ndarray, *, owner: str | None,
+                  turn_ids: Sequence[str | None] | None = None, said_at: str | None = None) -> list[int]:
+        """Keep conversation turns ("Speaker: text") with their embeddings, in one transaction; their row ids. A turn
+        already kept for the owner (same turn id and text) is not kept twice: its existing row id is returned."""
+        ids = list(turn_ids) if turn_ids is not None else [None] * len(texts)
+        if len(ids) != len(texts) or len(embeddings) != len(texts):
+            raise ValueError(f"add_turns: {len(texts)} texts, {len(embeddings)} embeddings, {len(ids)} turn ids")
+        vecs = [_norm(v) for v in embeddings]
+        for v in vecs:
+            self._check_dim(v.size)
+        at = said_at or _now()
+        out = []
+        with self._errors():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for text, tid, vec in zip(texts, ids, vecs):
+                    old = self.conn.execute("SELECT id FROM turns WHERE owner IS ? AND turn_id IS ? AND text = ?",
+                                            (owner, tid, text)).fetchone() if tid is not None else None
+                    if old:
+                        out.append(int(old[0]))
+                        continue
+                    cur = self.conn.execute("INSERT INTO turns (owner, turn_id, said_at, text, embedding) "
+                                            "VALUES (?, ?, ?, ?, ?)", (owner, tid, at, text, vec.tobytes()))
+                    out.append(int(cur.lastrowid))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return out
+
+    def turn_count(self, owner: str | None = None) -> int:
+        if owner is None:
+            return self._fetch("SELECT COUNT(*) FROM turns")[0][0]
+        return self._fetch("SELECT COUNT(*) FROM turns WHERE owner = ?", (owner,))[0][0]
+
+    def search_turns(self, query_embedding: np.ndarray, k: int, owner: str | None = None
+                     ) -> list[tuple[StoredTurn, float]]:
+        """The k kept turns most similar to the query (cosine), best first."""
+        q = "SELECT id, owner, turn_id, said_at, text, embedding FROM turns"
+        rows = self._fetch(q + " WHERE owner = ?" if owner is not None else q, (owner,) if owner is not None else ())
+        return [(StoredTurn(*rows[i][:5]), s) for i, s in self._rank([r[5] for r in rows], query_embedding, k)]
+
     # ------------------------------------------------------------------------------------------------ writes
     def apply_update(self, events: Iterable[dict[str, Any]], id_map: dict[str, int], *, owner: str | None,
                      source_turns: Sequence[str] = (), embed_fn: Callable[[list[str]], np.ndarray],
@@ -467,10 +531,16 @@ class MemoryStore:
                                  owner=owner, source_turns=source_turns, embed_fn=embed_fn, now=now, batch="direct")
 
     def delete(self, memory_id: int, *, now: str | None = None) -> bool:
-        """A user's deletion: one transaction, recorded in the history. False when there is no such memory."""
+        """A user's deletion: one transaction, recorded in the history. False when there is no such memory. The kept
+        turns the memory came from (its `source_turns`) are deleted first: what a user deletes is not shown again from
+        the dialogue it was distilled from."""
         m = self.get(memory_id)
         if m is None:
             return False
+        if m.source_turns:
+            with self._errors():
+                self.conn.execute(f"DELETE FROM turns WHERE owner IS ? AND turn_id IN ({','.join('?' * len(m.source_turns))})",
+                                  (m.owner, *m.source_turns))
         res = self.apply_update([{"id": "u", "text": "", "event": "DELETE", "old_memory": None}], {"u": memory_id},
                                 owner=m.owner, embed_fn=lambda t: np.zeros((len(t), 1)), now=now, batch="user")
         return bool(res.deleted)

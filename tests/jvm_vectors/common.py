@@ -51,7 +51,10 @@ def _rows(db: Path) -> dict[str, Any]:
                 for r in con.execute("SELECT seq, memory_id, owner, event, old_text, new_text, source_turns, at, batch "
                                      "FROM history ORDER BY seq")]
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        return {"memories": mems, "history": hist, "meta": meta}
+        turns = [{"id": r[0], "owner": r[1], "turn_id": r[2], "said_at": r[3], "text": r[4],
+                  "embedding": [float(x) for x in np.frombuffer(r[5], dtype=np.float32)]}
+                 for r in con.execute("SELECT id, owner, turn_id, said_at, text, embedding FROM turns ORDER BY id")]
+        return {"memories": mems, "history": hist, "meta": meta, "turns": turns}
     finally:
         con.close()
 

@@ -248,7 +248,10 @@ PIPELINE_SCRIPT = {
         {"date": "10:37 am on 27 June, 2023",
          "turns": [{"speaker": "Caroline", "text": "We moved to Denver last month!", "dia_id": "D2:1"},
                    {"speaker": "Melanie", "text": "Ana and Ben loved the camping trip.", "dia_id": "D2:2"}]},
-        {"date": "7:05 am on 1 Sep, 2023", "turns": [{"speaker": "Caroline", "text": "Nothing new today."}]},
+        {"date": "7:05 am on 1 Sep, 2023", "turns": [{"speaker": "Caroline", "text": "Nothing new today."},
+                                                    # shown cut at TURN_SHOWN_CHARS code points, an emoji astride the cut
+                                                    {"speaker": "Melanie", "text": "x" * 487 + "\U0001F600" * 4 + " end",
+                                                     "dia_id": "D3:2"}]},
     ],
     "outputs": [
         '{"facts": ["Caroline attended an LGBTQ support group", "Melanie paints sunrises for her kids", "Melanie has kids", '
@@ -288,6 +291,7 @@ def pipeline_vectors(out: Path, manifest: Any) -> dict[str, Any]:
         for q, k in PIPELINE_SCRIPT["questions"]:
             a = pipe.answer(q, k)
             answers.append({"question": q, "k": k, "text": a.text, "memories": [m.id for m, _ in a.memories],
+                            "turns": [t.id for t, _ in a.turns], "turn_scores": [s for _, s in a.turns],
                             "scores": [s for _, s in a.memories]})
     clean = ["Answer: Denver\nx", "  \n\"Paris\" ", "ANSWER:   'Rome'", "", "\n\n", "plain", "answer:", "  “curly”  "]
     return {"config": {k: v for k, v in config.__dict__.items()}, "script": PIPELINE_SCRIPT, "calls": llm.calls,

@@ -14,7 +14,8 @@ import java.util.function.Function;
  * The memory cycle of runtimes/memory/pipeline.py {@code MemoryPipeline}, step for step, so the phone does exactly what
  * the Python pipeline does: {@link #addTurns} = one extract call over the turns, then per batch of facts one update
  * call showing the stored memories most similar to those facts (temporary ids), its events applied in one SQLite
- * transaction; {@link #answer} = the top-k memories by cosine similarity, shown oldest first with dates, -> generate.
+ * transaction; {@link #answer} = the top-k memories by cosine similarity and the most similar kept turns (every turn
+ * is kept as it was said), shown oldest first with dates, -> generate.
  * Unusable JSON changes nothing; every model call is recorded. Shared images (MemLoRA-V): {@link #shareImage} keeps
  * the pixels in the store; with a {@link #vision} op, a question about a photo whose best shared image matches goes to
  * it (pipeline.answer with images="pixels").
@@ -59,11 +60,17 @@ public final class MemoryCycle {
             "\\b(photos?|pictures?|pics?|images?|snapshots?|selfies?|photographs?|drawings?)\\b",
             java.util.regex.Pattern.CASE_INSENSITIVE);
 
+    /** A kept turn is shown to generate cut to this many code points (pipeline.TURN_SHOWN_CHARS). */
+    public static final int TURN_SHOWN_CHARS = 500;
+
     public static final class Config {
         public int updateBatch = 4;
         public int updateTopK = 5;
         public int updateMaxMemories = 10;
         public int answerTopK = 10;
+        /** As PipelineConfig.answer_turns: the kept conversation turns most similar to the question shown beside the
+         *  memories (0: memories only). */
+        public int answerTurns = 5;
         /** As pipeline.PipelineConfig.add_to_empty_store: nothing stored yet -> every fact is an ADD, no update call. */
         public boolean addToEmptyStore = true;
         /** As PipelineConfig.visual_min_score: a question about a photo goes to the vision op only when the best shared
@@ -112,16 +119,15 @@ public final class MemoryCycle {
         public final List<MemoryStore.Scored> memories;
         public final OpCall call;
         public final MemoryStore.StoredImage image; // the shared image the vision op answered from (null: text)
+        public final List<MemoryStore.StoredTurn> turns; // the kept turns shown beside the memories
 
-        Answer(String text, List<MemoryStore.Scored> memories, OpCall call) {
-            this(text, memories, call, null);
-        }
-
-        Answer(String text, List<MemoryStore.Scored> memories, OpCall call, MemoryStore.StoredImage image) {
+        Answer(String text, List<MemoryStore.Scored> memories, OpCall call, MemoryStore.StoredImage image,
+               List<MemoryStore.StoredTurn> turns) {
             this.text = text;
             this.memories = memories;
             this.call = call;
             this.image = image;
+            this.turns = turns;
         }
     }
 
@@ -216,9 +222,21 @@ public final class MemoryCycle {
         return store.applyUpdate(events, idMap, owner, sourceTurns, embedder, MemoryFormat.toIso(date), batch);
     }
 
-    /** Extract from the turns, then fold the facts into the store (one update call per batch of facts). */
+    /** Keeps each turn as it was said ("Speaker: text"), with its embedding, for the answer step (pipeline.keep_turns). */
+    public List<Long> keepTurns(List<Turn> turns, String date) {
+        if (turns.isEmpty()) return new ArrayList<>();
+        List<String> texts = new ArrayList<>(), ids = new ArrayList<>();
+        for (Turn t : turns) {
+            texts.add(MemoryFormat.formatTurns(Collections.singletonList(t)));
+            ids.add(t.diaId != null && !t.diaId.isEmpty() ? t.diaId : null);
+        }
+        return store.addTurns(texts, embedder.embed(texts), owner, ids, MemoryFormat.toIso(date));
+    }
+
+    /** Keep the turns, extract from them, then fold the facts into the store (one update call per batch of facts). */
     public AddTurnsResult addTurns(List<Turn> turns, String date) {
         int calls0 = calls.size();
+        keepTurns(turns, date);
         List<String> facts = extract(turns, date);
         List<String> ids = new ArrayList<>();
         for (Turn t : turns) if (t.diaId != null && !t.diaId.isEmpty()) ids.add(t.diaId);
@@ -258,18 +276,34 @@ public final class MemoryCycle {
                 Generation g = vision.answer(best.get(0).png, question, config.maxNewTokens.get("vqa"), onText);
                 OpCall c = new OpCall("vqa", g, null, null, null, Math.round((System.nanoTime() - t0) / 1e5) / 10.0);
                 calls.add(c);
-                return new Answer(cleanAnswer(c.text), new ArrayList<>(), c, best.get(0));
+                return new Answer(cleanAnswer(c.text), new ArrayList<>(), c, best.get(0), new ArrayList<>());
             }
         }
-        List<MemoryStore.Scored> hits = retrieve(question, k);
-        List<Memory> shown = new ArrayList<>();
-        for (MemoryStore.Scored s : hits) shown.add(s.memory);
-        shown.sort((a, b) -> {
-            int c = Text.CODE_POINT_ORDER.compare(a.updatedAt, b.updatedAt);
-            return c != 0 ? c : Long.compare(a.id, b.id);
+        float[] q = embedder.embed(Collections.singletonList(question))[0];
+        List<MemoryStore.Scored> hits = store.search(q, (k == null || k == 0) ? config.answerTopK : k, owner);
+        List<MemoryStore.StoredTurn> turns = config.answerTurns > 0 ? store.searchTurns(q, config.answerTurns, owner)
+                : new ArrayList<>();
+        // Memories and turns together, oldest first (a memory before a turn of the same date), each with its date.
+        List<Object[]> mixed = new ArrayList<>(); // {date, kind, id, memory}
+        for (MemoryStore.Scored s : hits) mixed.add(new Object[] {s.memory.updatedAt, 0, s.memory.id, s.memory});
+        for (MemoryStore.StoredTurn t : turns) {
+            mixed.add(new Object[] {t.saidAt, 1, t.id,
+                    new Memory(t.id, t.owner, cut(t.text, TURN_SHOWN_CHARS), t.saidAt, t.saidAt, Collections.<String>emptyList(), null)});
+        }
+        mixed.sort((a, b) -> {
+            int c = Text.CODE_POINT_ORDER.compare((String) a[0], (String) b[0]);
+            if (c == 0) c = Integer.compare((Integer) a[1], (Integer) b[1]);
+            return c != 0 ? c : Long.compare((Long) a[2], (Long) b[2]);
         });
+        List<Memory> shown = new ArrayList<>();
+        for (Object[] x : mixed) shown.add((Memory) x[3]);
         OpCall c = call("generate", MemoryFormat.generateMessages(question, shown, template("generate")), null, onText);
-        return new Answer(cleanAnswer(c.text), hits, c);
+        return new Answer(cleanAnswer(c.text), hits, c, null, turns);
+    }
+
+    /** The first {@code n} code points of {@code s} (Python's {@code s[:n]}). */
+    static String cut(String s, int n) {
+        return s.codePointCount(0, s.length()) <= n ? s : s.substring(0, s.offsetByCodePoints(0, n));
     }
 
     /** The first non-empty line, without surrounding quotes or an "Answer:" prefix (pipeline.clean_answer). */

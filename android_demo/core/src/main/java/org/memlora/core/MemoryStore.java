@@ -77,6 +77,15 @@ public final class MemoryStore implements AutoCloseable {
             + "    embedding BLOB NOT NULL\n"
             + ")",
         "CREATE INDEX IF NOT EXISTS images_owner ON images(owner)",
+        "CREATE TABLE IF NOT EXISTS turns (\n"
+            + "    id INTEGER PRIMARY KEY,\n"
+            + "    owner TEXT,\n"
+            + "    turn_id TEXT,\n"
+            + "    said_at TEXT NOT NULL,\n"
+            + "    text TEXT NOT NULL,\n"
+            + "    embedding BLOB NOT NULL\n"
+            + ")",
+        "CREATE INDEX IF NOT EXISTS turns_owner ON turns(owner)",
     };
 
     /** Texts -> one embedding per text (rows of equal length). */
@@ -122,6 +131,22 @@ public final class MemoryStore implements AutoCloseable {
             this.sharedAt = sharedAt;
             this.context = context;
             this.png = png;
+            this.score = score;
+        }
+    }
+
+    /** A conversation turn kept as it was said ("Speaker: text"), shown beside the memories (store.StoredTurn). */
+    public static final class StoredTurn {
+        public final long id;
+        public final String owner, turnId, saidAt, text;
+        public final double score; // cosine to the query of searchTurns
+
+        StoredTurn(long id, String owner, String turnId, String saidAt, String text, double score) {
+            this.id = id;
+            this.owner = owner;
+            this.turnId = turnId;
+            this.saidAt = saidAt;
+            this.text = text;
             this.score = score;
         }
     }
@@ -444,6 +469,83 @@ public final class MemoryStore implements AutoCloseable {
         return out;
     }
 
+    // ------------------------------------------------------------------------------------------------ turns
+
+    /**
+     * Keeps conversation turns ("Speaker: text") with their embeddings in one transaction, as store.add_turns; their
+     * row ids. A turn already kept for the owner (same turn id and text) is not kept twice: its row id is returned.
+     */
+    public List<Long> addTurns(List<String> texts, float[][] embeddings, String owner, List<String> turnIds, String saidAt) {
+        if (embeddings.length != texts.size() || (turnIds != null && turnIds.size() != texts.size())) {
+            throw new IllegalArgumentException("addTurns: " + texts.size() + " texts, " + embeddings.length + " embeddings, "
+                    + (turnIds == null ? texts.size() : turnIds.size()) + " turn ids");
+        }
+        List<Long> out = new ArrayList<>();
+        String at = saidAt != null ? saidAt : MemoryFormat.now();
+        try {
+            float[][] vecs = new float[embeddings.length][];
+            for (int i = 0; i < vecs.length; i++) {
+                vecs[i] = normalize(embeddings[i]);
+                checkDim(vecs[i].length);
+            }
+            transaction(() -> {
+                for (int i = 0; i < texts.size(); i++) {
+                    String tid = turnIds == null ? null : turnIds.get(i);
+                    if (tid != null) {
+                        List<Long> old = query("SELECT id FROM turns WHERE owner IS ? AND turn_id IS ? AND text = ?",
+                                rs -> rs.getLong(1), owner, tid, texts.get(i));
+                        if (!old.isEmpty()) {
+                            out.add(old.get(0));
+                            continue;
+                        }
+                    }
+                    try (PreparedStatement ps = conn.prepareStatement(
+                            "INSERT INTO turns (owner, turn_id, said_at, text, embedding) VALUES (?, ?, ?, ?, ?)",
+                            java.sql.Statement.RETURN_GENERATED_KEYS)) {
+                        ps.setString(1, owner);
+                        ps.setString(2, tid);
+                        ps.setString(3, at);
+                        ps.setString(4, texts.get(i));
+                        ps.setBytes(5, toBlob(vecs[i]));
+                        ps.executeUpdate();
+                        try (ResultSet rs = ps.getGeneratedKeys()) {
+                            rs.next();
+                            out.add(rs.getLong(1));
+                        }
+                    }
+                }
+            });
+        } catch (SQLException e) {
+            throw error(e);
+        }
+        return out;
+    }
+
+    public int turnCount(String owner) {
+        return owner != null ? query("SELECT COUNT(*) FROM turns WHERE owner = ?", rs -> rs.getInt(1), owner).get(0)
+                : query("SELECT COUNT(*) FROM turns", rs -> rs.getInt(1)).get(0);
+    }
+
+    /** The k kept turns most similar to the query (cosine), best first; equal scores keep row order. */
+    public List<StoredTurn> searchTurns(float[] queryEmbedding, int k, String owner) {
+        String sql = "SELECT id, owner, turn_id, said_at, text, embedding FROM turns" + (owner != null ? " WHERE owner = ?" : "");
+        List<Object[]> rows = owner != null ? query(sql, MemoryStore::turnRow, owner) : query(sql, MemoryStore::turnRow);
+        if (rows.isEmpty() || k <= 0) return new ArrayList<>();
+        float[] q = normalize(queryEmbedding);
+        List<StoredTurn> scored = new ArrayList<>();
+        for (Object[] r : rows) {
+            StoredTurn t = (StoredTurn) r[0];
+            scored.add(new StoredTurn(t.id, t.owner, t.turnId, t.saidAt, t.text, cosine((float[]) r[1], q)));
+        }
+        scored.sort(Comparator.comparingDouble((StoredTurn t) -> -t.score)); // stable: ties in row order
+        return new ArrayList<>(scored.subList(0, Math.min(k, scored.size())));
+    }
+
+    private static Object[] turnRow(ResultSet rs) throws SQLException {
+        return new Object[] {new StoredTurn(rs.getLong(1), rs.getString(2), rs.getString(3), rs.getString(4), rs.getString(5), 0),
+                fromBlob(rs.getBytes(6))};
+    }
+
     // ------------------------------------------------------------------------------------------------ writes
 
     /**
@@ -570,6 +672,21 @@ public final class MemoryStore implements AutoCloseable {
     public boolean delete(long memoryId, String now) {
         Memory m = get(memoryId);
         if (m == null) return false;
+        // The kept turns it came from go first (store.delete): a deleted memory is not shown again from its dialogue.
+        if (!m.sourceTurns.isEmpty()) {
+            StringBuilder marks = new StringBuilder();
+            Object[] args = new Object[m.sourceTurns.size() + 1];
+            args[0] = m.owner;
+            for (int i = 0; i < m.sourceTurns.size(); i++) {
+                marks.append(i == 0 ? "?" : ", ?");
+                args[i + 1] = m.sourceTurns.get(i);
+            }
+            try {
+                exec("DELETE FROM turns WHERE owner IS ? AND turn_id IN (" + marks + ")", args);
+            } catch (SQLException e) {
+                throw error(e);
+            }
+        }
         ApplyResult res = applyUpdate(Collections.singletonList(new UpdateEvent("u", "", "DELETE", null)),
                 Collections.singletonMap("u", memoryId), m.owner, null, t -> new float[t.size()][1], now, "user");
         return !res.deleted.isEmpty();

@@ -74,6 +74,12 @@ public class PipelineTest {
                     assertEquals(((Long) ids.get(k)).longValue(), a.memories.get(k).memory.id);
                     assertEquals(((Number) scores.get(k)).doubleValue(), a.memories.get(k).score, 1e-5);
                 }
+                List<Object> turnIds = Vectors.arr(want.get("turns")), turnScores = Vectors.arr(want.get("turn_scores"));
+                assertEquals(turnIds.size(), a.turns.size());
+                for (int k = 0; k < turnIds.size(); k++) {
+                    assertEquals(((Long) turnIds.get(k)).longValue(), a.turns.get(k).id);
+                    assertEquals(((Number) turnScores.get(k)).doubleValue(), a.turns.get(k).score, 1e-5);
+                }
             }
             assertEquals("every recorded call was made", calls.size(), next[0]);
         }

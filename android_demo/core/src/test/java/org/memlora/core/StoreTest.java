@@ -14,6 +14,7 @@ import java.sql.ResultSet;
 import java.sql.Statement;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -86,9 +87,25 @@ public class StoreTest {
             try (ResultSet rs = st.executeQuery("SELECT key, value FROM meta")) {
                 while (rs.next()) meta.put(rs.getString(1), rs.getString(2));
             }
+            List<Object> turns = new ArrayList<>();
+            try (ResultSet rs = st.executeQuery("SELECT id, owner, turn_id, said_at, text, embedding FROM turns ORDER BY id")) {
+                while (rs.next()) {
+                    Map<String, Object> t = new LinkedHashMap<>();
+                    t.put("id", rs.getLong(1));
+                    t.put("owner", rs.getString(2));
+                    t.put("turn_id", rs.getString(3));
+                    t.put("said_at", rs.getString(4));
+                    t.put("text", rs.getString(5));
+                    List<Object> emb = new ArrayList<>();
+                    for (float f : MemoryStore.fromBlob(rs.getBytes(6))) emb.add((double) f);
+                    t.put("embedding", emb);
+                    turns.add(t);
+                }
+            }
             out.put("memories", mems);
             out.put("history", hist);
             out.put("meta", meta);
+            out.put("turns", turns);
         }
         return out;
     }
@@ -116,6 +133,15 @@ public class StoreTest {
             Vectors.assertJsonEquals(what + " history " + i, e, a);
         }
         Vectors.assertJsonEquals(what + " meta", expected.get("meta"), actual.get("meta"));
+        List<Object> et = Vectors.arr(expected.get("turns")), at = Vectors.arr(actual.get("turns"));
+        assertEquals(what + " turn count", et.size(), at.size());
+        for (int i = 0; i < et.size(); i++) {
+            Map<String, Object> e = new LinkedHashMap<>(Vectors.obj(et.get(i))), a = new LinkedHashMap<>(Vectors.obj(at.get(i)));
+            float[] ev = Vectors.floats(e.remove("embedding")), av = Vectors.floats(a.remove("embedding"));
+            Vectors.assertJsonEquals(what + " turn " + i, e, a);
+            assertEquals(what + " turn embedding size", ev.length, av.length);
+            for (int k = 0; k < ev.length; k++) assertEquals(what + " turn embedding", ev[k], av[k], 1e-6);
+        }
     }
 
     @Test
@@ -221,6 +247,31 @@ public class StoreTest {
             }
             assertRows("after failed update", before, rows(db), false);
             assertFalse(store.delete(99, null));
+        }
+    }
+
+    @Test
+    public void turnsAreKeptOnceRankedAndForgottenWithTheirMemory() throws Exception {
+        File db = new File(tmp.getRoot(), "turns.sqlite");
+        try (MemoryStore store = new MemoryStore(db.getPath())) {
+            List<String> texts = java.util.Arrays.asList("A: hi", "B: pizza is pepperoni", "A: bye");
+            float[][] vecs = {{1, 0, 0}, {0, 1, 0}, {0.6f, 0.8f, 0}};
+            List<Long> ids = store.addTurns(texts, vecs, "u", java.util.Arrays.asList("D1:1", "D1:2", null), "2023-05-08T13:56:00");
+            List<Long> again = store.addTurns(texts, vecs, "u", java.util.Arrays.asList("D1:1", "D1:2", null), "2023-05-09T00:00:00");
+            assertEquals(ids.subList(0, 2), again.subList(0, 2));
+            assertEquals(4, store.turnCount("u"));
+            List<MemoryStore.StoredTurn> hits = store.searchTurns(new float[] {0, 1, 0}, 2, "u");
+            assertEquals("B: pizza is pepperoni", hits.get(0).text);
+            assertEquals("D1:2", hits.get(0).turnId);
+            assertEquals(1.0, hits.get(0).score, 1e-6);
+            assertEquals("A: bye", hits.get(1).text);
+            assertEquals(0.8, hits.get(1).score, 1e-6);
+            // Deleting a memory deletes the kept turns it came from, and only those.
+            ApplyResult r = store.add(Collections.singletonList("B likes pepperoni pizza"), "u", t -> new float[][] {{0, 1, 0}},
+                    Collections.singletonList("D1:2"), "2023-05-08T13:56:00");
+            assertTrue(store.delete(r.added.get(0), null));
+            assertEquals(3, store.turnCount("u"));
+            assertEquals("A: bye", store.searchTurns(new float[] {0, 1, 0}, 1, "u").get(0).text);
         }
     }
 
