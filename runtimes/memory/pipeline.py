@@ -62,7 +62,7 @@ class PipelineConfig:
     """Conversation turns most similar to the question shown to `generate` beside its memories (each turn is kept in
     the store as it was said, `MemoryStore.add_turns`). A 135M extractor keeps a fact's topic and loses detail (a
     date, a name, the second item of a list); the turn it came from still has it. 0 shows memories only (the MemLoRA
-    paper's pipeline). Whole validation conversations, int4 default bundle: QA F1 26.2 with 0, 29.8 with 5
+    paper's pipeline). Whole validation conversations, int4 default bundle: QA F1 26.2 with 0, 29.3 with 5
     (docs/memory.md)."""
     add_to_empty_store: bool = True
     """With nothing stored for the owner yet, every new fact is an ADD: apply that without an update call. (The
