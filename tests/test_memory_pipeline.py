@@ -235,7 +235,7 @@ def test_answer_shows_the_kept_turns_beside_the_memories(tmp_path):
         q = "Where did Caroline move?"
         a = pipe.answer(q)
         assert len(a.turns) == 2 and [s for _, s in a.turns] == sorted((s for _, s in a.turns), reverse=True)
-        want = [t for t, _ in store.search_turns(embed([q])[0], 2, owner="u")]
+        want = [t for t, _ in store.search_turns(embed([q])[0], 2, owner="u", query_text=q)]  # hybrid by default
         assert [t.id for t, _ in a.turns] == [t.id for t in want]
         prompt = llm.messages[-1][1][-1]["content"]
         lines = prompt.split("Memories:\n")[1].split("\nQuestion:")[0].splitlines()

@@ -206,6 +206,11 @@ def test_turns_are_kept_once_and_ranked_by_cosine(tmp_path):
                                                                    ("A: bye", None, "2023-05-08T13:56:00")]
         assert hits[0][1] == pytest.approx(1.0) and hits[1][1] == pytest.approx(0.8)
         assert [t.owner for t, _ in s.search_turns(np.array([0, 1, 0]), k=1)] == ["u"]  # all owners: best first
+        # Hybrid: BM25 over the words lifts the turn that names the rare word above one closer by cosine alone.
+        assert [t.text for t, _ in s.search_turns(np.array([1, 0, 0]), k=3, owner="u")] == ["A: hi", "A: bye", "A: bye"]
+        hits = s.search_turns(np.array([1, 0, 0]), k=2, owner="u", query_text="Which PIZZA?")
+        assert [t.text for t, _ in hits] == ["A: hi", "B: pizza is pepperoni"]
+        assert hits[0][1] == pytest.approx(1 / 61 + 1 / 62) and hits[1][1] == pytest.approx(1 / 64 + 1 / 61)
         assert s.turn_count() == 5 and s.count("u") == 0  # turns are not memories
         # Deleting a memory deletes the kept turns it came from (its source turns), and only those.
         r = s.add(["B likes pepperoni pizza"], owner="u", embed_fn=lambda t: np.array([[0, 1, 0]] * len(t)),

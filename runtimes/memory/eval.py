@@ -220,7 +220,7 @@ def summarise(convs: list[dict[str, Any]], args: argparse.Namespace, desc: dict[
     return {
         "config": {**desc, "data": str(args.data), "split": args.split, "window": args.window,
                    "update_batch": args.update_batch, "top_k": args.top_k,
-                   "answer_turns": args.answer_turns, "constrained": args.constrained,
+                   "answer_turns": args.answer_turns, "turn_ranking": args.turn_ranking, "constrained": args.constrained,
                    "add_to_empty_store": args.add_to_empty_store,
                    "max_new_tokens": args.max_new_tokens,
                    "match_threshold": args.match_threshold, "max_sessions": args.max_sessions,
@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answer-turns", type=int, default=PipelineConfig.answer_turns,
                    help="conversation turns shown beside the memories per question (0: memories only, the paper's "
                         f"pipeline; default {PipelineConfig.answer_turns})")
+    p.add_argument("--turn-ranking", choices=["hybrid", "cosine"], default=PipelineConfig.turn_ranking,
+                   help="how those turns are chosen: cosine + BM25 rank fusion (default) or cosine alone")
     p.add_argument("--match-threshold", type=float, default=metrics.FACT_MATCH_THRESHOLD,
                    help="cosine for a predicted fact to match a gold observation")
     p.add_argument("--visual", action="store_true",
@@ -427,6 +429,7 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
                                   else "executorch")  # the text ops' backend runs the vision op too
     scorer_model = embedder if isinstance(embedder, TorchEmbedder) else TorchEmbedder()
     config = PipelineConfig(update_batch=args.update_batch, answer_top_k=args.top_k, answer_turns=args.answer_turns,
+                            turn_ranking=args.turn_ranking,
                             constrained=args.constrained,
                             add_to_empty_store=args.add_to_empty_store,
                             max_new_tokens=max_new)

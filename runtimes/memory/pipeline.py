@@ -64,6 +64,9 @@ class PipelineConfig:
     date, a name, the second item of a list); the turn it came from still has it. 0 shows memories only (the MemLoRA
     paper's pipeline). Whole validation conversations, int4 default bundle: QA F1 26.2 with 0, 29.3 with 5
     (docs/memory.md)."""
+    turn_ranking: str = "hybrid"
+    """How the turns are chosen: "hybrid" (reciprocal rank fusion of MiniLM cosine and BM25 over their words,
+    runtimes.memory.lexical: names and rare nouns count) or "cosine"."""
     add_to_empty_store: bool = True
     """With nothing stored for the owner yet, every new fact is an ADD: apply that without an update call. (The
     update op is trained on stores that hold memories; on "(none)" the distilled SmolLM2 adapter tends to answer
@@ -129,6 +132,8 @@ class MemoryPipeline:
         self.config = config or PipelineConfig()
         if self.config.images not in ("pixels", "caption"):
             raise ValueError(f"images must be 'pixels' or 'caption', got {self.config.images!r}")
+        if self.config.turn_ranking not in ("hybrid", "cosine"):
+            raise ValueError(f"turn_ranking must be 'hybrid' or 'cosine', got {self.config.turn_ranking!r}")
         self.vision = vision
         """The vision op: anything with `answer(image, question, max_new_tokens=None) -> str` (runtimes.vision)."""
         self.on_call = on_call
@@ -313,8 +318,9 @@ class MemoryPipeline:
                 return Answer(text=clean_answer(call.text), memories=[], call=call, image=routed)
         q = self.embed([question])[0]
         hits = self.store.search(q, k or self.config.answer_top_k, owner=self.owner)
-        turns = self.store.search_turns(q, self.config.answer_turns, owner=self.owner) if self.config.answer_turns > 0 \
-            else []
+        turns = self.store.search_turns(q, self.config.answer_turns, owner=self.owner,
+                                        query_text=question if self.config.turn_ranking == "hybrid" else None) \
+            if self.config.answer_turns > 0 else []
         # Memories and turns together, oldest first (a memory before a turn of the same date), each with its date.
         shown = sorted([(m.updated_at, 0, m.id, m) for m, _ in hits]
                        + [(t.said_at, 1, t.id, {"id": t.id, "text": t.text[:TURN_SHOWN_CHARS], "updated_at": t.said_at}) for t, _ in turns],

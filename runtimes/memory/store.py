@@ -436,12 +436,22 @@ class MemoryStore:
             return self._fetch("SELECT COUNT(*) FROM turns")[0][0]
         return self._fetch("SELECT COUNT(*) FROM turns WHERE owner = ?", (owner,))[0][0]
 
-    def search_turns(self, query_embedding: np.ndarray, k: int, owner: str | None = None
-                     ) -> list[tuple[StoredTurn, float]]:
-        """The k kept turns most similar to the query (cosine), best first."""
+    def search_turns(self, query_embedding: np.ndarray, k: int, owner: str | None = None, *,
+                     query_text: str | None = None) -> list[tuple[StoredTurn, float]]:
+        """The k kept turns most similar to the query, best first: by cosine, or with `query_text` by reciprocal rank
+        fusion of the cosine ranking and BM25 over the turns' words (runtimes.memory.lexical; the score is then the
+        fused one)."""
         q = "SELECT id, owner, turn_id, said_at, text, embedding FROM turns"
         rows = self._fetch(q + " WHERE owner = ?" if owner is not None else q, (owner,) if owner is not None else ())
-        return [(StoredTurn(*rows[i][:5]), s) for i, s in self._rank([r[5] for r in rows], query_embedding, k)]
+        if query_text is None:
+            return [(StoredTurn(*rows[i][:5]), s) for i, s in self._rank([r[5] for r in rows], query_embedding, k)]
+        from . import lexical
+
+        cosine = np.zeros(len(rows))
+        for i, s in self._rank([r[5] for r in rows], query_embedding, len(rows)):
+            cosine[i] = s
+        hits = lexical.fuse(cosine, lexical.bm25(query_text, [r[4] for r in rows]), k)
+        return [(StoredTurn(*rows[i][:5]), s) for i, s in hits]
 
     # ------------------------------------------------------------------------------------------------ writes
     def apply_update(self, events: Iterable[dict[str, Any]], id_map: dict[str, int], *, owner: str | None,

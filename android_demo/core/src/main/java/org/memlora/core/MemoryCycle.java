@@ -71,6 +71,8 @@ public final class MemoryCycle {
         /** As PipelineConfig.answer_turns: the kept conversation turns most similar to the question shown beside the
          *  memories (0: memories only). */
         public int answerTurns = 5;
+        /** As PipelineConfig.turn_ranking: "hybrid" (cosine + BM25 rank fusion) or "cosine". */
+        public String turnRanking = "hybrid";
         /** As pipeline.PipelineConfig.add_to_empty_store: nothing stored yet -> every fact is an ADD, no update call. */
         public boolean addToEmptyStore = true;
         /** As PipelineConfig.visual_min_score: a question about a photo goes to the vision op only when the best shared
@@ -281,7 +283,8 @@ public final class MemoryCycle {
         }
         float[] q = embedder.embed(Collections.singletonList(question))[0];
         List<MemoryStore.Scored> hits = store.search(q, (k == null || k == 0) ? config.answerTopK : k, owner);
-        List<MemoryStore.StoredTurn> turns = config.answerTurns > 0 ? store.searchTurns(q, config.answerTurns, owner)
+        List<MemoryStore.StoredTurn> turns = config.answerTurns > 0
+                ? store.searchTurns(q, config.answerTurns, owner, "hybrid".equals(config.turnRanking) ? question : null)
                 : new ArrayList<>();
         // Memories and turns together, oldest first (a memory before a turn of the same date), each with its date.
         List<Object[]> mixed = new ArrayList<>(); // {date, kind, id, memory}

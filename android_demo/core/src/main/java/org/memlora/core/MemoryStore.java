@@ -528,14 +528,34 @@ public final class MemoryStore implements AutoCloseable {
 
     /** The k kept turns most similar to the query (cosine), best first; equal scores keep row order. */
     public List<StoredTurn> searchTurns(float[] queryEmbedding, int k, String owner) {
+        return searchTurns(queryEmbedding, k, owner, null);
+    }
+
+    /**
+     * As store.search_turns: with {@code queryText}, the k best by reciprocal rank fusion of the cosine ranking and BM25
+     * over the turns' words ({@link Lexical}; the score is then the fused one); without, by cosine.
+     */
+    public List<StoredTurn> searchTurns(float[] queryEmbedding, int k, String owner, String queryText) {
         String sql = "SELECT id, owner, turn_id, said_at, text, embedding FROM turns" + (owner != null ? " WHERE owner = ?" : "");
         List<Object[]> rows = owner != null ? query(sql, MemoryStore::turnRow, owner) : query(sql, MemoryStore::turnRow);
         if (rows.isEmpty() || k <= 0) return new ArrayList<>();
         float[] q = normalize(queryEmbedding);
         List<StoredTurn> scored = new ArrayList<>();
-        for (Object[] r : rows) {
-            StoredTurn t = (StoredTurn) r[0];
-            scored.add(new StoredTurn(t.id, t.owner, t.turnId, t.saidAt, t.text, cosine((float[]) r[1], q)));
+        double[] cos = new double[rows.size()];
+        List<String> texts = new ArrayList<>();
+        for (int i = 0; i < rows.size(); i++) {
+            StoredTurn t = (StoredTurn) rows.get(i)[0];
+            cos[i] = cosine((float[]) rows.get(i)[1], q);
+            texts.add(t.text);
+            scored.add(new StoredTurn(t.id, t.owner, t.turnId, t.saidAt, t.text, cos[i]));
+        }
+        if (queryText != null) {
+            List<StoredTurn> out = new ArrayList<>();
+            for (double[] h : Lexical.fuse(cos, Lexical.bm25(queryText, texts), k)) {
+                StoredTurn t = scored.get((int) h[0]);
+                out.add(new StoredTurn(t.id, t.owner, t.turnId, t.saidAt, t.text, h[1]));
+            }
+            return out;
         }
         scored.sort(Comparator.comparingDouble((StoredTurn t) -> -t.score)); // stable: ties in row order
         return new ArrayList<>(scored.subList(0, Math.min(k, scored.size())));
