@@ -6,7 +6,9 @@ GGUF files are dequantized by transformers once and cached as a safetensors HF d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -17,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import AdapterMismatchError, InputError, SpecError
 
@@ -115,6 +117,27 @@ def _file_key(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _quiet_gguf_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws its own per-tensor tqdm bar ("Converting and de-quantizing GGUF tensors")
+    with `tqdm.auto`, which neither HF_HUB_DISABLE_PROGRESS_BARS nor TRANSFORMERS_VERBOSITY reach. Our own log
+    line says what is happening; the bar shows only with --debug."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # another transformers layout: leave its output as it is
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def gguf_to_hf_dir(gguf: Path, name: str) -> Path:
     """Dequantize a GGUF file through transformers into a cached HF directory (done once per file)."""
     target = cache_root() / "models" / f"{name}-{_file_key(gguf)}"
@@ -124,8 +147,9 @@ def gguf_to_hf_dir(gguf: Path, name: str) -> Path:
 
     log.info("dequantizing %s once into %s (~25 s)", gguf.name, target)
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with _quiet_gguf_bar():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as e:  # transformers raises many types for bad GGUF content
         raise InputError(f"cannot read GGUF file {gguf}: {type(e).__name__}: {e}") from e
     # Save as a plain float model: drop the GGUF quantizer and name the architecture.

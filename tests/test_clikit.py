@@ -83,3 +83,27 @@ def test_ctrl_c_in_the_chain_is_130(capsys):
 def test_system_exit_passes_through(handlers):
     with pytest.raises(SystemExit):
         clikit.run_main("prog", lambda: (_ for _ in ()).throw(SystemExit(2)), debug=False, user_errors=())
+
+
+def test_the_gguf_readers_own_bar_stays_off_the_terminal_unless_debug(capsys):
+    """transformers' GGUF reader draws a tqdm.auto bar that its verbosity settings do not reach; the exporter
+    silences it while dequantizing and puts it back after."""
+    import logging
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from exporter import load
+
+    original = gguf_utils.tqdm
+    load.log.setLevel(logging.INFO)
+    with load._quiet_gguf_bar():
+        list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert "de-quantizing" not in capsys.readouterr().err
+    assert gguf_utils.tqdm is original
+    load.log.setLevel(logging.DEBUG)
+    try:
+        with load._quiet_gguf_bar():
+            list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    finally:
+        load.log.setLevel(logging.NOTSET)
+    assert "de-quantizing" in capsys.readouterr().err
