@@ -248,7 +248,9 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"## memlora-eval: {name}", "",
              f"{len(rep['conversations'])} conversation(s) ({', '.join(x['sample_id'] for x in rep['conversations'])}), "
              f"constrained decoding {'on' if c['constrained'] else 'off'}, window {c['window']} turns, "
-             f"answers from {c['top_k']} memories + {c.get('answer_turns', 0)} turns, embedder {c['embedder']}", "",
+             f"answers from {c['top_k']} memories + {c.get('answer_turns', 0)} turns"
+             f"{' (' + c['turn_ranking'] + ')' if c.get('answer_turns') and c.get('turn_ranking') else ''}, "
+             f"embedder {c['embedder']}", "",
              "| metric | value |", "| --- | --- |",
              f"| extraction precision / recall (cos >= {e['threshold']}) | {pct(e['precision'])} / {pct(e['recall'])} "
              f"({e['matched']} matched, {e['pred']} extracted, {e['gold']} gold) |",

@@ -3,8 +3,9 @@
 - `add_turns(turns, date)`: one `extract` call over the window -> facts; then per batch of facts one `update` call
   showing the top-k stored memories most similar to each fact (temporary ids), its events applied to the store in
   one transaction. Unusable JSON (runtimes.memory.parse) changes nothing; every call is logged in `self.calls`.
-- `answer(question)`: the top-k memories by cosine similarity and the `answer_turns` most similar turns of the
-  conversation (every turn is kept in the store as it was said), shown oldest first with their dates, -> `generate`.
+- `answer(question)`: the top-k memories by cosine similarity and the `answer_turns` turns of the conversation
+  that best match the question (cosine and BM25 by rank fusion; every turn is kept in the store as it was said),
+  shown oldest first with their dates, -> `generate`.
 
 Shared images (MemLoRA-V): a turn may carry `image` (a file path, image bytes or a PIL image). With `images="pixels"`
 (the default) the image is kept in the store (PNG bytes, with the turn id, date and the text it was shared with) and
@@ -62,8 +63,8 @@ class PipelineConfig:
     """Conversation turns most similar to the question shown to `generate` beside its memories (each turn is kept in
     the store as it was said, `MemoryStore.add_turns`). A 135M extractor keeps a fact's topic and loses detail (a
     date, a name, the second item of a list); the turn it came from still has it. 0 shows memories only (the MemLoRA
-    paper's pipeline). Whole validation conversations, int4 default bundle: QA F1 26.2 with 0, 29.3 with 5
-    (docs/memory.md)."""
+    paper's pipeline). Whole validation conversations, int4 default bundle: QA F1 26.2 with 0, 29.3 with 5 by
+    cosine, 30.6 with 5 by the hybrid ranking (docs/memory.md)."""
     turn_ranking: str = "hybrid"
     """How the turns are chosen: "hybrid" (reciprocal rank fusion of MiniLM cosine and BM25 over their words,
     runtimes.memory.lexical: names and rare nouns count) or "cosine"."""
