@@ -6,6 +6,8 @@ EVAL_DIR is a `memlora-eval --out` directory (report.json with the per-window fa
 the conversations' SQLite stores). Each answer with F1 below `--below` is given the first source that explains it,
 following a fact from the conversation to the answer:
 
+0. `turn shown`: an evidence turn itself was among the kept turns shown to generate (`answer_turns`), so the answer
+   was in front of the model (run with 0 turns, this source never appears);
 1. `no gold fact`: the question's evidence turns have no LoCoMo `observation` fact to follow;
 2. `not extracted`: no fact extracted from the evidence turns' windows matches an evidence observation;
 3. `lost in update`: one was extracted, but no stored memory matches an evidence observation at the end;
@@ -34,7 +36,7 @@ from runtimes.memory import locomo  # noqa: E402
 from runtimes.memory.embed import TorchEmbedder  # noqa: E402
 from runtimes.memory.eval import file_safe  # noqa: E402
 
-SOURCES = ("no gold fact", "not extracted", "lost in update", "not retrieved", "answered wrongly")
+SOURCES = ("turn shown", "no gold fact", "not extracted", "lost in update", "not retrieved", "answered wrongly")
 
 
 def attribute(conv: locomo.Conversation, det: dict, store: Path, embed, threshold: float, below: float) -> list[dict]:
@@ -52,7 +54,12 @@ def attribute(conv: locomo.Conversation, det: dict, store: Path, embed, threshol
         ev = set(q["evidence"])
         obs = [f for e in sorted(ev) for f in conv.observations.get(e, [])]
         item = {"category": q["category"], "question": q["question"], "gold": q["gold"], "prediction": q["prediction"],
-                "f1": q["f1"], "evidence_facts": obs}
+                "f1": q["f1"], "evidence": sorted(ev), "evidence_facts": obs}
+        shown = [t[0] for t in q.get("turns", [])]
+        if ev & set(shown):
+            out.append({**item, "source": "turn shown", "turns_shown": shown,
+                        "evidence_shown": sorted(ev & set(shown))})
+            continue
         if not obs:
             out.append({**item, "source": "no gold fact"})
             continue
@@ -115,6 +122,8 @@ def main() -> int:
         for f in rng.sample(group, min(args.samples, len(group))):
             print(f"- [{f['category']}] {f['question']!r} gold {f['gold']!r} -> {f['prediction']!r}")
             print(f"  evidence: {f['evidence_facts'][:2]}")
+            if "evidence_shown" in f:
+                print(f"  evidence turns shown: {f['evidence_shown']} of {f['evidence']}")
             if "memory" in f:
                 print(f"  memory (rank {f['rank']}): {f['memory']!r}; top 3: {f['retrieved_top3']}")
             elif "extracted" in f:

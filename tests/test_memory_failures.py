@@ -31,9 +31,9 @@ def test_each_failure_gets_its_source(tmp_path):
     windows = [{"dia_ids": ["D1:1", "D1:2", "D1:3", "D1:4"],
                 "facts": ["Caroline moved to Denver from Boston.", "Caroline adopted a dog called Max."]}]
 
-    def q(evidence, retrieved, f1=0.0):
+    def q(evidence, retrieved, f1=0.0, turns=()):
         return {"category": 4, "question": "?", "gold": "g", "prediction": "p", "f1": f1, "evidence": evidence,
-                "retrieved": [[i, 0.5] for i in retrieved]}
+                "retrieved": [[i, 0.5] for i in retrieved], "turns": [[t, 0.03] for t in turns]}
 
     det = {"windows_extracted": windows, "qa": [
         q(["D1:4"], [denver]),            # evidence turn without an observation
@@ -42,8 +42,11 @@ def test_each_failure_gets_its_source(tmp_path):
         q(["D1:1"], [kids]),              # Denver: stored, not retrieved
         q(["D1:1"], [kids, denver]),      # Denver: stored and shown, still wrong
         q(["D1:1"], [denver], f1=0.8),    # right: not a failure
+        q(["D1:2"], [kids], turns=["D1:5", "D1:2"]),  # never extracted, but its turn was shown beside the memories
+        q(["D1:2"], [kids], turns=["D1:5"]),          # other turns shown: still never extracted
     ]}
     got = attribute(conv, det, store, embed, threshold=0.6, below=0.5)
     assert [f["source"] for f in got] == ["no gold fact", "not extracted", "lost in update", "not retrieved",
-                                          "answered wrongly"]
+                                          "answered wrongly", "turn shown", "not extracted"]
+    assert got[5]["evidence_shown"] == ["D1:2"]
     assert got[3]["rank"] is None and got[4]["rank"] == 2 and got[4]["memory"] == "Caroline moved to Denver from Boston."
