@@ -55,10 +55,9 @@ def attribute(conv: locomo.Conversation, det: dict, store: Path, embed, threshol
         obs = [f for e in sorted(ev) for f in conv.observations.get(e, [])]
         item = {"category": q["category"], "question": q["question"], "gold": q["gold"], "prediction": q["prediction"],
                 "f1": q["f1"], "evidence": sorted(ev), "evidence_facts": obs}
-        shown = [t[0] for t in q.get("turns", [])]
-        if ev & set(shown):
-            out.append({**item, "source": "turn shown", "turns_shown": shown,
-                        "evidence_shown": sorted(ev & set(shown))})
+        shown = ev.intersection(t[0] for t in q.get("turns", []))
+        if shown:
+            out.append({**item, "source": "turn shown", "evidence_shown": sorted(shown)})
             continue
         if not obs:
             out.append({**item, "source": "no gold fact"})
