@@ -483,8 +483,8 @@ class MemoryStore:
             except BaseException:
                 self._rollback()
                 raise
-        for s in ctx.res.skipped:
-            log.info("update skipped: %s", s)
+        for s in ctx.res.skipped:  # a normal outcome, returned to the caller: logged for --debug only
+            log.debug("update skipped: %s", s)
         return ctx.res
 
     def _apply_one(self, cur: sqlite3.Cursor, e: dict[str, Any], ctx: "_Apply") -> None:
