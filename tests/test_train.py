@@ -87,38 +87,6 @@ def test_generate_split_never_splits_a_conversation(mini_data, embedder):
         assert e.target and e.meta["category"] in (1, 2, 3, 4)
 
 
-def test_generate_prompts_show_kept_turns_and_a_share_of_the_facts(mini_data, embedder):
-    """The generate prompt is the pipeline's with turns kept (answer_turns of them shown) and the gold facts each
-    stored with chance fact_keep, seeded: at 0 the prompt holds turns alone, at 1 every fact can be retrieved."""
-    from exporter.train import data as D
-    from runtimes.memory import locomo
-    from runtimes.memory.pipeline import PipelineConfig
-
-    convs = locomo.load(mini_data)
-    speakers = {f"{sp}: " for c in convs for sp in c.speakers}
-    cfg = PipelineConfig(constrained=False, answer_turns=3, answer_top_k=10_000)  # every stored fact is shown
-
-    def shown(ex):
-        lines = [ln for ln in ex.messages[1]["content"].splitlines() if ln.startswith("[")]
-        turns = [ln for ln in lines if any(ln.split("] ", 1)[1].startswith(sp) for sp in speakers)]
-        return lines, turns
-
-    none = D.generate_examples(convs, embedder, config=cfg, fact_keep=0.0)
-    every = D.generate_examples(convs, embedder, config=cfg, fact_keep=1.0)
-    half = D.generate_examples(convs, embedder, config=cfg, fact_keep=0.5, seed=1)
-    assert [e.to_dict() for e in half] == [e.to_dict() for e in D.generate_examples(convs, embedder, config=cfg,
-                                                                                      fact_keep=0.5, seed=1)]
-    for e in none:
-        lines, turns = shown(e)
-        assert len(turns) == 3 and lines == turns  # turns only: nothing was memorised
-    n_facts = {c.sample_id: len({f for fs in c.observations.values() for f in fs}) for c in convs}
-    for a, b in zip(every, half):
-        (la, ta), (lb, tb) = shown(a), shown(b)
-        assert len(ta) == 3 and len(tb) == 3
-        assert len(la) - 3 == n_facts[a.meta["sample_id"]]
-        assert 0.3 * len(la) < len(lb) - 3 < 0.7 * len(la)
-
-
 def test_update_procedure(mini_data, embedder):
     from exporter.train import data as D
     from runtimes.memory import locomo

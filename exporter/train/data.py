@@ -34,11 +34,9 @@ update
     A synthetic case is dropped when its memory is not among the memories the retrieval shows.
 
 generate
-    Per conversation a store holding every turn as it was said (`MemoryPipeline.keep_turns`) and the gold facts
-    with their session dates (and source dia_id), each fact kept with chance `GENERATE_FACT_KEEP` (seeded per
-    conversation), as an extractor of the measured recall leaves the store; each QA pair of categories 1-4 is put
-    through `MemoryPipeline.answer` with a recorder in place of the model, so the prompt is exactly the pipeline's
-    (its memories and turns, their retrieval, top-k, ordering, dates); target = the gold answer text.
+    Per conversation a store holding every gold fact with its session date (and source dia_id); each QA pair of
+    categories 1-4 is put through `MemoryPipeline.answer` with a recorder in place of the model, so the prompt
+    is exactly the pipeline's (its retrieval, top-k, ordering, dates); target = the gold answer text.
 """
 
 from __future__ import annotations
@@ -65,14 +63,10 @@ from ..errors import InputError
 log = logging.getLogger("memlora.train.data")
 
 OPS = ("extract", "update", "generate")
-DATA_VERSION = 2
-"""2: generate prompts show the kept turns beside the memories, with a share of the gold facts left out. Bump when the procedure changes: it keys the example cache and is written into training_config.json."""
+DATA_VERSION = 1
+"""Bump when the procedure changes: it keys the example cache and is written into training_config.json."""
 NONE_COSINE = 0.9
 """A new fact this close (all-MiniLM-L6-v2 cosine) to a shown memory is already known: NONE."""
-GENERATE_FACT_KEEP = 0.65
-"""Chance that a gold fact is in a generate example's store. At inference the store holds what the extractor kept:
-its recall on the validation conversations is about 64 % (docs/memory.md), and the answer is then often only in a
-shown turn; with every gold fact stored, the adapter would learn to read the memories and not the turns."""
 
 
 @dataclass(frozen=True)
@@ -339,25 +333,25 @@ class _Recorder:
         return SimpleNamespace(text="")
 
 
-def generate_examples(convs: Sequence[locomo.Conversation], embedder: Any, *, seed: int = 0,
-                      config: PipelineConfig | None = None, fact_keep: float = GENERATE_FACT_KEEP) -> list[Example]:
+def generate_examples(convs: Sequence[locomo.Conversation], embedder: Any, *,
+                      config: PipelineConfig | None = None) -> list[Example]:
     config = config or PipelineConfig(constrained=False)  # the recorder stands in for the model: no mask
     out = []
     for c in convs:
         _prewarm(embedder, c)
-        rng = random.Random(f"{seed}:{c.sample_id}:generate")
         rec = _Recorder()
         pipe = _pipeline(embedder, config, rec)
         for s in c.sessions:
             now = to_iso(s.date)
-            pipe.keep_turns(s.turns, s.date)  # every turn, as the pipeline keeps it (shown when answer_turns > 0)
             for t in s.turns:
-                facts = [f for f in c.observations.get(str(t["dia_id"]), []) if rng.random() < fact_keep]
+                facts = c.observations.get(str(t["dia_id"]), [])
                 if facts:
                     pipe.store.add(facts, owner=pipe.owner, embed_fn=pipe.embed, source_turns=[str(t["dia_id"])], now=now)
+        # The store holds the gold facts only, no kept turns: the prompts show memories alone, as the shipped
+        # generate adapter was trained (PipelineConfig.answer_turns adds turns at answer time).
         for q in c.questions():
             ans = pipe.answer(str(q["question"]))
-            shown_turns = {d for m, _ in ans.memories for d in m.source_turns} | {t.turn_id for t, _ in ans.turns}
+            shown_turns = {d for m, _ in ans.memories for d in m.source_turns}
             evidence = [str(e) for e in q.get("evidence", [])]
             out.append(Example("generate", rec.messages or [], str(q["answer"]).strip(),
                                {"sample_id": c.sample_id, "category": q["category"], "question": q["question"],
@@ -394,7 +388,7 @@ def build(op: str, split: str, data: str | Path = locomo.DEFAULT_DATA, *, seed: 
     if cache_dir is not None:
         cfg = asdict(PipelineConfig(constrained=False))
         key = hashlib.sha256(json.dumps([data_sha256(path), op, split, seed, DATA_VERSION, locomo.WINDOW, NONE_COSINE,
-                                         GENERATE_FACT_KEEP, asdict(Rates()), cfg], sort_keys=True).encode()).hexdigest()[:16]
+                                         asdict(Rates()), cfg], sort_keys=True).encode()).hexdigest()[:16]
         cache = Path(cache_dir) / f"{op}-{split}-{key}.jsonl"
         if cache.exists():
             return [Example(**json.loads(line)) for line in cache.read_text().splitlines() if line.strip()]
@@ -402,8 +396,7 @@ def build(op: str, split: str, data: str | Path = locomo.DEFAULT_DATA, *, seed: 
         examples = extract_examples(convs)
     else:
         embedder = embedder or default_embedder()
-        examples = (update_examples(convs, embedder, seed=seed) if op == "update"
-                    else generate_examples(convs, embedder, seed=seed))
+        examples = (update_examples(convs, embedder, seed=seed) if op == "update" else generate_examples(convs, embedder))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
