@@ -165,6 +165,23 @@ def test_memlora_eval_cli_on_bundle(bundle, tmp_path):
     assert main(["--data", str(data), "--split", "all", "--adapters", str(tmp_path), "--out", str(out)]) == 1
 
 
+def test_eval_progress_in_a_log_file_is_a_line_per_tenth():
+    """Not a terminal (a log file, CI): memlora-eval's long loops print a line at every tenth with elapsed time, and
+    nothing for the last item (the per-conversation summary line follows); every item is still yielded once."""
+    import io
+
+    from runtimes.memory.eval import progress
+
+    log = io.StringIO()
+    assert list(progress(list(range(25)), "conv-x memorise", stream=log)) == list(range(25))
+    lines = log.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"memlora-eval: conv-x memorise {i}/25" for i in range(3, 25, 3)]
+    assert all(line.endswith(" s)") for line in lines)
+    log = io.StringIO()
+    assert list(progress([1, 2], "q", stream=log)) == [1, 2] and log.getvalue() == "memlora-eval: q 1/2 (0 s)\n"
+    assert list(progress([], "q", stream=log)) == []
+
+
 def test_empty_store_adds_facts_without_an_update_call(tmp_path):
     """Nothing stored yet: the facts are ADDed without asking the model (add_to_empty_store); once memories exist the
     update op decides, and an UPDATE of an id that was never shown changes nothing (what the adapter tends to say on

@@ -111,11 +111,26 @@ def is_eval_report(path: Path) -> bool:
                                                                                    and "config" in r))
 
 
+def progress(items: list[Any], desc: str, stream: Any = None) -> Any:
+    """Iterate `items` with progress on `stream` (stderr): tqdm's bar on a terminal; elsewhere (a log file, CI) a
+    line at every tenth of the way with the elapsed time, so a run minutes long is never silent."""
+    from tqdm import tqdm
+
+    stream = stream or sys.stderr
+    if stream.isatty():
+        yield from tqdm(items, desc=desc, unit="it", file=stream, leave=False)
+        return
+    n, t0 = len(items), time.perf_counter()
+    every = max(1, -(-n // 10))
+    for i, x in enumerate(items, 1):
+        yield x
+        if i % every == 0 and i < n:
+            print(f"{PROG}: {desc} {i}/{n} ({time.perf_counter() - t0:.0f} s)", file=stream, flush=True)
+
+
 def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: Any, args: argparse.Namespace,
                           judge_fn: Any = None, visual_questions: list[Any] | None = None,
                           path_name: str | None = None) -> dict[str, Any]:
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
     suffix = f"-{path_name}" if path_name else ""
     store_path = Path(args.store_dir) / f"store-{file_safe(conv.sample_id)}{suffix}.sqlite"
@@ -127,8 +142,7 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
     applied = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0, "skipped": 0}
     examples: list[dict[str, Any]] = []
     extracted: list[dict[str, Any]] = []
-    bar = tqdm(windows, desc=f"{conv.sample_id} memorise", unit="win", disable=None, leave=False)
-    for w in bar:
+    for w in progress(windows, f"{conv.sample_id} memorise"):
         try:
             res = pipe.add_turns(w.turns, w.date)
         except ValueError as e:  # a turn's shared image cannot be read (the data names a file that is not an image)
@@ -157,7 +171,7 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
     if args.max_questions:
         questions = questions[: args.max_questions]
     qa = []
-    for q in tqdm(questions, desc=f"{conv.sample_id} answer", unit="q", disable=None, leave=False):
+    for q in progress(questions, f"{conv.sample_id} answer"):
         a = pipe.answer(q["question"])
         gold = str(q["answer"])
         item = {"category": q["category"], "question": q["question"], "gold": gold, "prediction": a.text,
