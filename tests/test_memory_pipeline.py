@@ -173,13 +173,13 @@ def test_eval_progress_in_a_log_file_is_a_line_per_tenth():
     from runtimes.memory.eval import progress
 
     log = io.StringIO()
-    assert list(progress(list(range(25)), "conv-x memorise", stream=log)) == list(range(25))
+    assert list(progress(list(range(25)), "conv-x memorise", "win", stream=log)) == list(range(25))
     lines = log.getvalue().splitlines()
     assert [line.split(" (")[0] for line in lines] == [f"memlora-eval: conv-x memorise {i}/25" for i in range(3, 25, 3)]
     assert all(line.endswith(" s)") for line in lines)
     log = io.StringIO()
-    assert list(progress([1, 2], "q", stream=log)) == [1, 2] and log.getvalue() == "memlora-eval: q 1/2 (0 s)\n"
-    assert list(progress([], "q", stream=log)) == []
+    assert list(progress([1, 2], "q", "q", stream=log)) == [1, 2] and log.getvalue() == "memlora-eval: q 1/2 (0 s)\n"
+    assert list(progress([], "q", "q", stream=log)) == []
 
 
 def test_empty_store_adds_facts_without_an_update_call(tmp_path):

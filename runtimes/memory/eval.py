@@ -111,14 +111,14 @@ def is_eval_report(path: Path) -> bool:
                                                                                    and "config" in r))
 
 
-def progress(items: list[Any], desc: str, stream: Any = None) -> Any:
+def progress(items: list[Any], desc: str, unit: str, stream: Any = None) -> Any:
     """Iterate `items` with progress on `stream` (stderr): tqdm's bar on a terminal; elsewhere (a log file, CI) a
     line at every tenth of the way with the elapsed time, so a run minutes long is never silent."""
     from tqdm import tqdm
 
     stream = stream or sys.stderr
     if stream.isatty():
-        yield from tqdm(items, desc=desc, unit="it", file=stream, leave=False)
+        yield from tqdm(items, desc=desc, unit=unit, file=stream, leave=False)
         return
     n, t0 = len(items), time.perf_counter()
     every = max(1, -(-n // 10))
@@ -142,7 +142,7 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
     applied = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0, "skipped": 0}
     examples: list[dict[str, Any]] = []
     extracted: list[dict[str, Any]] = []
-    for w in progress(windows, f"{conv.sample_id} memorise"):
+    for w in progress(windows, f"{conv.sample_id} memorise", "win"):
         try:
             res = pipe.add_turns(w.turns, w.date)
         except ValueError as e:  # a turn's shared image cannot be read (the data names a file that is not an image)
@@ -171,7 +171,7 @@ def evaluate_conversation(conv: locomo.Conversation, pipe_factory: Any, scorer: 
     if args.max_questions:
         questions = questions[: args.max_questions]
     qa = []
-    for q in progress(questions, f"{conv.sample_id} answer"):
+    for q in progress(questions, f"{conv.sample_id} answer", "q"):
         a = pipe.answer(q["question"])
         gold = str(q["answer"])
         item = {"category": q["category"], "question": q["question"], "gold": gold, "prediction": a.text,
