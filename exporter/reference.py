@@ -13,6 +13,7 @@ never imports the exporter, so runtimes/memory/eval.py takes the reference backe
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,9 +49,15 @@ class ReferenceLLM:
         return list(self.stops)
 
     def encode(self, messages: list[dict[str, str]] | None = None, prompt: str | None = None) -> list[int]:
+        """The tokens of the model's chat template; a tokenizer without one (Gemma-3-270M base) gets the plain
+        framing its bundle would carry (runtimes.chat.PLAIN: a line per message, the tokenizer's <bos>)."""
         if (messages is None) == (prompt is None):
             raise ValueError("give exactly one of messages or prompt")
         msgs = messages if messages is not None else [{"role": "user", "content": prompt}]
+        if not getattr(self.tokenizer, "chat_template", None):
+            from runtimes.chat import PLAIN
+
+            return self.tokenizer(PLAIN.render(msgs), add_special_tokens=True)["input_ids"]
         text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -133,11 +140,56 @@ def reference_backend(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any
     return llm, embedder, {"backend": "reference", "model": args.base, "adapters": adapters or None}
 
 
+def few_shot_examples(args: argparse.Namespace, evaluated: list[str]) -> dict[str, list[Any]]:
+    """`memlora-eval --few-shot K`: per op K examples of the adapters' training data (exporter.train.data, the
+    training conversations only; cached like memlora-train's), the shortest that show the op at work: an
+    extraction with 2-3 facts, an update with more than one kind of event, an answer of a few words whose evidence
+    is among the memories shown; each from another conversation where there are enough."""
+    from runtimes.memory import locomo
+    from runtimes.memory.eval import EvalError
+    from runtimes.memory.fewshot import Shot
+
+    from .load import cache_root
+    from .train import data as D
+
+    try:
+        train_ids = {c.sample_id for c in locomo.split(locomo.load(args.data), "train", args.split_file)}
+    except (FileNotFoundError, ValueError) as e:
+        raise EvalError(str(e)) from None
+    seen = sorted(train_ids & set(evaluated))
+    if seen:
+        raise EvalError(f"--few-shot draws its examples from the training conversations; {seen} are evaluated too: "
+                        "evaluate the validation split")
+
+    def useful(e: Any) -> bool:
+        if e.op == "extract":
+            return 2 <= len(json.loads(e.target)["facts"]) <= 3
+        if e.op == "update":
+            return len(set(e.meta.get("kinds", []))) > 1
+        return e.meta.get("evidence_shown", 0) >= 1 and 1 <= len(e.target.split()) <= 6
+
+    out: dict[str, list[Any]] = {}
+    for op in ("extract", "update", "generate"):
+        try:
+            examples = D.build(op, "train", args.data, cache_dir=cache_root() / "train-data")
+        except D.InputError as e:
+            raise EvalError(str(e)) from None
+        ranked = sorted((e for e in examples if useful(e)),
+                        key=lambda e: sum(len(m["content"]) for m in e.messages) + len(e.target))
+        firsts: dict[Any, Any] = {}  # the shortest of each conversation first, then the rest by length
+        for e in ranked:
+            firsts.setdefault(e.meta.get("sample_id"), e)
+        picked = [*firsts.values(), *(e for e in ranked if e not in firsts.values())][: args.few_shot]
+        out[op] = [Shot(e.messages, e.target) for e in picked]
+    return out
+
+
 def eval_main(argv: list[str] | None = None) -> int:
-    """`memlora-eval`: runtimes/memory/eval.py's CLI with the PyTorch reference as its default backend."""
+    """`memlora-eval`: runtimes/memory/eval.py's CLI with the PyTorch reference as its default backend, and the
+    training data for `--few-shot`."""
     from runtimes.memory.eval import main
 
-    return main(argv, reference=reference_backend)
+    return main(argv, reference=reference_backend, shots=few_shot_examples)
 
 
 if __name__ == "__main__":

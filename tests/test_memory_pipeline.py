@@ -270,3 +270,40 @@ def test_answer_shows_the_kept_turns_beside_the_memories(tmp_path):
         a = pipe.answer(q)
         assert any(t.text == long for t, _ in a.turns)
         assert "[1 June 2023] Melanie: " + "y" * (TURN_SHOWN_CHARS - 9) + "\n" in llm.messages[-1][1][-1]["content"]
+
+
+def test_few_shot_shows_examples_as_earlier_turns_and_ends_a_free_answer_at_its_line():
+    """--few-shot: each shot's user message then its target as the assistant's turn, between the op's system message
+    and its own prompt; ops without shots pass through; a free-text answer is cut at its first line break only when
+    every shot answers in one line (a base model goes on with an imagined next example), a JSON op never."""
+    from runtimes.base import Generation
+    from runtimes.memory.fewshot import FewShotLLM, Shot
+
+    class Echo:
+        tokenizer = "tok"
+
+        def __init__(self):
+            self.seen = []
+
+        def generate(self, op, messages=None, **kw):
+            self.seen.append(messages)
+            return Generation(op=op, text=" Denver\nQ: Where does Melanie live?\nA: Boston", tokens=[5, 6],
+                              prompt_tokens=[1, 2, 3], stop_reason="max_new_tokens")
+
+    shots = {"generate": [Shot([{"role": "system", "content": "S0"}, {"role": "user", "content": "Q1"}], "A1"),
+                          Shot([{"role": "user", "content": "Q2"}], "A2")],
+             "extract": [Shot([{"role": "user", "content": "T1"}], '{"facts": []}')], "update": []}
+    inner = Echo()
+    llm = FewShotLLM(inner, shots)
+    assert llm.tokenizer == "tok"  # the wrapped model's tokenizer: the JSON mask is built from it
+    g = llm.generate("generate", messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}])
+    assert inner.seen[-1] == [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
+                              {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
+                              {"role": "assistant", "content": "A2"}, {"role": "user", "content": "Q"}]
+    assert g.text == "Denver" and g.tokens == [5, 6] and g.stop_reason == "max_new_tokens"
+    upd = [{"role": "user", "content": "U"}]
+    assert llm.generate("update", messages=upd).text.count("\n") == 2 and inner.seen[-1] == upd  # no shots
+    e = llm.generate("extract", messages=[{"role": "user", "content": "T"}], constraint=object())
+    assert "\n" in e.text and [m["content"] for m in inner.seen[-1]] == ["T1", '{"facts": []}', "T"]
+    multi = FewShotLLM(Echo(), {"generate": [Shot([{"role": "user", "content": "Q1"}], "line 1\nline 2")]})
+    assert "\n" in multi.generate("generate", messages=[{"role": "user", "content": "Q"}]).text

@@ -76,6 +76,10 @@ def judge(url: str, model: str, question: str, gold: str, pred: str, api_key: st
 Reference = Callable[[argparse.Namespace], "tuple[Any, Any, dict[str, Any]]"]
 """Makes the backend when no --bundle is given: (llm, embedder, description). The PyTorch reference loads models
 with the exporter, so it is passed in by the `memlora-eval` entry point (exporter.reference.eval_main)."""
+Shots = Callable[[argparse.Namespace, "list[str]"], "dict[str, list[Any]]"]
+"""Gives `--few-shot` its examples: (args, the sample_ids evaluated) -> per op a list of `fewshot.Shot`, drawn from
+the training conversations. Built from the training data (exporter.train.data), so also passed in by the entry
+point."""
 
 
 def make_backend(args: argparse.Namespace, reference: Reference | None = None) -> tuple[Any, Any, dict[str, Any]]:
@@ -345,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ADD the facts that meet an empty store without an update call (pipeline default)")
     p.add_argument("--window", type=int, default=locomo.WINDOW, help="turns per extraction window")
     p.add_argument("--update-batch", type=int, default=4, help="facts per update call")
+    p.add_argument("--few-shot", type=int, default=0, metavar="K",
+                   help="show the model K worked examples per op from the training conversations before each prompt "
+                        "(the few-shot baseline for a model without adapters; default 0)")
     p.add_argument("--top-k", type=int, default=10, help="memories retrieved per question")
     p.add_argument("--answer-turns", type=int, default=PipelineConfig.answer_turns,
                    help="conversation turns shown beside the memories per question (0: memories only, the paper's "
@@ -373,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[str, Any]:
+def run(args: argparse.Namespace, reference: Reference | None = None, shots: Shots | None = None) -> dict[str, Any]:
     from .embed import TorchEmbedder
     from .pipeline import MemoryPipeline, PipelineConfig
     from .store import MemoryStore
@@ -403,6 +410,11 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
             raise EvalError(f"--{name.replace('_', '-')} must be >= 1")
     if args.answer_turns < 0:
         raise EvalError("--answer-turns must be >= 0")
+    if not 0 <= args.few_shot <= 8:
+        raise EvalError("--few-shot must be between 0 and 8")
+    if args.few_shot and shots is None:
+        raise EvalError("--few-shot takes its examples from the training data, which comes with the exporter: "
+                        "run memlora-eval (exporter.reference)")
     inputs = [args.data, args.split_file, args.bundle,
               *[a.partition("=")[2] or a for a in (args.adapters or [])],
               *([args.base] if Path(args.base).exists() else [])]
@@ -430,6 +442,15 @@ def run(args: argparse.Namespace, reference: Reference | None = None) -> dict[st
         if not 1 <= args.visual_shares <= 24:
             raise EvalError("--visual-shares must be between 1 and 24")
     llm, embedder, desc = make_backend(args, reference)
+    if args.few_shot:
+        from .fewshot import FewShotLLM
+
+        if getattr(llm, "adapters", None) or (getattr(llm, "manifest", None) is not None
+                                              and llm.manifest.raw.get("strategy") != "none"):
+            print(f"{PROG}: note: --few-shot on a model with adapters: the shots come on top of what they learnt",
+                  file=sys.stderr)
+        llm = FewShotLLM(llm, shots(args, [c.sample_id for c in convs]))
+        desc["few_shot"] = args.few_shot
     vision = None
     if args.visual:
         from . import visual
@@ -524,7 +545,7 @@ def run_visual(convs: list[locomo.Conversation], paths: list[str], pipe_factory:
     return rep, extra, visual_markdown(rep) + "\n" + markdown(rep)
 
 
-def main(argv: list[str] | None = None, reference: Reference | None = None) -> int:
+def main(argv: list[str] | None = None, reference: Reference | None = None, shots: Shots | None = None) -> int:
     """The memlora-eval CLI; `reference`: the backend without --bundle (the console script passes the PyTorch
     reference: exporter.reference.eval_main)."""
     args = build_parser().parse_args(argv)
@@ -541,7 +562,7 @@ def main(argv: list[str] | None = None, reference: Reference | None = None) -> i
     state: dict[str, Any] = {}
 
     def body() -> int:
-        state["result"] = run(args, reference)
+        state["result"] = run(args, reference, shots)
         return 0
 
     code = run_main(PROG, body, debug=args.debug, user_errors=(EvalError, MemloraError, BundleError, OutputError),
