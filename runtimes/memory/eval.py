@@ -441,15 +441,16 @@ def run(args: argparse.Namespace, reference: Reference | None = None, shots: Sho
             raise EvalError("--visual runs on a bundle exported with --vision (memlora-export --vision); give --bundle")
         if not 1 <= args.visual_shares <= 24:
             raise EvalError("--visual-shares must be between 1 and 24")
+    examples = shots(args, [c.sample_id for c in convs]) if args.few_shot else None  # refused before models load
     llm, embedder, desc = make_backend(args, reference)
-    if args.few_shot:
+    if examples is not None:
         from .fewshot import FewShotLLM
 
         if getattr(llm, "adapters", None) or (getattr(llm, "manifest", None) is not None
                                               and llm.manifest.raw.get("strategy") != "none"):
             print(f"{PROG}: note: --few-shot on a model with adapters: the shots come on top of what they learnt",
                   file=sys.stderr)
-        llm = FewShotLLM(llm, shots(args, [c.sample_id for c in convs]))
+        llm = FewShotLLM(llm, examples)
         desc["few_shot"] = args.few_shot
     vision = None
     if args.visual:
